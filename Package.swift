@@ -1,0 +1,72 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// The layout follows the architecture: C shims at the bottom, the Redis and HTTP layers on
+// them, the core on top, and one `switchyard` executable. Benchmarks and the test harness are
+// kept apart from the libraries that ship.
+let package = Package(
+    name: "switchyard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "switchyard", targets: ["switchyard"]),
+        .executable(name: "switchyard-bench", targets: ["SwitchyardBench"]),
+        .library(name: "SwitchyardRedis", targets: ["SwitchyardRedis"]),
+        .library(name: "SwitchyardHTTP", targets: ["SwitchyardHTTP"]),
+        .library(name: "SwitchyardCore", targets: ["SwitchyardCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+    ],
+    targets: [
+        // hiredis, found through pkg-config (Debian: libhiredis-dev, Homebrew: hiredis).
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
+        ),
+        // The socket loop around hiredis: poll with a wake-up pipe so blocking reads can be cancelled.
+        .target(name: "CHiredisShim", dependencies: ["CHiredis"]),
+        // libcurl's setopt/getinfo are C variadics; this target wraps them in typed functions.
+        .target(
+            name: "CCurlShim",
+            linkerSettings: [.linkedLibrary("curl")]
+        ),
+        .target(
+            name: "SwitchyardRedis",
+            dependencies: [
+                "CHiredis", "CHiredisShim",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "SwitchyardHTTP",
+            dependencies: ["CCurlShim", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "SwitchyardCore",
+            dependencies: ["SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "switchyard",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Starts private redis-server processes for tests and benchmarks. Not shipped.
+        .target(name: "SwitchyardTestSupport", dependencies: ["SwitchyardCore", "SwitchyardRedis"]),
+        .executableTarget(
+            name: "SwitchyardBench",
+            dependencies: [
+                "SwitchyardRedis", "SwitchyardTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/SwitchyardBench"
+        ),
+        .testTarget(name: "SwitchyardRedisTests", dependencies: ["SwitchyardRedis", "SwitchyardTestSupport"]),
+        .testTarget(name: "SwitchyardHTTPTests", dependencies: ["SwitchyardHTTP"]),
+        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardTestSupport"]),
+    ]
+)

@@ -1,0 +1,157 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardRedis
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A private `redis-server` for a test or a benchmark: a free loopback port, no persistence unless
+/// asked, a scratch directory of its own, stopped by PID when done.
+///
+/// No test relies on a Redis that the machine happens to run.
+public final class RedisServer: @unchecked Sendable {
+    public struct StartError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public let port: Int
+    public let directory: URL
+    public let extraArguments: [String]
+    private let lock = NSLock()
+    private var process: ChildProcess?
+
+    /// Starts a server. `arguments` are extra `redis-server` options, for example
+    /// `["--requirepass", "secret"]` or `["--appendonly", "yes"]`.
+    public init(arguments: [String] = []) throws {
+        self.extraArguments = arguments
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let candidate = try Self.freePort()
+            do {
+                self.process = try Self.launch(port: candidate, directory: directory, extra: arguments)
+                self.port = candidate
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? StartError(description: "could not start redis-server")
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    public var url: String { "redis://127.0.0.1:\(port)" }
+    public var configuration: RedisConfiguration { (try? RedisConfiguration(url: url)) ?? RedisConfiguration() }
+    public var pid: Int32? { lock.withLock { process?.pid } }
+
+    /// SIGTERM, then wait for the process to exit.
+    public func stop() { signalAndWait(SIGTERM) }
+
+    /// SIGKILL: the server dies at once, as in a crash.
+    public func kill() { signalAndWait(SIGKILL) }
+
+    /// Starts the server again on the same port and directory (an AOF there is loaded).
+    public func restart() throws {
+        stop()
+        var lastError: (any Error)?
+        for _ in 0..<50 {  // the port can take a moment to be free again
+            do {
+                let p = try Self.launch(port: port, directory: directory, extra: extraArguments)
+                lock.withLock { process = p }
+                return
+            } catch {
+                lastError = error
+                usleep(100_000)
+            }
+        }
+        throw lastError!
+    }
+
+    private func signalAndWait(_ signal: Int32) {
+        guard let p = lock.withLock({ () -> ChildProcess? in defer { process = nil }; return process }) else { return }
+        p.send(signal)
+        p.waitForExit()
+    }
+
+    private static func launch(port: Int, directory: URL, extra: [String]) throws -> ChildProcess {
+        let arguments = [
+            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", directory.path, "--daemonize", "no", "--protected-mode", "no",
+            "--logfile", directory.appendingPathComponent("redis.log").path,
+        ] + extra
+        let p = try ChildProcess(executable: try redisServerExecutable().path, arguments: arguments)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if !p.isRunning {
+                throw StartError(description: "redis-server exited at start on port \(port)")
+            }
+            if ping(port: port) { return p }
+            usleep(5_000)
+        }
+        p.send(SIGKILL)
+        p.waitForExit()
+        throw StartError(description: "redis-server on port \(port) did not answer PING within 10 s")
+    }
+
+    static func redisServerExecutable() throws -> URL {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for dir in path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/opt/homebrew/bin"] {
+            let candidate = URL(fileURLWithPath: dir).appendingPathComponent("redis-server")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        }
+        throw StartError(description: "redis-server is not installed (Debian: apt-get install redis-server)")
+    }
+
+    /// A port the kernel reports free on 127.0.0.1 right now.
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw StartError(description: "socket() failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else { throw StartError(description: "bind() failed") }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// A raw PING over a fresh socket, independent of the Redis layer under test.
+    static func ping(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return false }
+        let ping = Array("PING\r\n".utf8)
+        guard write(fd, ping, ping.count) == ping.count else { return false }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &buffer, buffer.count)
+        // "-NOAUTH" or "-LOADING" means the process answers but is not ready for commands; a
+        // password-protected server is still up, so accept NOAUTH.
+        guard n > 0 else { return false }
+        let text = String(decoding: buffer[0..<n], as: UTF8.self)
+        return text.hasPrefix("+PONG") || text.hasPrefix("-NOAUTH")
+    }
+}
+

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SwitchyardCore
+import SwitchyardHTTP
+import SwitchyardRedis
+
+@main
+struct SwitchyardCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchyard",
+        abstract: "A distributed worker cluster for AI inference jobs, coordinated through Redis.",
+        discussion: """
+            Redis is found through --redis-url or SWITCHYARD_REDIS_URL (default redis://127.0.0.1:6379); \
+            a password can come from SWITCHYARD_REDIS_PASSWORD or SWITCHYARD_REDIS_PASSWORD_FILE.
+            """,
+        version: Switchyard.version,
+        subcommands: [PingCommand.self, ConfigCommand.self]
+    )
+}
+
+/// Options every subcommand that talks to Redis shares.
+struct RedisOptions: ParsableArguments {
+    @Option(name: .customLong("redis-url"), help: "Redis URL: redis://[user:password@]host:port[/db] or unix:///path.sock.")
+    var url: String?
+
+    func configuration() throws -> SwitchyardConfiguration {
+        var environment = ProcessInfo.processInfo.environment
+        if let url { environment[RedisConfiguration.EnvironmentKey.url] = url }
+        do {
+            return try SwitchyardConfiguration.fromEnvironment(environment)
+        } catch let error as RedisError {
+            throw ValidationError(error.message)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+}
+
+struct PingCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ping",
+        abstract: "Check that Redis is reachable: prints its version and the round-trip time."
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "How many PINGs to time.")
+    var count = 10
+
+    func run() async throws {
+        let configuration = try redis.configuration()
+        let connection = RedisConnection(configuration: configuration.redis)
+        defer { connection.close() }
+        do {
+            let info = try await connection.send("INFO", "server").string ?? ""
+            let version = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("redis_version:") }?.dropFirst(14) ?? "?"
+            let clock = ContinuousClock()
+            var samples: [Duration] = []
+            for _ in 0..<max(1, count) {
+                let start = clock.now
+                try await connection.send("PING")
+                samples.append(clock.now - start)
+            }
+            samples.sort()
+            let median = samples[samples.count / 2]
+            print("Redis \(version) at \(configuration.redis.redactedURL): PING median \(format(median)) over \(samples.count)")
+        } catch let error as RedisError {
+            print("error: \(error.message)")
+            throw ExitCode(2)
+        }
+    }
+
+    private func format(_ d: Duration) -> String {
+        let (s, atto) = d.components
+        return String(format: "%.3f ms", Double(s) * 1000 + Double(atto) / 1e15)
+    }
+}
+
+struct ConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Print the effective configuration (secrets are never shown)."
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        let configuration = try redis.configuration()
+        print("switchyard \(Switchyard.version)")
+        print("redis:    \(configuration.redis.description)")
+        print("queue:    \(configuration.queue)")
+        print("libcurl:  \(Curl.version)  (http2: \(Curl.supportsHTTP2), gzip: \(Curl.supportsGzip))")
+    }
+}
