@@ -68,8 +68,11 @@ struct RedisBench: AsyncParsableCommand {
         connection.close()
         pool.shutDown()
 
-        let conn = median(ours["connection"]!), pooled = median(ours["pool"]!), rb1 = median(theirs["c1"]!)
-        let piped = median(ours["pipelined"]!), rbP = median(theirs["pipelined"]!)
+        let conn = median(ours["connection"]!)
+        let pooled = median(ours["pool"]!)
+        let rb1 = median(theirs["c1"]!)
+        let piped = median(ours["pipelined"]!)
+        let rbP = median(theirs["pipelined"]!)
         let rows: [(String, Measurement)] = [
             ("switchyard connection, unpipelined", conn),
             ("switchyard pool, unpipelined", pooled),
@@ -80,8 +83,10 @@ struct RedisBench: AsyncParsableCommand {
         print("Redis layer against redis-benchmark, GET of a 3-byte value, \(requests) requests, median of \(rounds) rounds")
         print(pad("measurement", 40) + pad("ops/s", 12) + pad("p50 ms", 10) + pad("p99 ms", 10))
         for (name, m) in rows {
-            print(pad(name, 40) + pad(String(format: "%.0f", m.opsPerSecond), 12) + pad(m.p50.map { String(format: "%.4f", $0) } ?? "-", 10)
-                + pad(m.p99.map { String(format: "%.4f", $0) } ?? "-", 10))
+            print(
+                pad(name, 40) + pad(String(format: "%.0f", m.opsPerSecond), 12) + pad(m.p50.map { String(format: "%.4f", $0) } ?? "-", 10)
+                    + pad(m.p99.map { String(format: "%.4f", $0) } ?? "-", 10)
+            )
         }
         let ratios: [String: Double] = [
             "connection_p50_vs_redis_benchmark": conn.p50! / rb1.p50!,
@@ -90,10 +95,20 @@ struct RedisBench: AsyncParsableCommand {
             "redis_benchmark_pipelined_ops_vs_pipelined": rbP.opsPerSecond / piped.opsPerSecond,
         ]
         print("")
-        print(String(format: "unpipelined p50: connection %.2fx, pool %.2fx redis-benchmark -c 1 (target <= 1.5x)",
-                     ratios["connection_p50_vs_redis_benchmark"]!, ratios["pool_p50_vs_redis_benchmark"]!))
-        print(String(format: "pipelined throughput: redis-benchmark -P %d is %.2fx switchyard (target <= 2x)",
-                     depth, ratios["redis_benchmark_pipelined_ops_vs_pipelined"]!))
+        print(
+            String(
+                format: "unpipelined p50: connection %.2fx, pool %.2fx redis-benchmark -c 1 (target <= 1.5x)",
+                ratios["connection_p50_vs_redis_benchmark"]!,
+                ratios["pool_p50_vs_redis_benchmark"]!
+            )
+        )
+        print(
+            String(
+                format: "pipelined throughput: redis-benchmark -P %d is %.2fx switchyard (target <= 2x)",
+                depth,
+                ratios["redis_benchmark_pipelined_ops_vs_pipelined"]!
+            )
+        )
         let report: [String: Any] = [
             "benchmark": "redis",
             "requests": requests,

@@ -76,17 +76,23 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     private func signalAndWait(_ signal: Int32) {
-        guard let p = lock.withLock({ () -> ChildProcess? in defer { process = nil }; return process }) else { return }
+        guard
+            let p = lock.withLock({ () -> ChildProcess? in
+                defer { process = nil }
+                return process
+            })
+        else { return }
         p.send(signal)
         p.waitForExit()
     }
 
     private static func launch(port: Int, directory: URL, extra: [String]) throws -> ChildProcess {
-        let arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", directory.path, "--daemonize", "no", "--protected-mode", "no",
-            "--logfile", directory.appendingPathComponent("redis.log").path,
-        ] + extra
+        let arguments =
+            [
+                "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", directory.path, "--daemonize", "no", "--protected-mode", "no",
+                "--logfile", directory.appendingPathComponent("redis.log").path,
+            ] + extra
         let p = try ChildProcess(executable: try redisServerExecutable().path, arguments: arguments)
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
@@ -154,4 +160,3 @@ public final class RedisServer: @unchecked Sendable {
         return text.hasPrefix("+PONG") || text.hasPrefix("-NOAUTH")
     }
 }
-

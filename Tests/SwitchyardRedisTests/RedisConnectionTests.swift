@@ -23,9 +23,15 @@ struct RedisConnectionTests {
         #expect(try await redis.send("BLPOP", "nothing", "0.01") == .null)
         // Nested arrays with every type inside, from a script.
         let nested = try await redis.send(
-            "EVAL", "return {1, 'two', {3, {'four'}}, redis.status_reply('FINE'), false}", 0)
+            "EVAL",
+            "return {1, 'two', {3, {'four'}}, redis.status_reply('FINE'), false}",
+            0
+        )
         #expect(
-            nested == .array([.integer(1), .bulk(Array("two".utf8)), .array([.integer(3), .array([.bulk(Array("four".utf8))])]), .status("FINE"), .null])
+            nested
+                == .array([
+                    .integer(1), .bulk(Array("two".utf8)), .array([.integer(3), .array([.bulk(Array("four".utf8))])]), .status("FINE"), .null,
+                ])
         )
         // An error reply is thrown by send and kept in place by pipeline.
         await #expect {
