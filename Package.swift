@@ -43,9 +43,11 @@ let package = Package(
             name: "SwitchyardHTTP",
             dependencies: ["CCurlShim", .product(name: "Logging", package: "swift-log")]
         ),
+        // posix_spawn's GNU extensions, for child processes that inherit no sockets.
+        .target(name: "CProcessShim"),
         .target(
             name: "SwitchyardCore",
-            dependencies: ["SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CProcessShim", "SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "switchyard",

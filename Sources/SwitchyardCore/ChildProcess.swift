@@ -1,3 +1,4 @@
+import CProcessShim
 import Foundation
 
 #if canImport(Glibc)
@@ -44,6 +45,8 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Sockets of this process (Redis connections, listeners) must not live on in the child.
+        syp_spawn_close_from(&actions, 3)
 
         var noSignals = sigset_t()
         sigemptyset(&noSignals)
@@ -52,6 +55,9 @@ public final class ChildProcess: @unchecked Sendable {
         sigfillset(&allSignals)
         posix_spawnattr_setsigdefault(&attributes, &allSignals)
         var flags = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        #if canImport(Darwin)
+        flags |= Int32(POSIX_SPAWN_CLOEXEC_DEFAULT)
+        #endif
         if newProcessGroup {
             flags |= Int32(POSIX_SPAWN_SETPGROUP)
             posix_spawnattr_setpgroup(&attributes, 0)
@@ -59,7 +65,7 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawnattr_setflags(&attributes, Int16(flags))
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-        let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let env = (environment ?? Self.inheritableEnvironment()).map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             for pointer in argv { free(pointer) }
             for pointer in env { free(pointer) }
@@ -72,7 +78,16 @@ public final class ChildProcess: @unchecked Sendable {
         self.pid = pid
     }
 
-    /// Sends a signal (SIGTERM, SIGKILL, ...). Does nothing once the process has been reaped.
+    /// This process's environment without Switchyard's secrets: a model server has no business
+    /// with the Redis password.
+    public static func inheritableEnvironment() -> [String: String] {
+        ProcessInfo.processInfo.environment.filter { key, _ in
+            !(key.hasPrefix("SWITCHYARD_") && (key.contains("PASSWORD") || key.contains("URL") || key.contains("KEY")))
+        }
+    }
+
+    /// Sends a signal (SIGTERM, SIGKILL, ...). Does nothing once the process has been reaped, so a
+    /// recycled pid is never signalled.
     public func send(_ signal: Int32) {
         lock.withLock {
             if exitStatus == nil { _ = kill(pid, signal) }
@@ -80,33 +95,32 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// True until the process has exited (reaping it if it has).
-    public var isRunning: Bool {
-        lock.withLock {
-            if exitStatus != nil { return false }
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                exitStatus = status
-                return false
-            }
-            return true
+    public var isRunning: Bool { lock.withLock { reapIfExited() } == nil }
+
+    /// The raw wait status once the process has exited and been reaped.
+    public var status: Int32? { lock.withLock { reapIfExited() } }
+
+    /// Reaps the child if it has exited. Called only under `lock`, so the reap and the record of
+    /// the status happen together.
+    private func reapIfExited() -> Int32? {
+        if let exitStatus { return exitStatus }
+        var status: Int32 = 0
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid || (r < 0 && errno == ECHILD) {
+            exitStatus = r == pid ? status : -1
         }
+        return exitStatus
     }
 
     /// Blocks the calling thread until the process exits; returns the raw wait status.
     @discardableResult
     public func waitForExit() -> Int32 {
-        if let status = lock.withLock({ exitStatus }) { return status }
-        var status: Int32 = 0
+        var pause: UInt32 = 1_000
         while true {
-            let r = waitpid(pid, &status, 0)
-            if r == pid { break }
-            if r < 0 && errno != EINTR {
-                // Reaped by someone else: report it as gone.
-                break
-            }
+            if let status = lock.withLock({ reapIfExited() }) { return status }
+            usleep(pause)
+            pause = min(pause * 2, 20_000)
         }
-        lock.withLock { exitStatus = status }
-        return status
     }
 
     /// Waits up to `timeout` for the process to exit; true if it did.

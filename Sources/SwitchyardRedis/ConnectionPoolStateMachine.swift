@@ -49,8 +49,8 @@ struct ConnectionPoolStateMachine<Connection, Waiter> {
     }
 
     mutating func lease(id: UInt64, waiter: Waiter) -> LeaseAction {
-        if let action = leaseNow() { return action }
         if cancelledBeforeWaiting.remove(id) != nil { return .cancelled }
+        if let action = leaseNow() { return action }
         waiters.append((id, waiter))
         return .wait
     }

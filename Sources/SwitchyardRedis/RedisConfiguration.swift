@@ -89,26 +89,30 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     }
 
     private mutating func apply(url: String) throws(RedisError) {
-        func invalid(_ why: String) -> RedisError {
-            // The URL itself may hold a password, so the message describes it rather than quoting it.
-            RedisError(.invalidConfiguration, "Redis URL: \(why)")
+        // The URL may hold a password, and a password with an unencoded '/' or '?' ends the
+        // authority early; so with credentials present, messages never quote parsed parts.
+        let quotes = !url.contains("@")
+        func invalid(_ why: String, _ withoutQuote: String? = nil) -> RedisError {
+            RedisError(.invalidConfiguration, "Redis URL: \(quotes ? why : (withoutQuote ?? why))")
         }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
             throw invalid("not a URL; expected redis://[user:password@]host:port[/db] or unix:///path/to.sock")
         }
-        username = components.user.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding ?? $0 }
-        password = components.password.map { $0.removingPercentEncoding ?? $0 }
+        username = components.percentEncodedUser.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding ?? $0 }
+        password = components.percentEncodedPassword.map { $0.removingPercentEncoding ?? $0 }
         let dbItem = components.queryItems?.first(where: { $0.name == "db" })?.value
         switch scheme {
         case "redis":
             guard let host = components.host, !host.isEmpty else { throw invalid("host is missing") }
             let port = components.port ?? 6379
-            guard (1...65535).contains(port) else { throw invalid("port \(port) is out of range 1-65535") }
+            guard (1...65535).contains(port) else { throw invalid("port \(port) is out of range 1-65535", "port is out of range 1-65535") }
             let bareHost = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
             endpoint = .tcp(host: bareHost, port: port)
             let path = components.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
             if !path.isEmpty {
-                guard let db = Int(path), db >= 0 else { throw invalid("database '\(path)' is not a non-negative integer") }
+                guard let db = Int(path), db >= 0 else {
+                    throw invalid("database '\(path)' is not a non-negative integer", "database is not a non-negative integer")
+                }
                 database = db
             } else if let dbItem {
                 guard let db = Int(dbItem), db >= 0 else { throw invalid("db '\(dbItem)' is not a non-negative integer") }
@@ -161,10 +165,10 @@ extension RedisConfiguration {
         if let password = environment[EnvironmentKey.password], !password.isEmpty {
             configuration.password = password
         }
-        func milliseconds(_ key: String) throws(RedisError) -> Duration? {
+        func milliseconds(_ key: String, minimum: Int) throws(RedisError) -> Duration? {
             guard let text = environment[key] else { return nil }
-            guard let ms = Int(text), ms >= 0 else {
-                throw RedisError(.invalidConfiguration, "\(key): '\(text)' is not a whole number of milliseconds")
+            guard let ms = Int(text), ms >= minimum else {
+                throw RedisError(.invalidConfiguration, "\(key): '\(text)' is not a whole number of milliseconds of at least \(minimum)")
             }
             return .milliseconds(ms)
         }
@@ -174,9 +178,9 @@ extension RedisConfiguration {
             }
             configuration.poolSize = size
         }
-        if let d = try milliseconds(EnvironmentKey.connectTimeout) { configuration.connectTimeout = d }
-        if let d = try milliseconds(EnvironmentKey.commandTimeout) { configuration.commandTimeout = d }
-        if let d = try milliseconds(EnvironmentKey.reconnectWait) { configuration.reconnectWait = d }
+        if let d = try milliseconds(EnvironmentKey.connectTimeout, minimum: 1) { configuration.connectTimeout = d }
+        if let d = try milliseconds(EnvironmentKey.commandTimeout, minimum: 1) { configuration.commandTimeout = d }
+        if let d = try milliseconds(EnvironmentKey.reconnectWait, minimum: 0) { configuration.reconnectWait = d }
         return configuration
     }
 }

@@ -57,7 +57,8 @@ public final class RedisConnection: @unchecked Sendable {
         logger[metadataKey: "redis"] = "\(configuration.endpoint)"
         self.logger = logger
         var fds: [Int32] = [-1, -1]
-        if syr_wake_pipe(&fds) != 0 { fatalError("pipe() failed: out of file descriptors") }
+        // Out of file descriptors: the process cannot do useful work; say so plainly.
+        if syr_wake_pipe(&fds) != 0 { fatalError("cannot create a pipe for a Redis connection: out of file descriptors?") }
         self.wakeRead = fds[0]
         self.wakeWrite = fds[1]
         self.thread = SerialThread(name: "redis \(configuration.endpoint)")
@@ -135,9 +136,9 @@ public final class RedisConnection: @unchecked Sendable {
     ) async throws -> T {
         let timeoutMs: Int32
         switch timeout {
-        case .default: timeoutMs = Int32(clamping: configuration.commandTimeout.roundedUpMilliseconds)
+        case .default: timeoutMs = Int32(clamping: max(1, configuration.commandTimeout.roundedUpMilliseconds))
         case .never: timeoutMs = -1
-        case .after(let d): timeoutMs = Int32(clamping: d.roundedUpMilliseconds)
+        case .after(let d): timeoutMs = Int32(clamping: max(1, d.roundedUpMilliseconds))
         }
         let id = shared.withLock { state -> UInt64 in
             state.nextJob &+= 1
@@ -195,26 +196,30 @@ public final class RedisConnection: @unchecked Sendable {
             let rc = command.encoded.withUnsafeBytes { bytes in
                 redisAppendFormattedCommand(context, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
             }
-            if rc != REDIS_OK { throw transportFailure(SYR_IO, during: commands[0]) }
+            if rc != REDIS_OK { throw transportFailure(SYR_IO, on: context, during: commands[0]) }
         }
         let flushed = syr_flush(context, wakeRead, timeoutMs)
-        if flushed != SYR_OK { throw transportFailure(flushed, during: commands[0]) }
+        if flushed != SYR_OK { throw transportFailure(flushed, on: context, during: commands[0]) }
         var replies: [RESPValue] = []
         replies.reserveCapacity(commands.count)
         for command in commands {
             var raw: UnsafeMutableRawPointer?
             let rc = syr_read_reply(context, wakeRead, timeoutMs, &raw)
-            guard rc == SYR_OK, let raw else { throw transportFailure(rc, during: command) }
+            guard rc == SYR_OK, let raw else { throw transportFailure(rc, on: context, during: command) }
             replies.append(RESPValue(reply: raw.assumingMemoryBound(to: redisReply.self)))
             freeReplyObject(raw)
         }
         return replies
     }
 
-    /// Closes the broken socket and describes what went wrong.
-    private func transportFailure(_ rc: Int32, during command: RedisCommand) -> any Error {
-        let detail = context.map { String(cString: UnsafeRawPointer($0.pointer(to: \.errstr)!).assumingMemoryBound(to: CChar.self)) } ?? ""
-        disconnect()
+    /// Closes the broken socket (if it is the current one) and describes what went wrong.
+    private func transportFailure(
+        _ rc: Int32,
+        on failed: UnsafeMutablePointer<redisContext>,
+        during command: RedisCommand
+    ) -> any Error {
+        let detail = String(cString: UnsafeRawPointer(failed.pointer(to: \.errstr)!).assumingMemoryBound(to: CChar.self))
+        if failed == context { disconnect() }
         switch rc {
         case SYR_CANCELLED:
             return interruption()
@@ -253,20 +258,20 @@ public final class RedisConnection: @unchecked Sendable {
                 let sleepMs = Int32(clamping: (nextAttempt - now).roundedUpMilliseconds)
                 if syr_sleep(wakeRead, sleepMs) == SYR_CANCELLED { throw interruption() }
             }
-            let outcome = Result { () throws(RedisError) in try openContext() }
-            switch outcome {
-            case .success(let context):
+            do {
+                let context = try openContext()
                 if failedAttempts > 0 { logger.info("reconnected to Redis after \(failedAttempts) failed attempts") }
                 failedAttempts = 0
                 lastConnectError = nil
                 self.context = context
                 return context
-            case .failure(let error):
-                guard error.code == .connectionFailed else { throw error }
+            } catch let error as RedisError {
+                // Every failed attempt backs off, so a wrong password does not hammer the server either.
                 failedAttempts += 1
-                if failedAttempts == 1 { logger.warning("cannot reach Redis: \(error.message); retrying with backoff") }
                 lastConnectError = error
                 nextAttempt = ContinuousClock.now + Backoff.reconnect.delay(attempt: failedAttempts)
+                guard error.code == .connectionFailed else { throw error }
+                if failedAttempts == 1 { logger.warning("cannot reach Redis: \(error.message); retrying with backoff") }
                 if nextAttempt > deadline { throw error }
             }
         }
@@ -277,7 +282,9 @@ public final class RedisConnection: @unchecked Sendable {
         shared.withLock { $0.closed } ? RedisError(.closed, "the connection was closed") : CancellationError()
     }
 
-    private func openContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+    /// Opens and authenticates a socket. Throws `RedisError`, or `CancellationError` when the
+    /// caller's task was cancelled during the handshake.
+    private func openContext() throws -> UnsafeMutablePointer<redisContext> {
         let connectMs = configuration.connectTimeout.roundedUpMilliseconds
         let tv = timeval(tv_sec: connectMs / 1000, tv_usec: .init((connectMs % 1000) * 1000))
         let opened: UnsafeMutablePointer<redisContext>?
@@ -291,12 +298,13 @@ public final class RedisConnection: @unchecked Sendable {
             redisFree(context)
             throw RedisError(.connectionFailed, "cannot connect to \(configuration.endpoint): \(why)")
         }
-        // Bounds writes on the blocking socket; reads are bounded by poll in the shim.
-        let commandMs = max(configuration.commandTimeout.roundedUpMilliseconds, 1)
-        redisSetTimeout(context, timeval(tv_sec: commandMs / 1000, tv_usec: .init((commandMs % 1000) * 1000)))
         if case .tcp = configuration.endpoint {
             // Notices a peer that vanished without closing (a host that went away); TCP only.
             redisEnableKeepAlive(context)
+        }
+        if syr_prepare(context) != SYR_OK {
+            redisFree(context)
+            throw RedisError(.connectionFailed, "cannot set up the socket to \(configuration.endpoint)")
         }
         do {
             try handshake(context)
@@ -308,7 +316,7 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// AUTH, SELECT and CLIENT SETNAME in one round trip.
-    private func handshake(_ context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
+    private func handshake(_ context: UnsafeMutablePointer<redisContext>) throws {
         var commands: [RedisCommand] = []
         if let password = configuration.password {
             if let user = configuration.username {
@@ -324,10 +332,8 @@ public final class RedisConnection: @unchecked Sendable {
         let timeoutMs = Int32(clamping: configuration.connectTimeout.roundedUpMilliseconds)
         do {
             replies = try exchange(commands, on: context, timeoutMs: timeoutMs)
-        } catch let error as RedisError {
+        } catch let error as RedisError where error.code != .closed {
             throw RedisError(.connectionFailed, "handshake with \(configuration.endpoint) failed: \(error.message)")
-        } catch {
-            throw RedisError(.connectionFailed, "handshake with \(configuration.endpoint) was interrupted")
         }
         for (command, reply) in zip(commands, replies) {
             guard let message = reply.errorMessage else { continue }

@@ -45,12 +45,18 @@ struct RedisConfigurationTests {
         }
     }
 
-    @Test func badURLErrorNeverQuotesThePassword() {
+    @Test(arguments: ["redis://u:topsecret@host:1/notadb", "redis://u:top/secret@host", "redis://u:70000/secret@h"])
+    func badURLErrorNeverQuotesThePassword(url: String) {
         #expect {
-            try RedisConfiguration(url: "redis://u:topsecret@host:1/notadb")
+            try RedisConfiguration(url: url)
         } throws: { error in
-            !"\(error)".contains("topsecret")
+            !"\(error)".contains("secret")
         }
+    }
+
+    @Test func percentEncodedPasswordIsDecodedOnce() throws {
+        // "%2541" is an encoded "%41": it must come out as "%41", not "A".
+        #expect(try RedisConfiguration(url: "redis://:p%2541@h").password == "p%41")
     }
 
     @Test func descriptionRedactsThePassword() throws {

@@ -17,6 +17,9 @@
 #define SYR_CANCELLED 4  // the wake-up pipe was written to
 #define SYR_PROTOCOL 5   // the reply could not be parsed
 
+/// Makes a freshly connected context non-blocking and close-on-exec. Returns SYR_OK or SYR_IO.
+int syr_prepare(redisContext *c);
+
 /// Writes hiredis's output buffer to the socket. Returns SYR_OK or an error code.
 int syr_flush(redisContext *c, int wake_fd, int timeout_ms);
 

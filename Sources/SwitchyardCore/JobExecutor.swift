@@ -1,0 +1,87 @@
+import Foundation
+
+/// What an executor returns for a job that succeeded.
+public struct JobOutput: Sendable {
+    public var output: JSONValue
+    public var usage: JobUsage?
+
+    public init(output: JSONValue, usage: JobUsage? = nil) {
+        self.output = output
+        self.usage = usage
+    }
+}
+
+/// A failed attempt. `retryable` failures are retried with backoff until the attempt limit;
+/// others end the job as `failed` at once (bad input, a 4xx from a provider).
+public struct JobFailure: Error, Sendable, CustomStringConvertible {
+    public var code: String
+    public var message: String
+    public var retryable: Bool
+
+    public init(code: String, message: String, retryable: Bool = true) {
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+/// Facts about the attempt an executor is running.
+public struct JobContext: Sendable {
+    /// 1 for the first attempt.
+    public var attempt: Int
+    public var workerID: String
+
+    public init(attempt: Int, workerID: String) {
+        self.attempt = attempt
+        self.workerID = workerID
+    }
+}
+
+/// Runs jobs. Providers and local model servers plug in here; the worker runtime owns retries,
+/// timeouts (it cancels the task) and results.
+public protocol JobExecutor: Sendable {
+    func execute(_ job: Job, context: JobContext) async throws -> JobOutput
+}
+
+/// A built-in executor for tests and benchmarks only: it calls no model.
+///
+/// Chat jobs get the last user message back; image jobs their prompt; embedding jobs a vector of
+/// text lengths. Metadata knobs make test jobs misbehave on purpose:
+/// `echo.sleep_ms` sleeps first; `echo.fail_attempts` fails that many first attempts (retryable);
+/// `echo.fail` = "fatal" fails for good.
+public struct EchoExecutor: JobExecutor {
+    public init() {}
+
+    public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
+        if let ms = job.metadata["echo.sleep_ms"].flatMap(Int.init), ms > 0 {
+            try await Task.sleep(for: .milliseconds(ms))
+        }
+        if let failing = job.metadata["echo.fail_attempts"].flatMap(Int.init), context.attempt <= failing {
+            throw JobFailure(code: "echo_failure", message: "failing attempt \(context.attempt) of \(failing) on purpose")
+        }
+        if job.metadata["echo.fail"] == "fatal" {
+            throw JobFailure(code: "echo_fatal", message: "failing for good on purpose", retryable: false)
+        }
+        switch job.kind {
+        case .chat:
+            let text = job.input.messages?.last(where: { $0.role == "user" })?.content ?? ""
+            return JobOutput(
+                output: .object(["role": .string("assistant"), "content": .string(text)]),
+                usage: JobUsage(promptTokens: text.count, completionTokens: text.count, totalTokens: text.count * 2)
+            )
+        case .image:
+            return JobOutput(output: .object(["prompt": .string(job.input.prompt ?? "")]), usage: JobUsage(images: job.input.count ?? 1))
+        case .embedding:
+            let vectors = (job.input.texts ?? []).map { JSONValue.array([.number(Double($0.count))]) }
+            return JobOutput(output: .array(vectors))
+        }
+    }
+}
+
+/// Does nothing and returns null: for measuring the queue itself.
+public struct NoopExecutor: JobExecutor {
+    public init() {}
+    public func execute(_ job: Job, context: JobContext) async throws -> JobOutput { JobOutput(output: .null) }
+}
