@@ -13,10 +13,12 @@ let package = Package(
         .library(name: "SwitchyardRedis", targets: ["SwitchyardRedis"]),
         .library(name: "SwitchyardHTTP", targets: ["SwitchyardHTTP"]),
         .library(name: "SwitchyardCore", targets: ["SwitchyardCore"]),
+        .library(name: "SwitchyardQueue", targets: ["SwitchyardQueue"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
         // hiredis, found through pkg-config (Debian: libhiredis-dev, Homebrew: hiredis).
@@ -49,11 +51,26 @@ let package = Package(
             name: "SwitchyardCore",
             dependencies: ["CProcessShim", "SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
         ),
+        // The job queue on Redis Streams: push, take, finish, retry, reclaim, dead letters.
+        .target(
+            name: "SwitchyardQueue",
+            dependencies: ["SwitchyardCore", "SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
+        ),
+        // The worker runtime: a Service that takes, runs and finishes jobs, and drains on SIGTERM.
+        .target(
+            name: "SwitchyardWorker",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP",
+                "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

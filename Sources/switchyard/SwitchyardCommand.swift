@@ -15,7 +15,10 @@ struct SwitchyardCommand: AsyncParsableCommand {
             a password can come from SWITCHYARD_REDIS_PASSWORD or SWITCHYARD_REDIS_PASSWORD_FILE.
             """,
         version: Switchyard.version,
-        subcommands: [PingCommand.self, ConfigCommand.self]
+        subcommands: [
+            WorkerCommand.self, PushCommand.self, ResultsCommand.self, StatusCommand.self, CancelCommand.self, DLQCommand.self,
+            PingCommand.self, ConfigCommand.self,
+        ]
     )
 }
 
@@ -24,9 +27,13 @@ struct RedisOptions: ParsableArguments {
     @Option(name: .customLong("redis-url"), help: "Redis URL: redis://[user:password@]host:port[/db] or unix:///path.sock.")
     var url: String?
 
+    @Option(help: "Queue name (the hash tag of every key). Default: SWITCHYARD_QUEUE or 'default'.")
+    var queue: String?
+
     func configuration() throws -> SwitchyardConfiguration {
         var environment = ProcessInfo.processInfo.environment
         if let url { environment[RedisConfiguration.EnvironmentKey.url] = url }
+        if let queue { environment["SWITCHYARD_QUEUE"] = queue }
         do {
             return try SwitchyardConfiguration.fromEnvironment(environment)
         } catch let error as RedisError {

@@ -1,0 +1,191 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardRedis
+
+/// A job entry handed to this worker by the consumer group: a pending entry until it is finished.
+public struct Delivery: Sendable, Hashable {
+    public let lane: JobPriority
+    public let entryID: String
+    /// The job's id as the entry names it (empty when a foreign producer left it out).
+    public let jobID: String
+    /// 1 for the first run.
+    public let attempt: Int
+    public let maxAttempts: Int
+    public let batch: String
+    /// The job's JSON, exactly as pushed.
+    public let payload: [UInt8]
+
+    init?(lane: JobPriority, entryID: String, fields: [RESPValue]) {
+        var id = ""
+        var attempt = 1
+        var max = 1
+        var batch = ""
+        var payload: [UInt8] = []
+        var i = 0
+        while i + 1 < fields.count {
+            switch fields[i].string {
+            case "id": id = fields[i + 1].string ?? ""
+            case "attempt": attempt = fields[i + 1].int ?? 1
+            case "max": max = fields[i + 1].int ?? 1
+            case "batch": batch = fields[i + 1].string ?? ""
+            case "job": payload = fields[i + 1].bytes ?? []
+            default: break
+            }
+            i += 2
+        }
+        self.lane = lane
+        self.entryID = entryID
+        self.jobID = id
+        self.attempt = attempt
+        self.maxAttempts = max
+        self.batch = batch
+        self.payload = payload
+    }
+
+    /// Decodes the job, or says which field is wrong.
+    public func decodeJob() throws(JobValidationError) -> Job {
+        let job: Job
+        do {
+            job = try JSONDecoder().decode(Job.self, from: Data(payload))
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw JobValidationError(field: path(context.codingPath + [key]), problem: "is missing")
+        } catch let DecodingError.typeMismatch(type, context) {
+            throw JobValidationError(field: path(context.codingPath), problem: "expected \(type)")
+        } catch let DecodingError.valueNotFound(type, context) {
+            throw JobValidationError(field: path(context.codingPath), problem: "expected \(type), got null")
+        } catch let DecodingError.dataCorrupted(context) {
+            let field = context.codingPath.isEmpty ? "(payload)" : path(context.codingPath)
+            throw JobValidationError(field: field, problem: context.debugDescription)
+        } catch {
+            throw JobValidationError(field: "(payload)", problem: "\(error)")
+        }
+        guard job.version <= Job.formatVersion else {
+            throw JobValidationError(field: "v", problem: "format version \(job.version) is newer than this worker's \(Job.formatVersion)")
+        }
+        return job
+    }
+
+    private func path(_ keys: [any CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+}
+
+/// The outcome of one delivery, for `JobQueue.finish`.
+public struct Completion: Sendable {
+    public var delivery: Delivery
+    public var result: JobResult
+
+    public init(delivery: Delivery, result: JobResult) {
+        self.delivery = delivery
+        self.result = result
+    }
+}
+
+/// Whether a push queued a job or found it already queued under the same idempotency key.
+public enum PushOutcome: Sendable, Hashable {
+    case queued(id: String)
+    case duplicate(existingID: String)
+
+    public var jobID: String {
+        switch self {
+        case .queued(let id), .duplicate(let id): return id
+        }
+    }
+}
+
+/// Counts of a batch.
+public struct BatchProgress: Sendable, Hashable, Codable {
+    public var total = 0
+    public var succeeded = 0
+    public var failed = 0
+    public var dead = 0
+    public var cancelled = 0
+
+    public init() {}
+
+    public var finished: Int { succeeded + failed + dead + cancelled }
+    public var isComplete: Bool { total > 0 && finished >= total }
+}
+
+/// A dead letter, as `switchyard dlq list` shows it.
+public struct DeadLetter: Sendable, Hashable, Codable {
+    public var entryID: String
+    public var jobID: String
+    public var lane: String
+    public var attempt: Int
+    public var reason: String
+    public var failedAt: Double
+    public var payload: String
+}
+
+/// What `switchyard status` shows.
+public struct QueueStatus: Sendable, Codable {
+    public struct Lane: Sendable, Codable {
+        public var name: String
+        /// Entries not yet delivered to any worker.
+        public var waiting: Int
+        /// Entries delivered and not finished (in flight, or held by a lost worker until reclaimed).
+        public var pending: Int
+    }
+
+    public var queue: String
+    public var lanes: [Lane]
+    public var delayed: Int
+    public var dead: Int
+    public var counters: [String: Int]
+    public var workers: [WorkerInfo]
+}
+
+/// A worker's registry entry, refreshed by its heartbeat.
+public struct WorkerInfo: Sendable, Codable, Hashable {
+    public var id: String
+    public var host: String
+    public var pid: Int32
+    public var profile: String
+    public var concurrency: Int
+    public var inFlight: Int
+    public var startedAt: Double
+    public var heartbeatAt: Double
+    public var version: String
+    public var rssBytes: Int
+    public var processed: Int
+    public var executor: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, host, pid, profile, concurrency
+        case inFlight = "in_flight"
+        case startedAt = "started_at"
+        case heartbeatAt = "heartbeat_at"
+        case version
+        case rssBytes = "rss_bytes"
+        case processed, executor
+    }
+
+    public init(
+        id: String,
+        host: String,
+        pid: Int32,
+        profile: String,
+        concurrency: Int,
+        inFlight: Int,
+        startedAt: Double,
+        heartbeatAt: Double,
+        version: String,
+        rssBytes: Int,
+        processed: Int,
+        executor: String
+    ) {
+        self.id = id
+        self.host = host
+        self.pid = pid
+        self.profile = profile
+        self.concurrency = concurrency
+        self.inFlight = inFlight
+        self.startedAt = startedAt
+        self.heartbeatAt = heartbeatAt
+        self.version = version
+        self.rssBytes = rssBytes
+        self.processed = processed
+        self.executor = executor
+    }
+}

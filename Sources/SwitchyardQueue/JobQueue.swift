@@ -1,0 +1,438 @@
+import Foundation
+import Logging
+import SwitchyardCore
+import SwitchyardRedis
+
+/// A reliable job queue on Redis Streams: one stream per priority lane, one consumer group.
+///
+/// Delivery is at least once: a job runs until one final result is written, and a job whose
+/// worker vanished is reclaimed when its lease runs out. A result, once final, is never
+/// overwritten. See docs/ARCHITECTURE.md for the key layout and the guarantees.
+public final class JobQueue: Sendable {
+    public let configuration: QueueConfiguration
+    public let keys: QueueKeys
+    public let redis: RedisConnectionPool
+    let logger: Logger
+
+    public init(configuration: QueueConfiguration, redis: RedisConnectionPool, logger: Logger = Logger(label: "switchyard.queue")) {
+        self.configuration = configuration
+        self.keys = QueueKeys(queue: configuration.name)
+        self.redis = redis
+        self.logger = logger
+    }
+
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    // MARK: - Set-up
+
+    /// Creates the consumer group on every lane (and the lanes), if missing. Safe to call often.
+    public func ensureGroups() async throws {
+        let commands = keys.lanes.map { RedisCommand("XGROUP", "CREATE", $0, QueueKeys.group, "0", "MKSTREAM") }
+        for reply in try await redis.pipeline(commands) {
+            if let message = reply.errorMessage, !message.hasPrefix("BUSYGROUP") { throw RedisError(.serverError, message) }
+        }
+    }
+
+    // MARK: - Push
+
+    /// Queues one job. With an idempotency key, a second push of the same key returns the first job's id.
+    public func push(_ job: Job) async throws -> PushOutcome {
+        try await push([job])[0]
+    }
+
+    /// Queues many jobs, pipelined in chunks: one round trip per chunk.
+    public func push(_ jobs: [Job], chunkSize: Int = 500) async throws -> [PushOutcome] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let now = Self.nowMs()
+        var outcomes: [PushOutcome] = []
+        outcomes.reserveCapacity(jobs.count)
+        for start in stride(from: 0, to: jobs.count, by: chunkSize) {
+            let chunk = jobs[start..<min(start + chunkSize, jobs.count)]
+            var commands: [RedisCommand] = []
+            commands.reserveCapacity(chunk.count)
+            for job in chunk {
+                let json = try encoder.encode(job)
+                let due = job.notBefore.map { Int64($0 * 1000) } ?? 0
+                let batch = job.batch ?? ""
+                let idem = job.idempotencyKey ?? ""
+                commands.append(
+                    evalsha(
+                        QueueScripts.push,
+                        keys: [
+                            keys.lane(job.priority), keys.delayed, keys.idempotency(idem), keys.batch(batch), keys.batchJobs(batch),
+                            keys.stats,
+                        ],
+                        arguments: [
+                            job.id, Array(json), job.maxAttempts, batch, idem, configuration.idempotencyTTL.wholeSeconds, due,
+                            job.priority.rawValue, now, configuration.resultTTL.wholeSeconds,
+                        ]
+                    )
+                )
+            }
+            let replies = try await pipelineScripts(commands, scripts: [QueueScripts.push])
+            for reply in replies {
+                try reply.throwingServerError()
+                guard let pair = reply.array, pair.count == 2, let flag = pair[0].int, let id = pair[1].string else {
+                    throw RedisError(.unexpectedReply, "push returned \(reply)")
+                }
+                outcomes.append(flag == 1 ? .queued(id: id) : .duplicate(existingID: id))
+            }
+        }
+        return outcomes
+    }
+
+    // MARK: - Taking work
+
+    /// Takes up to `count` new entries without waiting, high lane first. Entries of jobs that are
+    /// already final (cancelled) are acknowledged and skipped on the server.
+    public func take(consumer: String, count: Int) async throws -> [Delivery] {
+        guard count > 0 else { return [] }
+        let reply = try await redis.evaluate(
+            QueueScripts.take,
+            keys: keys.lanes,
+            arguments: [QueueKeys.group, consumer, count, keys.prefix]
+        )
+        return (reply.array ?? []).compactMap { item in
+            guard let parts = item.array, parts.count == 3, let index = parts[0].int, let entry = parts[1].string,
+                let fields = parts[2].array
+            else { return nil }
+            return Delivery(lane: JobPriority.inOrder[index - 1], entryID: entry, fields: fields)
+        }
+    }
+
+    /// Waits on a dedicated connection until entries arrive on any lane (XREADGROUP ... BLOCK),
+    /// then returns them, high lane first. Returns [] after `block` with nothing.
+    /// Cancel the calling task to stop waiting.
+    public func waitForWork(on connection: RedisConnection, consumer: String, count: Int, block: Duration) async throws -> [Delivery] {
+        let blockMs = max(1, Int(block.milliseconds))
+        let command = RedisCommand(
+            "XREADGROUP",
+            arguments: ["GROUP", QueueKeys.group, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS"] + keys.lanes + [">", ">", ">"]
+        )
+        let reply = try await connection.send(command, timeout: .after(block + connection.configuration.commandTimeout))
+        guard let streams = reply.array else { return [] }
+        var deliveries: [Delivery] = []
+        for stream in streams {
+            guard let parts = stream.array, parts.count == 2, let name = parts[0].string,
+                let lane = JobPriority.inOrder.first(where: { keys.lane($0) == name }), let entries = parts[1].array
+            else { continue }
+            for entry in entries {
+                guard let e = entry.array, e.count == 2, let id = e[0].string else { continue }
+                if let delivery = Delivery(lane: lane, entryID: id, fields: e[1].array ?? []) { deliveries.append(delivery) }
+            }
+        }
+        return deliveries.sorted { $0.lane < $1.lane }
+    }
+
+    // MARK: - Finishing
+
+    /// Writes final results and acknowledges their entries atomically, many at once; a job that
+    /// already has a final result keeps it. Returns how many results were written.
+    @discardableResult
+    public func finish(_ completions: [Completion], chunkSize: Int = 200) async throws -> Int {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var written = 0
+        for start in stride(from: 0, to: completions.count, by: chunkSize) {
+            let chunk = completions[start..<min(start + chunkSize, completions.count)]
+            var scriptKeys: [any RedisArgument] = [keys.stats] + keys.lanes
+            var arguments: [any RedisArgument] = [QueueKeys.group, configuration.resultTTL.wholeSeconds]
+            for completion in chunk {
+                let d = completion.delivery
+                scriptKeys.append(keys.result(d.jobID))
+                scriptKeys.append(keys.batch(d.batch))
+                arguments.append(JobPriority.inOrder.firstIndex(of: d.lane)! + 1)
+                arguments.append(d.entryID)
+                arguments.append(completion.result.status.rawValue)
+                arguments.append(Array(try encoder.encode(completion.result)))
+                arguments.append(d.batch.isEmpty ? "0" : "1")
+            }
+            written += try await redis.evaluate(QueueScripts.finish, keys: scriptKeys, arguments: arguments).int ?? 0
+        }
+        return written
+    }
+
+    /// Schedules the next attempt of a failed delivery after `delay`. Returns false if the job
+    /// became final meanwhile (cancelled).
+    @discardableResult
+    public func retry(_ delivery: Delivery, after delay: Duration) async throws -> Bool {
+        let due = Self.nowMs() + delay.milliseconds
+        var member: [UInt8] = []
+        member.reserveCapacity(delivery.payload.count + 64)
+        let head = [delivery.lane.rawValue, delivery.jobID, String(delivery.attempt + 1), String(delivery.maxAttempts), delivery.batch]
+        for part in head {
+            member.append(contentsOf: part.utf8)
+            member.append(31)
+        }
+        member.append(contentsOf: delivery.payload)
+        let reply = try await redis.evaluate(
+            QueueScripts.retry,
+            keys: [keys.lane(delivery.lane), keys.delayed, keys.result(delivery.jobID), keys.stats],
+            arguments: [QueueKeys.group, delivery.entryID, due, member]
+        )
+        return reply.int == 1
+    }
+
+    /// Sends a delivery to the dead-letter stream with its reason, and (when the job id is known)
+    /// writes its final `dead` result. Returns false if the job was already final.
+    @discardableResult
+    public func deadLetter(_ delivery: Delivery, reason: String, result: JobResult?) async throws -> Bool {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let resultJSON: [UInt8] = try result.map { Array(try encoder.encode($0)) } ?? []
+        let reply = try await redis.evaluate(
+            QueueScripts.deadLetter,
+            keys: [keys.lane(delivery.lane), keys.dead, keys.result(delivery.jobID), keys.batch(delivery.batch), keys.stats],
+            arguments: [
+                QueueKeys.group, delivery.entryID, reason, delivery.payload, delivery.jobID, delivery.attempt, resultJSON,
+                delivery.batch.isEmpty ? "0" : "1", configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit,
+                delivery.lane.rawValue, Self.nowMs(), delivery.maxAttempts, delivery.batch,
+            ]
+        )
+        return reply.int == 1
+    }
+
+    // MARK: - Leases
+
+    /// Refreshes the lease of entries this consumer holds (resets their idle time). Returns the
+    /// entry ids still held: one missing was reclaimed by another worker after its lease ran out.
+    public func refreshLeases(consumer: String, entries: [JobPriority: [String]]) async throws -> Set<String> {
+        var commands: [RedisCommand] = []
+        for (lane, ids) in entries where !ids.isEmpty {
+            commands.append(
+                RedisCommand("XCLAIM", arguments: [keys.lane(lane), QueueKeys.group, consumer, 0] + ids + ["JUSTID"])
+            )
+        }
+        if commands.isEmpty { return [] }
+        var held: Set<String> = []
+        for reply in try await redis.pipeline(commands) {
+            try reply.throwingServerError()
+            for id in reply.array ?? [] { if let s = id.string { held.insert(s) } }
+        }
+        return held
+    }
+
+    /// Reclaims entries whose lease ran out, on every lane: each goes back on its lane as its
+    /// next attempt, or to the dead-letter stream when it has none left.
+    @discardableResult
+    public func reclaimExpired(consumer: String, limit: Int = 100) async throws -> (requeued: Int, dead: Int) {
+        let now = Self.nowMs()
+        let commands = JobPriority.inOrder.map { lane in
+            evalsha(
+                QueueScripts.reclaim,
+                keys: [keys.lane(lane), keys.dead, keys.stats],
+                arguments: [
+                    QueueKeys.group, consumer, configuration.lease.milliseconds, limit, lane.rawValue,
+                    configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit, now, keys.prefix,
+                ]
+            )
+        }
+        var requeued = 0
+        var dead = 0
+        for reply in try await pipelineScripts(commands, scripts: [QueueScripts.reclaim]) {
+            try reply.throwingServerError()
+            requeued += reply.array?.first?.int ?? 0
+            dead += reply.array?.last?.int ?? 0
+        }
+        return (requeued, dead)
+    }
+
+    /// Moves due retries and delayed jobs onto their lanes. Returns how many, and when the next is due.
+    @discardableResult
+    public func promoteDue(limit: Int = 500) async throws -> (moved: Int, nextDue: Date?) {
+        let reply = try await redis.evaluate(QueueScripts.promote, keys: [keys.delayed], arguments: [Self.nowMs(), limit, keys.prefix])
+        let parts = reply.array ?? []
+        let moved = parts.first?.int ?? 0
+        let next = parts.count > 1 ? parts[1].double.map { Date(timeIntervalSince1970: $0 / 1000) } : nil
+        return (moved, next)
+    }
+
+    /// Gives unfinished entries back to the queue for another worker to run at once, without
+    /// counting an attempt (graceful drain).
+    @discardableResult
+    public func handBack(_ deliveries: [Delivery]) async throws -> Int {
+        var total = 0
+        for lane in JobPriority.inOrder {
+            let ids = deliveries.filter { $0.lane == lane }.map(\.entryID)
+            if ids.isEmpty { continue }
+            total +=
+                try await redis.evaluate(QueueScripts.handBack, keys: [keys.lane(lane)], arguments: [QueueKeys.group] + ids).int ?? 0
+        }
+        return total
+    }
+
+    // MARK: - Results, cancellation, batches
+
+    public func result(of jobID: String) async throws -> JobResult? {
+        try await results(of: [jobID])[0]
+    }
+
+    /// Results in the order asked, nil where a job has none (yet).
+    public func results(of jobIDs: [String]) async throws -> [JobResult?] {
+        let decoder = JSONDecoder()
+        var out: [JobResult?] = []
+        out.reserveCapacity(jobIDs.count)
+        for start in stride(from: 0, to: jobIDs.count, by: 1000) {
+            let chunk = Array(jobIDs[start..<min(start + 1000, jobIDs.count)])
+            let reply = try await redis.send(RedisCommand("MGET", arguments: chunk.map(keys.result)))
+            for value in reply.array ?? [] {
+                out.append(value.bytes.flatMap { try? decoder.decode(JobResult.self, from: Data($0)) })
+            }
+        }
+        return out
+    }
+
+    /// Cancels a job that has no final result yet. A queued job is skipped when reached; a running
+    /// one is stopped by its worker within about a second. Returns false if it was already final.
+    @discardableResult
+    public func cancel(jobID: String, batch: String? = nil) async throws -> Bool {
+        let result = JobResult(
+            id: jobID,
+            status: .cancelled,
+            attempts: 0,
+            timings: .init(finished: Date().timeIntervalSince1970),
+            error: .init(code: "cancelled", message: "cancelled by request"),
+            batch: batch
+        )
+        let json = try JSONEncoder().encode(result)
+        let reply = try await redis.evaluate(
+            QueueScripts.cancel,
+            keys: [keys.result(jobID), keys.batch(batch ?? ""), keys.stats],
+            arguments: [Array(json), configuration.resultTTL.wholeSeconds, batch == nil ? "0" : "1"]
+        )
+        return reply.int == 1
+    }
+
+    public func batchProgress(_ batch: String) async throws -> BatchProgress {
+        let pairs = try await redis.send("HGETALL", keys.batch(batch)).stringPairs ?? [:]
+        var progress = BatchProgress()
+        progress.total = pairs["total"].flatMap(Int.init) ?? 0
+        progress.succeeded = pairs["succeeded"].flatMap(Int.init) ?? 0
+        progress.failed = pairs["failed"].flatMap(Int.init) ?? 0
+        progress.dead = pairs["dead"].flatMap(Int.init) ?? 0
+        progress.cancelled = pairs["cancelled"].flatMap(Int.init) ?? 0
+        return progress
+    }
+
+    public func batchJobIDs(_ batch: String) async throws -> [String] {
+        (try await redis.send("LRANGE", keys.batchJobs(batch), 0, -1).array ?? []).compactMap(\.string)
+    }
+
+    // MARK: - Status and dead letters
+
+    public func status() async throws -> QueueStatus {
+        var commands: [RedisCommand] = []
+        for lane in keys.lanes {
+            commands.append(RedisCommand("XLEN", lane))
+            commands.append(RedisCommand("XPENDING", lane, QueueKeys.group))
+        }
+        commands.append(RedisCommand("ZCARD", keys.delayed))
+        commands.append(RedisCommand("XLEN", keys.dead))
+        commands.append(RedisCommand("HGETALL", keys.stats))
+        let replies = try await redis.pipeline(commands)
+        var lanes: [QueueStatus.Lane] = []
+        for (i, lane) in JobPriority.inOrder.enumerated() {
+            let length = replies[i * 2].int ?? 0
+            let pending = replies[i * 2 + 1].array?.first?.int ?? 0
+            lanes.append(.init(name: lane.rawValue, waiting: max(0, length - pending), pending: pending))
+        }
+        let counters = (replies[8].stringPairs ?? [:]).compactMapValues(Int.init)
+        return QueueStatus(
+            queue: configuration.name,
+            lanes: lanes,
+            delayed: replies[6].int ?? 0,
+            dead: replies[7].int ?? 0,
+            counters: counters,
+            workers: try await workers()
+        )
+    }
+
+    public func deadLetters(limit: Int = 100) async throws -> [DeadLetter] {
+        let reply = try await redis.send("XREVRANGE", keys.dead, "+", "-", "COUNT", limit)
+        return (reply.array ?? []).compactMap { entry in
+            guard let e = entry.array, e.count == 2, let id = e[0].string else { return nil }
+            var h: [String: String] = [:]
+            let f = e[1].array ?? []
+            var i = 0
+            while i + 1 < f.count {
+                if let k = f[i].string { h[k] = f[i + 1].string ?? "<\(f[i + 1].bytes?.count ?? 0) bytes, not UTF-8>" }
+                i += 2
+            }
+            return DeadLetter(
+                entryID: id,
+                jobID: h["id"] ?? "",
+                lane: h["lane"] ?? "",
+                attempt: Int(h["attempt"] ?? "") ?? 0,
+                reason: h["reason"] ?? "",
+                failedAt: (Double(h["failed_at"] ?? "") ?? 0) / 1000,
+                payload: h["job"] ?? ""
+            )
+        }
+    }
+
+    /// Puts a dead letter back on its lane as a fresh job. Returns its job id, nil if no such entry.
+    public func retryDeadLetter(entryID: String) async throws -> String? {
+        try await redis.evaluate(QueueScripts.retryDeadLetter, keys: [keys.dead], arguments: [entryID, keys.prefix]).string
+    }
+
+    /// Deletes every dead letter. Returns how many there were.
+    @discardableResult
+    public func purgeDeadLetters() async throws -> Int {
+        let replies = try await redis.pipeline([RedisCommand("XLEN", keys.dead), RedisCommand("DEL", keys.dead)])
+        return replies[0].int ?? 0
+    }
+
+    // MARK: - Worker registry
+
+    /// Records a worker's heartbeat; the entry expires after `ttl` without one.
+    public func heartbeat(_ info: WorkerInfo, ttl: Duration) async throws {
+        let json = try JSONEncoder().encode(info)
+        _ = try await redis.pipeline([
+            RedisCommand("SET", keys.worker(info.id), Array(json), "EX", ttl.wholeSeconds),
+            RedisCommand("ZADD", keys.workers, Self.nowMs(), info.id),
+        ])
+    }
+
+    public func deregister(workerID: String) async throws {
+        _ = try await redis.pipeline([RedisCommand("DEL", keys.worker(workerID)), RedisCommand("ZREM", keys.workers, workerID)])
+    }
+
+    /// Workers whose registry entry is alive; forgets those whose entry has expired.
+    public func workers() async throws -> [WorkerInfo] {
+        let ids = (try await redis.send("ZRANGE", keys.workers, 0, -1).array ?? []).compactMap(\.string)
+        if ids.isEmpty { return [] }
+        let values = try await redis.send(RedisCommand("MGET", arguments: ids.map(keys.worker))).array ?? []
+        var alive: [WorkerInfo] = []
+        var gone: [String] = []
+        for (id, value) in zip(ids, values) {
+            if let bytes = value.bytes, let info = try? JSONDecoder().decode(WorkerInfo.self, from: Data(bytes)) {
+                alive.append(info)
+            } else {
+                gone.append(id)
+            }
+        }
+        if !gone.isEmpty { try await redis.send(RedisCommand("ZREM", arguments: [keys.workers] + gone)) }
+        return alive
+    }
+
+    // MARK: - Scripts in pipelines
+
+    func evalsha(_ script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument]) -> RedisCommand {
+        RedisCommand("EVALSHA", arguments: [script.sha1, keys.count] + keys + arguments)
+    }
+
+    /// Sends EVALSHA commands in one pipeline; if the server lost the scripts (restart, SCRIPT
+    /// FLUSH), loads them and sends the affected commands again.
+    func pipelineScripts(_ commands: [RedisCommand], scripts: [RedisScript]) async throws -> [RESPValue] {
+        try await redis.withConnection { connection in
+            var replies = try await connection.pipeline(commands)
+            let missing = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
+            if missing.isEmpty { return replies }
+            _ = try await connection.pipeline(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) })
+            let again = try await connection.pipeline(missing.map { commands[$0] })
+            for (index, reply) in zip(missing, again) { replies[index] = reply }
+            return replies
+        }
+    }
+}

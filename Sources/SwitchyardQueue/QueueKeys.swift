@@ -1,0 +1,39 @@
+import SwitchyardCore
+
+/// The Redis key layout of one queue. Every key carries the queue's name as a hash tag
+/// (`sy:{default}:...`), so every multi-key script touches one slot and the layout stays valid on
+/// Redis Cluster. docs/ARCHITECTURE.md has the full table.
+public struct QueueKeys: Sendable, Hashable {
+    public let queue: String
+    /// `sy:{<queue>}:`, the prefix of every key.
+    public let prefix: String
+
+    public init(queue: String) {
+        self.queue = queue
+        self.prefix = "sy:{\(queue)}:"
+    }
+
+    /// The stream of one priority lane.
+    public func lane(_ priority: JobPriority) -> String { prefix + "lane:" + priority.rawValue }
+    public var lanes: [String] { JobPriority.inOrder.map(lane) }
+    /// Sorted set of jobs waiting for a retry or a not-before time, scored by due time (ms).
+    public var delayed: String { prefix + "delayed" }
+    /// The final result of a job (a JSON string with a TTL).
+    public func result(_ id: String) -> String { prefix + "result:" + id }
+    /// Idempotency key to job id.
+    public func idempotency(_ key: String) -> String { prefix + "idem:" + key }
+    /// Hash of a batch's counts: total, succeeded, failed, dead, cancelled.
+    public func batch(_ id: String) -> String { prefix + "batch:" + id }
+    /// List of a batch's job ids, in push order.
+    public func batchJobs(_ id: String) -> String { prefix + "batch:" + id + ":jobs" }
+    /// The dead-letter stream.
+    public var dead: String { prefix + "dead" }
+    /// Hash of cumulative counters: pushed, succeeded, failed, dead, cancelled, retried, reclaimed.
+    public var stats: String { prefix + "stats" }
+    /// Sorted set of worker ids scored by last heartbeat (ms).
+    public var workers: String { prefix + "workers" }
+    /// A worker's registry entry (JSON with a TTL).
+    public func worker(_ id: String) -> String { prefix + "worker:" + id }
+    /// The consumer group every worker of the queue reads with.
+    public static let group = "workers"
+}

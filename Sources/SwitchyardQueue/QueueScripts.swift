@@ -1,0 +1,238 @@
+import SwitchyardRedis
+
+/// The Lua scripts that make each queue transition atomic.
+///
+/// Stream entries carry the fields `id`, `attempt`, `max`, `batch` and `job` (the job's JSON),
+/// so scripts can route, count and dead-letter without decoding JSON. Delayed-set members are the
+/// same fields joined by the ASCII unit separator (31), which JSON never contains unescaped:
+/// `lane \31 id \31 attempt \31 max \31 batch \31 json`.
+enum QueueScripts {
+    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats.
+    /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, lane name, now ms, batch ttl.
+    /// Returns {1, id} when queued, {0, existing id} for a duplicate idempotency key.
+    static let push = RedisScript(
+        """
+        if ARGV[5] ~= '' then
+          local existing = redis.call('GET', KEYS[3])
+          if existing then return {0, existing} end
+          redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6])
+        end
+        if tonumber(ARGV[7]) > tonumber(ARGV[9]) then
+          redis.call('ZADD', KEYS[2], ARGV[7],
+            ARGV[8] .. '\\31' .. ARGV[1] .. '\\31' .. '1' .. '\\31' .. ARGV[3] .. '\\31' .. ARGV[4] .. '\\31' .. ARGV[2])
+        else
+          redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', '1', 'max', ARGV[3], 'batch', ARGV[4], 'job', ARGV[2])
+        end
+        if ARGV[4] ~= '' then
+          redis.call('HINCRBY', KEYS[4], 'total', 1)
+          redis.call('EXPIRE', KEYS[4], ARGV[10])
+          redis.call('RPUSH', KEYS[5], ARGV[1])
+          redis.call('EXPIRE', KEYS[5], ARGV[10])
+        end
+        redis.call('HINCRBY', KEYS[6], 'pushed', 1)
+        return {1, ARGV[1]}
+        """
+    )
+
+    /// Take up to COUNT new entries, lanes in priority order, skipping (and acknowledging) entries
+    /// whose job already has a final result, for example a cancelled one.
+    /// KEYS: lanes in order. ARGV: group, consumer, count, key prefix.
+    /// Returns {{lane index, entry id, fields}, ...}.
+    static let take = RedisScript(
+        """
+        local out = {}
+        local want = tonumber(ARGV[3])
+        for i, lane in ipairs(KEYS) do
+          if want <= 0 then break end
+          local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', lane, '>')
+          if r then
+            for _, e in ipairs(r[1][2]) do
+              local f = e[2]
+              local id = nil
+              for k = 1, #f, 2 do if f[k] == 'id' then id = f[k + 1] end end
+              if id and redis.call('EXISTS', ARGV[4] .. 'result:' .. id) == 1 then
+                redis.call('XACK', lane, ARGV[1], e[1])
+                redis.call('XDEL', lane, e[1])
+              else
+                out[#out + 1] = {i, e[1], f}
+                want = want - 1
+              end
+            end
+          end
+        end
+        return out
+        """
+    )
+
+    /// Finish many jobs: write each result unless one is already final (first final result wins),
+    /// count it, and acknowledge and delete the entry, all in one step.
+    /// KEYS: stats, lane high, lane default, lane low, then per job: result key, batch key.
+    /// ARGV: group, ttl, then per job: lane index (1-3), entry id, status, result json, has batch (0/1).
+    /// Returns how many results were written.
+    static let finish = RedisScript(
+        """
+        local written = 0
+        local n = (#KEYS - 4) / 2
+        for j = 0, n - 1 do
+          local a = 3 + j * 5
+          local lane = KEYS[1 + tonumber(ARGV[a])]
+          local rkey, bkey = KEYS[5 + j * 2], KEYS[6 + j * 2]
+          if redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
+            written = written + 1
+            redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
+            if ARGV[a + 4] == '1' then redis.call('HINCRBY', bkey, ARGV[a + 2], 1) end
+          end
+          redis.call('XACK', lane, ARGV[1], ARGV[a + 1])
+          redis.call('XDEL', lane, ARGV[a + 1])
+        end
+        return written
+        """
+    )
+
+    /// Schedule a failed attempt's retry. KEYS: lane, delayed, result key, stats.
+    /// ARGV: group, entry id, due ms, delayed member. Returns 1 if scheduled, 0 if already final.
+    static let retry = RedisScript(
+        """
+        redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('XDEL', KEYS[1], ARGV[2])
+        if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+        redis.call('HINCRBY', KEYS[4], 'retried', 1)
+        return 1
+        """
+    )
+
+    /// Dead-letter a delivered entry. KEYS: lane, dead, result key, batch key, stats.
+    /// ARGV: group, entry id, reason, job json, job id, attempt, result json ('' when the id is
+    /// unknown), has batch, ttl, dead max length, lane name, now ms, max, batch id.
+    /// Returns 1 if dead-lettered, 0 if the job was already final.
+    static let deadLetter = RedisScript(
+        """
+        redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('XDEL', KEYS[1], ARGV[2])
+        if ARGV[7] ~= '' then
+          if not redis.call('SET', KEYS[3], ARGV[7], 'NX', 'EX', ARGV[9]) then return 0 end
+          if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[4], 'dead', 1) end
+        end
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'id', ARGV[5], 'lane', ARGV[11], 'attempt', ARGV[6],
+          'max', ARGV[13], 'batch', ARGV[14], 'reason', ARGV[3], 'failed_at', ARGV[12], 'job', ARGV[4])
+        redis.call('HINCRBY', KEYS[5], 'dead', 1)
+        return 1
+        """
+    )
+
+    /// Reclaim entries whose lease ran out (their worker is gone): each goes back on its lane as
+    /// its next attempt, or to the dead-letter stream when it has no attempts left.
+    /// KEYS: lane, dead, stats. ARGV: group, consumer, min idle ms, count, lane name, ttl,
+    /// dead max length, now ms, key prefix. Returns {requeued, dead}.
+    static let reclaim = RedisScript(
+        """
+        local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+        local moved, dead = 0, 0
+        for _, e in ipairs(r[2]) do
+          local entry, f = e[1], e[2]
+          redis.call('XACK', KEYS[1], ARGV[1], entry)
+          redis.call('XDEL', KEYS[1], entry)
+          if f then
+            local h = {}
+            for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
+            local id = h['id'] or ''
+            local attempt, max = tonumber(h['attempt'] or '1'), tonumber(h['max'] or '1')
+            if id ~= '' and redis.call('EXISTS', ARGV[9] .. 'result:' .. id) == 1 then
+              -- already final: nothing to run
+            elseif attempt >= max then
+              local reason = 'lease expired on attempt ' .. attempt .. ' of ' .. max .. ' (worker lost)'
+              redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'id', id, 'lane', ARGV[5], 'attempt', attempt,
+                'max', max, 'batch', h['batch'] or '', 'reason', reason, 'failed_at', ARGV[8], 'job', h['job'] or '')
+              if id ~= '' then
+                local result = cjson.encode({v = 1, id = id, status = 'dead', attempts = attempt, timings = {},
+                  error = {code = 'lease_expired', message = reason}})
+                redis.call('SET', ARGV[9] .. 'result:' .. id, result, 'NX', 'EX', ARGV[6])
+                if (h['batch'] or '') ~= '' then redis.call('HINCRBY', ARGV[9] .. 'batch:' .. h['batch'], 'dead', 1) end
+              end
+              redis.call('HINCRBY', KEYS[3], 'dead', 1)
+              dead = dead + 1
+            else
+              redis.call('XADD', KEYS[1], '*', 'id', id, 'attempt', attempt + 1, 'max', max, 'batch', h['batch'] or '',
+                'job', h['job'] or '')
+              moved = moved + 1
+            end
+          end
+        end
+        if moved + dead > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', moved + dead) end
+        return {moved, dead}
+        """
+    )
+
+    /// Move due members of the delayed set onto their lanes. KEYS: delayed.
+    /// ARGV: now ms, limit, key prefix. Returns {moved, next due ms or false}.
+    static let promote = RedisScript(
+        """
+        local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+        local moved = 0
+        for _, m in ipairs(due) do
+          redis.call('ZREM', KEYS[1], m)
+          local lane, id, attempt, max, batch, job =
+            string.match(m, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')
+          if lane and redis.call('EXISTS', ARGV[3] .. 'result:' .. id) == 0 then
+            redis.call('XADD', ARGV[3] .. 'lane:' .. lane, '*', 'id', id, 'attempt', attempt, 'max', max, 'batch', batch,
+              'job', job)
+            moved = moved + 1
+          end
+        end
+        local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+        return {moved, nxt[2] or false}
+        """
+    )
+
+    /// Hand entries back for another worker to run now, without counting an attempt (a draining
+    /// worker's unfinished jobs). KEYS: lane. ARGV: group, entry ids... Returns how many.
+    static let handBack = RedisScript(
+        """
+        local n = 0
+        for i = 2, #ARGV do
+          local r = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+          redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+          redis.call('XDEL', KEYS[1], ARGV[i])
+          if r[1] then
+            local f = r[1][2]
+            redis.call('XADD', KEYS[1], '*', unpack(f))
+            n = n + 1
+          end
+        end
+        return n
+        """
+    )
+
+    /// Cancel a job: write a final `cancelled` result unless it already has one.
+    /// KEYS: result key, batch key, stats. ARGV: result json, ttl, has batch. Returns 1 or 0.
+    static let cancel = RedisScript(
+        """
+        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+        redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
+        if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], 'cancelled', 1) end
+        return 1
+        """
+    )
+
+    /// Put a dead letter back on its lane as a fresh job (attempt 1), clearing its `dead` result.
+    /// KEYS: dead. ARGV: entry id, key prefix. Returns the job id, or false when there is no such entry.
+    static let retryDeadLetter = RedisScript(
+        """
+        local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+        if not r[1] then return false end
+        local h = {}
+        local f = r[1][2]
+        for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
+        local id, lane, batch = h['id'] or '', h['lane'] or 'default', h['batch'] or ''
+        if id ~= '' then
+          redis.call('DEL', ARGV[2] .. 'result:' .. id)
+          if batch ~= '' then redis.call('HINCRBY', ARGV[2] .. 'batch:' .. batch, 'dead', -1) end
+        end
+        redis.call('XADD', ARGV[2] .. 'lane:' .. lane, '*', 'id', id, 'attempt', 1, 'max', h['max'] or '3', 'batch', batch,
+          'job', h['job'] or '')
+        redis.call('XDEL', KEYS[1], ARGV[1])
+        return id
+        """
+    )
+}

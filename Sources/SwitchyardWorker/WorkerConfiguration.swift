@@ -1,0 +1,67 @@
+import Foundation
+import SwitchyardCore
+
+/// How one worker process runs jobs.
+public struct WorkerConfiguration: Sendable {
+    /// The worker's consumer name in the group and its registry id.
+    public var id: String
+    /// Jobs run at once.
+    public var concurrency: Int
+    /// How long one blocking read waits before the loop looks around (shutdown, free slots).
+    public var blockTimeout: Duration
+    /// How long a draining worker lets in-flight jobs finish before handing the rest back.
+    public var shutdownGrace: Duration
+    public var heartbeatInterval: Duration
+    /// A registry entry without a heartbeat for this long counts as gone.
+    public var heartbeatTTL: Duration
+    /// How often due retries and delayed jobs are promoted onto their lanes.
+    public var promoteInterval: Duration
+    /// How often running jobs are checked for timeouts and cancellation.
+    public var watchInterval: Duration
+    /// The hardware profile's name, published in the registry.
+    public var profile: String
+    /// The executor's name, published in the registry.
+    public var executorName: String
+
+    public init(
+        id: String = WorkerConfiguration.defaultID(),
+        concurrency: Int = 4,
+        blockTimeout: Duration = .seconds(2),
+        shutdownGrace: Duration = .seconds(30),
+        heartbeatInterval: Duration = .seconds(2),
+        heartbeatTTL: Duration = .seconds(10),
+        promoteInterval: Duration = .milliseconds(100),
+        watchInterval: Duration = .milliseconds(250),
+        profile: String = "cpu",
+        executorName: String = "echo"
+    ) {
+        self.id = id
+        self.concurrency = concurrency
+        self.blockTimeout = blockTimeout
+        self.shutdownGrace = shutdownGrace
+        self.heartbeatInterval = heartbeatInterval
+        self.heartbeatTTL = heartbeatTTL
+        self.promoteInterval = promoteInterval
+        self.watchInterval = watchInterval
+        self.profile = profile
+        self.executorName = executorName
+    }
+
+    /// host-pid-random: unique per process, readable in `switchyard status`.
+    public static func defaultID() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
+        return "\(host)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(4).lowercased())"
+    }
+}
+
+/// Resident memory of this process in bytes (0 where it cannot be read).
+func residentMemoryBytes() -> Int {
+    #if os(Linux)
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    #else
+    return 0
+    #endif
+}

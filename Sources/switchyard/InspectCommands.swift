@@ -1,0 +1,174 @@
+import ArgumentParser
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+
+struct ResultsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "results",
+        abstract: "Print the result of a job, or the progress and results of a batch, as JSON lines."
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Argument(help: "A job id or a batch id.")
+    var id: String
+
+    func run() async throws {
+        try await withQueue(redis) { queue in
+            let progress = try await queue.batchProgress(id)
+            if progress.total > 0 {
+                FileHandle.standardError.write(
+                    Data(
+                        "batch \(id): \(progress.finished)/\(progress.total) finished (ok \(progress.succeeded), failed \(progress.failed), dead \(progress.dead), cancelled \(progress.cancelled))\n"
+                            .utf8
+                    )
+                )
+                let ids = try await queue.batchJobIDs(id)
+                for (jobID, result) in zip(ids, try await queue.results(of: ids)) {
+                    print(result.map(jsonLine) ?? #"{"id":"\#(jobID)","status":"pending"}"#)
+                }
+                return
+            }
+            if let result = try await queue.result(of: id) {
+                print(jsonLine(result))
+            } else {
+                print(#"{"id":"\#(id)","status":"pending"}"#)
+                FileHandle.standardError.write(Data("no final result for \(id) (yet): queued, running, retrying, or unknown\n".utf8))
+            }
+        }
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show the queue: depth per lane, pending, delayed, dead, counters and live workers."
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() async throws {
+        try await withQueue(redis) { queue in
+            let status = try await queue.status()
+            if json {
+                print(jsonLine(status))
+                return
+            }
+            print("queue \(status.queue)")
+            print("  lane      waiting  pending")
+            for lane in status.lanes {
+                print("  " + lane.name.padding(toLength: 8, withPad: " ", startingAt: 0) + String(format: "%9d %8d", lane.waiting, lane.pending))
+            }
+            print("  delayed \(status.delayed)   dead \(status.dead)")
+            let counters = status.counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "  ")
+            print("  totals: \(counters.isEmpty ? "none yet" : counters)")
+            print("workers alive: \(status.workers.count)")
+            for w in status.workers.sorted(by: { $0.id < $1.id }) {
+                let age = Date().timeIntervalSince1970 - w.heartbeatAt
+                print(
+                    String(
+                        format: "  %@  %@  profile %@  in flight %d/%d  processed %d  rss %.0f MB  up %.0fs  seen %.1fs ago  v%@",
+                        w.id,
+                        w.executor,
+                        w.profile,
+                        w.inFlight,
+                        w.concurrency,
+                        w.processed,
+                        Double(w.rssBytes) / 1_048_576,
+                        Date().timeIntervalSince1970 - w.startedAt,
+                        age,
+                        w.version
+                    )
+                )
+            }
+        }
+    }
+}
+
+struct CancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel",
+        abstract: "Cancel jobs that have not finished: queued ones are skipped, running ones stopped."
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Argument(help: "Job ids.")
+    var ids: [String]
+
+    func run() async throws {
+        try await withQueue(redis) { queue in
+            for id in ids {
+                let batch = try await queue.result(of: id)?.batch
+                let cancelled = try await queue.cancel(jobID: id, batch: batch)
+                print("\(id): \(cancelled ? "cancelled" : "already final, unchanged")")
+            }
+        }
+    }
+}
+
+struct DLQCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dlq",
+        abstract: "Inspect and manage the dead-letter stream.",
+        subcommands: [List.self, Retry.self, Purge.self]
+    )
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List dead letters, newest first, as JSON lines.")
+        @OptionGroup var redis: RedisOptions
+        @Option(help: "At most this many.")
+        var limit = 50
+
+        func run() async throws {
+            try await withQueue(redis) { queue in
+                for letter in try await queue.deadLetters(limit: limit) { print(jsonLine(letter)) }
+            }
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Put dead letters back on their lanes as fresh jobs.")
+        @OptionGroup var redis: RedisOptions
+        @Argument(help: "Entry ids from `dlq list` (entryID).")
+        var entries: [String] = []
+        @Flag(help: "Retry every dead letter.")
+        var all = false
+
+        func run() async throws {
+            try await withQueue(redis) { queue in
+                var targets = entries
+                if all { targets = try await queue.deadLetters(limit: 100_000).map(\.entryID) }
+                if targets.isEmpty { throw ValidationError("give entry ids or --all") }
+                var retried = 0
+                for entry in targets {
+                    if let id = try await queue.retryDeadLetter(entryID: entry) {
+                        retried += 1
+                        print("\(entry): requeued job \(id.isEmpty ? "(no id)" : id)")
+                    } else {
+                        print("\(entry): no such dead letter")
+                    }
+                }
+                FileHandle.standardError.write(Data("retried \(retried) of \(targets.count)\n".utf8))
+            }
+        }
+    }
+
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete every dead letter.")
+        @OptionGroup var redis: RedisOptions
+        @Flag(help: "Confirm.")
+        var yes = false
+
+        func run() async throws {
+            guard yes else { throw ValidationError("purging deletes every dead letter for good; add --yes") }
+            try await withQueue(redis) { queue in
+                print("purged \(try await queue.purgeDeadLetters()) dead letters")
+            }
+        }
+    }
+}

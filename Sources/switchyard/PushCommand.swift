@@ -1,0 +1,238 @@
+import ArgumentParser
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+
+struct PushCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "push",
+        abstract: "Push a job (--prompt) or a JSONL file of jobs (--file), optionally waiting for the results.",
+        discussion: """
+            Each JSONL line is an object such as {"model": "qwen3-30b", "prompt": "..."} or
+            {"kind": "embedding", "model": "e5", "input": ["a", "b"]}. Every line is checked before anything is
+            pushed; an error names the line and the field. A file becomes one batch.
+            """
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "Model (required unless every line names one).")
+    var model: String?
+
+    @Option(help: "A prompt for a single chat job (or an image job with --kind image).")
+    var prompt: String?
+
+    @Option(help: "A JSONL file of jobs; '-' reads standard input.")
+    var file: String?
+
+    @Option(help: "Kind for --prompt and for lines without one: chat, image, embedding.")
+    var kind = "chat"
+
+    @Option(help: "Priority for jobs without one: high, default, low.")
+    var priority = "default"
+
+    @Option(help: "Attempts before a job is dead-lettered, for jobs without max_attempts.")
+    var maxAttempts = 3
+
+    @Option(help: "Timeout of one attempt in seconds, for jobs without one.")
+    var timeout: Double = 300
+
+    @Option(help: "Idempotency key for --prompt: pushing the same key again returns the first job.")
+    var idempotencyKey: String?
+
+    @Option(help: "Seconds to wait before the job may start (--prompt).")
+    var delay: Double?
+
+    @Option(help: "Batch id for --file (default: a new one).")
+    var batch: String?
+
+    @Flag(help: "Wait for the results, with a progress bar.")
+    var wait = false
+
+    @Option(help: "With --wait: write the results as JSONL to this file (default: standard output).")
+    var out: String?
+
+    @Option(help: "With --wait: give up after this many seconds (the jobs keep running).")
+    var waitTimeout: Double = 3600
+
+    func validate() throws {
+        if (prompt == nil) == (file == nil) { throw ValidationError("give exactly one of --prompt or --file") }
+        if out != nil && !wait { throw ValidationError("--out needs --wait") }
+    }
+
+    func run() async throws {
+        guard let kind = JobKind(rawValue: kind) else { throw ValidationError("--kind: '\(kind)' is not one of chat, image, embedding") }
+        guard let priority = JobPriority(rawValue: priority) else {
+            throw ValidationError("--priority: '\(priority)' is not one of high, default, low")
+        }
+        var defaults = JobDefaults(model: model, kind: kind, priority: priority)
+        defaults.maxAttempts = maxAttempts
+        defaults.timeout = timeout
+
+        let jobs: [Job]
+        let batchID: String?
+        if let prompt {
+            var request: [String: JSONValue] = ["prompt": .string(prompt)]
+            if let idempotencyKey { request["idempotency_key"] = .string(idempotencyKey) }
+            if let delay { request["delay"] = .number(delay) }
+            do {
+                jobs = [try Job.fromRequest(.object(request), defaults: defaults)]
+            } catch {
+                printError(error.description)
+                throw ExitCode(65)
+            }
+            batchID = nil
+        } else {
+            let id = batch ?? "b" + String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36) + UUID().uuidString.prefix(6).lowercased()
+            defaults.batch = id
+            jobs = try readJobs(file: file!, defaults: defaults)
+            batchID = id
+        }
+
+        try await withQueue(redis) { queue in
+            let outcomes = try await queue.push(jobs)
+            let duplicates = outcomes.filter { if case .duplicate = $0 { return true } else { return false } }.count
+            if let batchID {
+                FileHandle.standardError.write(
+                    Data("pushed \(jobs.count - duplicates) jobs as batch \(batchID)\(duplicates > 0 ? " (\(duplicates) duplicates)" : "")\n".utf8)
+                )
+            } else if !wait {
+                switch outcomes[0] {
+                case .queued(let id): print(id)
+                case .duplicate(let id): print(id)
+                }
+            }
+            guard wait else { return }
+            let ids = outcomes.map(\.jobID)
+            let progress = ProgressBar(total: ids.count)
+            let deadline = Date().addingTimeInterval(waitTimeout)
+            var finished = 0
+            while Date() < deadline {
+                if let batchID {
+                    let p = try await queue.batchProgress(batchID)
+                    finished = p.finished
+                    progress.update(p)
+                } else {
+                    let result = try await queue.result(of: ids[0])
+                    finished = result == nil ? 0 : 1
+                }
+                if finished >= ids.count { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            progress.finish()
+            let results = try await queue.results(of: ids)
+            var lines = ""
+            for (id, result) in zip(ids, results) {
+                if let result {
+                    lines += jsonLine(result) + "\n"
+                } else {
+                    lines += #"{"id":"\#(id)","status":"pending"}"# + "\n"
+                }
+            }
+            if let out {
+                try Data(lines.utf8).write(to: URL(fileURLWithPath: out))
+                FileHandle.standardError.write(Data("wrote \(ids.count) results to \(out)\n".utf8))
+            } else {
+                print(lines, terminator: "")
+            }
+            if finished < ids.count {
+                printError("gave up waiting after \(Int(waitTimeout)) s: \(ids.count - finished) jobs not finished")
+                throw ExitCode(3)
+            }
+        }
+    }
+
+    /// Reads and checks every line; reports all bad lines (up to 20) and pushes nothing if any is bad.
+    private func readJobs(file: String, defaults: JobDefaults) throws -> [Job] {
+        let data: Data
+        if file == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let d = FileManager.default.contents(atPath: file) else {
+                printError("--file: cannot read \(file)")
+                throw ExitCode(66)
+            }
+            data = d
+        }
+        let decoder = JSONDecoder()
+        var jobs: [Job] = []
+        var errors: [String] = []
+        var seenIDs: [String: Int] = [:]
+        for (index, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            let number = index + 1
+            let trimmed = line.drop { $0 == 32 || $0 == 9 || $0 == 13 }
+            if trimmed.isEmpty || trimmed.first == UInt8(ascii: "#") { continue }
+            do {
+                let value = try decoder.decode(JSONValue.self, from: Data(line))
+                let job = try Job.fromRequest(value, defaults: defaults)
+                if let first = seenIDs[job.id] {
+                    errors.append("\(file) line \(number): field 'id': '\(job.id)' was already used on line \(first)")
+                    continue
+                }
+                seenIDs[job.id] = number
+                jobs.append(job)
+            } catch let error as JobValidationError {
+                errors.append("\(file) line \(number): \(error)")
+            } catch {
+                errors.append("\(file) line \(number): not valid JSON")
+            }
+        }
+        if !errors.isEmpty {
+            for e in errors.prefix(20) { printError(e) }
+            if errors.count > 20 { printError("... and \(errors.count - 20) more") }
+            printError("nothing was pushed: \(errors.count) bad lines")
+            throw ExitCode(65)
+        }
+        if jobs.isEmpty {
+            printError("\(file): no jobs in the file")
+            throw ExitCode(65)
+        }
+        return jobs
+    }
+}
+
+/// A one-line progress bar on standard error; plain periodic lines when it is not a terminal.
+final class ProgressBar {
+    let total: Int
+    private let start = Date()
+    private let isTerminal = isatty(2) != 0
+    private var lastPrinted = Date.distantPast
+    private var last = BatchProgress()
+
+    init(total: Int) { self.total = total }
+
+    func update(_ p: BatchProgress) {
+        last = p
+        let now = Date()
+        if !isTerminal && now.timeIntervalSince(lastPrinted) < 2 && p.finished < total { return }
+        lastPrinted = now
+        let fraction = total == 0 ? 1 : Double(p.finished) / Double(total)
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let elapsed = max(now.timeIntervalSince(start), 0.001)
+        let rate = Double(p.finished) / elapsed
+        let eta = rate > 0 ? Double(total - p.finished) / rate : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let text = String(
+            format: "[%@] %d/%d %3.0f%%  ok %d  failed %d  dead %d  cancelled %d  %.0f jobs/s  eta %.0fs",
+            bar,
+            p.finished,
+            total,
+            fraction * 100,
+            p.succeeded,
+            p.failed,
+            p.dead,
+            p.cancelled,
+            rate,
+            eta
+        )
+        FileHandle.standardError.write(Data((isTerminal ? "\r" + text : text + "\n").utf8))
+    }
+
+    func finish() {
+        if isTerminal {
+            update(last)
+            FileHandle.standardError.write(Data("\n".utf8))
+        }
+    }
+}

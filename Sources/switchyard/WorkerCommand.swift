@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+import SwitchyardWorker
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a worker: take jobs from the queue, run them, write results. SIGTERM drains it."
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "Jobs run at once.")
+    var concurrency = 4
+
+    @Option(help: "What runs the jobs: echo (test executor: answers with the input, calls no model) or noop (benchmarks).")
+    var executor = "echo"
+
+    @Option(help: "Worker id (consumer name). Default: host-pid-random.")
+    var workerID: String?
+
+    @Option(help: "Lease: how long a job may go without a refresh before another worker reclaims it.")
+    var lease = "30s"
+
+    @Option(help: "Grace period for in-flight jobs on SIGTERM before the rest are handed back.")
+    var shutdownGrace = "30s"
+
+    @Option(help: "First retry delay of a failed job; it doubles each attempt (with jitter).")
+    var retryBase = "1s"
+
+    @Option(help: "Longest retry delay.")
+    var retryCap = "5m"
+
+    @Option(help: "How long finished results are kept.")
+    var resultTTL = "24h"
+
+    @Option(help: "Hardware profile name published in the registry.")
+    var profile = "cpu"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel = "info"
+
+    func run() async throws {
+        let configuration = try redis.configuration()
+        guard concurrency >= 1 else { throw ValidationError("--concurrency: must be at least 1") }
+        let jobExecutor: any JobExecutor
+        switch executor {
+        case "echo": jobExecutor = EchoExecutor()
+        case "noop": jobExecutor = NoopExecutor()
+        default: throw ValidationError("--executor: '\(executor)' is not one of echo, noop")
+        }
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
+        var logger = Logger(label: "switchyard.worker")
+        logger.logLevel = level
+
+        var queueConfiguration = QueueConfiguration(name: configuration.queue)
+        queueConfiguration.lease = try parseDuration(lease, field: "--lease")
+        queueConfiguration.retryBackoff = Backoff(
+            base: try parseDuration(retryBase, field: "--retry-base"),
+            cap: try parseDuration(retryCap, field: "--retry-cap")
+        )
+        queueConfiguration.resultTTL = try parseDuration(resultTTL, field: "--result-ttl")
+        var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: profile, executorName: executor)
+        if let workerID { workerConfiguration.id = workerID }
+        workerConfiguration.shutdownGrace = try parseDuration(shutdownGrace, field: "--shutdown-grace")
+
+        var redisConfiguration = configuration.redis
+        redisConfiguration.poolSize = max(redisConfiguration.poolSize, 4)
+        let pool = RedisConnectionPool(configuration: redisConfiguration, logger: logger)
+        defer { pool.shutDown() }
+        let queue = JobQueue(configuration: queueConfiguration, redis: pool, logger: logger)
+        let worker = Worker(queue: queue, executor: jobExecutor, configuration: workerConfiguration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: worker)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}
