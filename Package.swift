@@ -86,6 +86,14 @@ let package = Package(
         ),
         .testTarget(name: "SwitchyardRedisTests", dependencies: ["SwitchyardRedis", "SwitchyardTestSupport"]),
         .testTarget(name: "SwitchyardHTTPTests", dependencies: ["SwitchyardHTTP"]),
-        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardTestSupport"]),
+        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
+        .testTarget(
+            name: "SwitchyardQueueTests",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardWorker", "SwitchyardTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ]
 )

@@ -1,0 +1,232 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+import Testing
+
+@Suite("Queue operations against a real redis-server")
+struct JobQueueTests {
+    @Test func pushTakeFinishAndTheFirstFinalResultWins() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let job = chatJob("hello")
+        #expect(try await f.queue.push(job) == .queued(id: job.id))
+        let taken = try await f.queue.take(consumer: "a", count: 10)
+        #expect(taken.count == 1)
+        let delivery = try #require(taken.first)
+        #expect(delivery.jobID == job.id && delivery.attempt == 1 && delivery.maxAttempts == 3)
+        #expect(try delivery.decodeJob() == job)
+        #expect(try await f.queue.finish([succeeded(delivery, output: "first")]) == 1)
+        // A re-delivered copy finishing later cannot clobber the result.
+        #expect(try await f.queue.finish([succeeded(delivery, output: "second")]) == 0)
+        #expect(try await f.queue.result(of: job.id)?.output == .string("first"))
+        // Finished entries are deleted, so the stream does not grow with history.
+        #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 0)
+        let ttl = try await f.pool.send("TTL", f.queue.keys.result(job.id)).int ?? -1
+        #expect(ttl > 0 && ttl <= 86400)
+    }
+
+    @Test func idempotentPush() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var first = chatJob("once")
+        first.idempotencyKey = "order-42"
+        var second = chatJob("once again")
+        second.idempotencyKey = "order-42"
+        #expect(try await f.queue.push(first) == .queued(id: first.id))
+        #expect(try await f.queue.push(second) == .duplicate(existingID: first.id))
+        #expect(try await f.queue.take(consumer: "a", count: 10).count == 1)
+    }
+
+    @Test func priorityLanesAreTakenInOrder() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        _ = try await f.queue.push((0..<5).map { chatJob("low \($0)", priority: .low) })
+        _ = try await f.queue.push((0..<3).map { chatJob("default \($0)") })
+        _ = try await f.queue.push((0..<2).map { chatJob("high \($0)", priority: .high) })
+        let first = try await f.queue.take(consumer: "a", count: 4)
+        #expect(first.map(\.lane) == [.high, .high, .default, .default])
+        let rest = try await f.queue.take(consumer: "a", count: 10)
+        #expect(rest.map(\.lane) == [.default] + Array(repeating: JobPriority.low, count: 5))
+    }
+
+    @Test func cancelledQueuedJobIsSkipped() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let keep = chatJob("keep")
+        let drop = chatJob("drop")
+        _ = try await f.queue.push([drop, keep])
+        #expect(try await f.queue.cancel(jobID: drop.id))
+        #expect(try await f.queue.cancel(jobID: drop.id) == false)
+        let taken = try await f.queue.take(consumer: "a", count: 10)
+        #expect(taken.map(\.jobID) == [keep.id])
+        #expect(try await f.queue.result(of: drop.id)?.status == .cancelled)
+        #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 1)  // only `keep`, pending
+    }
+
+    @Test func retryWaitsInTheDelayedSetUntilDue() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let job = chatJob("flaky")
+        _ = try await f.queue.push(job)
+        let delivery = try #require(try await f.queue.take(consumer: "a", count: 1).first)
+        #expect(try await f.queue.retry(delivery, after: .milliseconds(400)))
+        #expect(try await f.queue.promoteDue().moved == 0)  // not due yet
+        #expect(try await f.queue.take(consumer: "a", count: 1).isEmpty)
+        try await Task.sleep(for: .milliseconds(450))
+        #expect(try await f.queue.promoteDue().moved == 1)
+        let again = try #require(try await f.queue.take(consumer: "a", count: 1).first)
+        #expect(again.jobID == job.id && again.attempt == 2)
+        #expect(try await f.queue.status().counters["retried"] == 1)
+    }
+
+    @Test func delayedJobStartsOnlyAfterItsTime() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var job = chatJob("later")
+        job.notBefore = Date().timeIntervalSince1970 + 0.3
+        _ = try await f.queue.push(job)
+        #expect(try await f.queue.status().delayed == 1)
+        #expect(try await f.queue.promoteDue().moved == 0)
+        try await Task.sleep(for: .milliseconds(350))
+        #expect(try await f.queue.promoteDue().moved == 1)
+        #expect(try await f.queue.take(consumer: "a", count: 1).first?.jobID == job.id)
+    }
+
+    @Test func expiredLeasesAreReclaimedAsTheNextAttemptThenDeadLettered() async throws {
+        let f = try QueueFixture { $0.lease = .milliseconds(200) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let job = chatJob("orphan", maxAttempts: 2)
+        _ = try await f.queue.push(job)
+        let lost = try #require(try await f.queue.take(consumer: "dead-worker", count: 1).first)
+        #expect(try await f.queue.reclaimExpired(consumer: "b") == (0, 0))  // lease still live
+        try await Task.sleep(for: .milliseconds(250))
+        #expect(try await f.queue.reclaimExpired(consumer: "b") == (1, 0))
+        let second = try #require(try await f.queue.take(consumer: "b", count: 1).first)
+        #expect(second.jobID == job.id && second.attempt == 2 && second.entryID != lost.entryID)
+        try await Task.sleep(for: .milliseconds(250))
+        #expect(try await f.queue.reclaimExpired(consumer: "c") == (0, 1))
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .dead && result.error?.code == "lease_expired")
+        let letters = try await f.queue.deadLetters()
+        #expect(letters.count == 1 && letters[0].jobID == job.id && letters[0].reason.contains("lease expired"))
+    }
+
+    @Test func refreshedLeasesAreNotReclaimed() async throws {
+        let f = try QueueFixture { $0.lease = .milliseconds(300) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        _ = try await f.queue.push(chatJob("long"))
+        let d = try #require(try await f.queue.take(consumer: "alive", count: 1).first)
+        for _ in 0..<4 {
+            try await Task.sleep(for: .milliseconds(150))
+            #expect(try await f.queue.refreshLeases(consumer: "alive", entries: [.default: [d.entryID]]) == [d.entryID])
+            #expect(try await f.queue.reclaimExpired(consumer: "other") == (0, 0))
+        }
+    }
+
+    @Test func deadLettersCanBeRetriedAndPurged() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let job = chatJob("doomed", maxAttempts: 1)
+        var batchJob = job
+        batchJob.batch = "b1"
+        _ = try await f.queue.push(batchJob)
+        let d = try #require(try await f.queue.take(consumer: "a", count: 1).first)
+        let dead = JobResult(id: job.id, status: .dead, attempts: 1, error: .init(code: "x", message: "boom"), batch: "b1")
+        #expect(try await f.queue.deadLetter(d, reason: "failed on attempt 1 of 1: boom", result: dead))
+        #expect(try await f.queue.batchProgress("b1").dead == 1)
+        let letter = try #require(try await f.queue.deadLetters().first)
+        #expect(try await f.queue.retryDeadLetter(entryID: letter.entryID) == job.id)
+        #expect(try await f.queue.result(of: job.id) == nil)
+        #expect(try await f.queue.batchProgress("b1").dead == 0)
+        let again = try #require(try await f.queue.take(consumer: "a", count: 1).first)
+        #expect(again.jobID == job.id && again.attempt == 1)
+        _ = try await f.queue.deadLetter(again, reason: "again", result: nil)
+        #expect(try await f.queue.purgeDeadLetters() == 1)
+        #expect(try await f.queue.status().dead == 0)
+    }
+
+    @Test func handBackRequeuesWithoutCountingAnAttempt() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        _ = try await f.queue.push([chatJob("a"), chatJob("b", priority: .high)])
+        let taken = try await f.queue.take(consumer: "draining", count: 2)
+        #expect(try await f.queue.handBack(taken) == 2)
+        let again = try await f.queue.take(consumer: "other", count: 2)
+        #expect(Set(again.map(\.jobID)) == Set(taken.map(\.jobID)))
+        #expect(again.allSatisfy { $0.attempt == 1 })
+        #expect(try await f.queue.status().lanes.map(\.pending) == [1, 1, 0])
+    }
+
+    @Test func batchesCountProgress() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let jobs = (0..<4).map { i -> Job in
+            var j = chatJob("\(i)")
+            j.batch = "batch-7"
+            return j
+        }
+        _ = try await f.queue.push(jobs)
+        #expect(try await f.queue.batchJobIDs("batch-7") == jobs.map(\.id))
+        let taken = try await f.queue.take(consumer: "a", count: 3)
+        try await f.queue.finish(taken.map { succeeded($0) })
+        _ = try await f.queue.cancel(jobID: jobs[3].id, batch: "batch-7")
+        let progress = try await f.queue.batchProgress("batch-7")
+        #expect(progress.total == 4 && progress.succeeded == 3 && progress.cancelled == 1 && progress.isComplete)
+    }
+
+    @Test func scriptsSurviveAScriptFlush() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        _ = try await f.queue.push(chatJob("before"))
+        try await f.pool.send("SCRIPT", "FLUSH")
+        _ = try await f.queue.push([chatJob("after 1"), chatJob("after 2")])
+        #expect(try await f.queue.take(consumer: "a", count: 10).count == 3)
+    }
+}
+
+@Suite("Job requests: validation names the field")
+struct JobRequestTests {
+    func request(_ json: String) throws -> JSONValue { try JSONDecoder().decode(JSONValue.self, from: Data(json.utf8)) }
+
+    @Test func promptShorthandAndParameters() throws {
+        let job = try Job.fromRequest(try request(#"{"model":"m","prompt":"hi","temperature":0,"max_tokens":5}"#))
+        #expect(job.kind == .chat)
+        #expect(job.input.messages == [ChatMessage(role: "user", content: "hi")])
+        #expect(job.input.parameters?["temperature"] == .number(0))
+        #expect(job.input.parameters?["max_tokens"] == .number(5))
+    }
+
+    @Test(arguments: [
+        (#"{"prompt":"hi"}"#, "model"),
+        (#"{"model":"m"}"#, "messages"),
+        (#"{"model":"m","prompt":"x","max_attempts":"3"}"#, "max_attempts"),
+        (#"{"model":"m","prompt":"x","priority":"urgent"}"#, "priority"),
+        (#"{"model":"m","prompt":"x","modle":"typo"}"#, "modle"),
+        (#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#, "messages[0].role"),
+        (#"{"model":"m","kind":"image","prompt":"x","size":"big"}"#, "size"),
+        (#"{"model":"m","kind":"embedding"}"#, "input"),
+        (#"{"model":"m","prompt":"x","temperature":7}"#, "temperature"),
+        (#"{"model":"m","prompt":"x","id":"has space"}"#, "id"),
+        (#"[1,2]"#, "(line)"),
+    ])
+    func badRequestsNameTheField(json: String, field: String) throws {
+        #expect {
+            try Job.fromRequest(try request(json))
+        } throws: { error in
+            (error as? JobValidationError)?.field == field
+        }
+    }
+}

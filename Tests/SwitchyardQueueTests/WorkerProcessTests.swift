@@ -1,0 +1,194 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+import SwitchyardTestSupport
+import Testing
+
+/// Real `switchyard worker` processes against a real redis-server: crashes, restarts, drains.
+@Suite("Worker processes", .serialized)
+struct WorkerProcessTests {
+    @Test func killedWorkersJobFinishesOnAnotherWorker() async throws {
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        let a = try WorkerProcess(redisURL: f.server.url, id: "a", arguments: ["--queue", "test", "--lease", "1s"])
+        let job = chatJob("slow", metadata: ["echo.sleep_ms": "1500"])
+        _ = try await f.queue.push(job)
+        // Wait until worker a holds it, then kill it mid-job.
+        #expect(try await eventually { try await f.queue.status().lanes.map(\.pending).reduce(0, +) == 1 })
+        a.kill()
+        let b = try WorkerProcess(redisURL: f.server.url, id: "b", arguments: ["--queue", "test", "--lease", "1s"])
+        defer { _ = b.terminate() }
+        #expect(try await eventually { try await f.queue.result(of: job.id) != nil })
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .succeeded && result.worker == "b" && result.attempts == 2)
+    }
+
+    @Test func fiveThousandJobsSurviveRandomKills() async throws {
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        let args = ["--queue", "test", "--lease", "1s", "--concurrency", "16", "--log-level", "warning"]
+        var workers = try (0..<3).map { try WorkerProcess(redisURL: f.server.url, id: "w\($0)-0", arguments: args) }
+        // 40 ms a job on 3 x 16 slots: about 4 s of work, long enough for several kills mid-job.
+        let jobs = (0..<5000).map { chatJob("job \($0)", maxAttempts: 20, metadata: ["echo.sleep_ms": "40"]) }
+        _ = try await f.queue.push(jobs)
+        var kills = 0
+        let deadline = ContinuousClock.now + .seconds(240)
+        while ContinuousClock.now < deadline {
+            let done = try await f.queue.status().counters["succeeded"] ?? 0
+            if done >= jobs.count { break }
+            try await Task.sleep(for: .seconds(1))
+            if (try await f.queue.status().counters["succeeded"] ?? 0) >= jobs.count { break }
+            if kills < 12 {
+                let victim = Int.random(in: 0..<workers.count)
+                workers[victim].kill()
+                kills += 1
+                workers[victim] = try WorkerProcess(redisURL: f.server.url, id: "w\(victim)-\(kills)", arguments: args)
+            }
+        }
+        for w in workers { _ = w.terminate() }
+        let results = try await f.queue.results(of: jobs.map(\.id))
+        let missing = results.filter { $0 == nil }.count
+        #expect(missing == 0, "jobs without a final result: \(missing)")
+        #expect(results.allSatisfy { $0?.status == .succeeded })
+        // Exactly one final result each: the succeeded counter counts only results that were written.
+        let status = try await f.queue.status()
+        #expect(status.counters["succeeded"] == jobs.count)
+        #expect(status.counters["pushed"] == jobs.count)
+        #expect(status.lanes.allSatisfy { $0.waiting == 0 && $0.pending == 0 })
+        #expect(kills >= 3)
+    }
+
+    @Test func workersRecoverWhenRedisRestarts() async throws {
+        let f = try QueueFixture(serverArguments: ["--appendonly", "yes", "--appendfsync", "always"]) { $0.lease = .seconds(2) }
+        defer { f.close() }
+        let args = ["--queue", "test", "--lease", "2s", "--concurrency", "8", "--log-level", "warning"]
+        let workers = try (0..<2).map { try WorkerProcess(redisURL: f.server.url, id: "r\($0)", arguments: args) }
+        let jobs = (0..<1500).map { chatJob("job \($0)", maxAttempts: 10, metadata: ["echo.sleep_ms": "2"]) }
+        _ = try await f.queue.push(jobs)
+        #expect(try await eventually { (try await f.queue.status().counters["succeeded"] ?? 0) > 100 })
+        f.server.stop()  // SIGTERM: the AOF is flushed
+        try await Task.sleep(for: .seconds(1))
+        try f.server.restart()
+        #expect(
+            try await eventually(timeout: .seconds(120)) { (try await f.queue.status().counters["succeeded"] ?? 0) >= jobs.count }
+        )
+        let results = try await f.queue.results(of: jobs.map(\.id))
+        #expect(results.allSatisfy { $0?.status == .succeeded })
+        for w in workers {
+            #expect(w.process.isRunning, "worker \(w.id) should have survived the restart")
+            #expect(w.terminate() == 0)
+        }
+    }
+
+    @Test func badPayloadsAreDeadLetteredAndTheWorkerGoesOn() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let lane = f.queue.keys.lane(.default)
+        // Not JSON at all, and a job whose model is a number.
+        try await f.pool.send("XADD", lane, "*", "id", "broken-1", "attempt", 1, "max", 3, "batch", "", "job", [0xff, 0x00, 0x7b] as [UInt8])
+        var wrongType = try JSONEncoder().encode(chatJob("x"))
+        let text = String(decoding: wrongType, as: UTF8.self).replacingOccurrences(of: #""model":"tiny""#, with: #""model":5"#)
+        wrongType = Data(text.utf8)
+        try await f.pool.send("XADD", lane, "*", "id", "broken-2", "attempt", 1, "max", 3, "batch", "", "job", Array(wrongType))
+        let good = chatJob("still works")
+        _ = try await f.queue.push(good)
+        let w = try WorkerProcess(redisURL: f.server.url, id: "bad", arguments: ["--queue", "test"])
+        #expect(try await eventually { try await f.queue.result(of: good.id)?.status == .succeeded })
+        let letters = try await f.queue.deadLetters()
+        #expect(Set(letters.map(\.jobID)) == ["broken-1", "broken-2"])
+        let typed = try #require(letters.first { $0.jobID == "broken-2" })
+        #expect(typed.reason.contains("model"))
+        #expect(try await f.queue.result(of: "broken-1")?.status == .dead)
+        #expect(w.process.isRunning)
+        #expect(w.terminate() == 0)
+    }
+
+    @Test func retriesHonourTheBackoff() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let w = try WorkerProcess(redisURL: f.server.url, id: "r", arguments: ["--queue", "test", "--retry-base", "300ms"])
+        defer { _ = w.terminate() }
+        let job = chatJob("flaky", maxAttempts: 5, metadata: ["echo.fail_attempts": "2"])
+        _ = try await f.queue.push(job)
+        #expect(try await eventually { try await f.queue.result(of: job.id) != nil })
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .succeeded && result.attempts == 3)
+        // Delays of at least half of 300 ms and half of 600 ms (jitter draws from the upper half).
+        let waited = (result.timings.started ?? 0) - (result.timings.queued ?? 0)
+        #expect(waited >= 0.45, "started \(waited) s after the push")
+    }
+
+    @Test func prioritiesAreHonoured() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let low = (0..<10).map { chatJob("low \($0)", priority: .low) }
+        let high = (0..<4).map { chatJob("high \($0)", priority: .high) }
+        _ = try await f.queue.push(low + high)
+        let w = try WorkerProcess(redisURL: f.server.url, id: "p", arguments: ["--queue", "test", "--concurrency", "1"])
+        defer { _ = w.terminate() }
+        let ids = (low + high).map(\.id)
+        #expect(try await eventually { try await f.queue.results(of: ids).allSatisfy { $0 != nil } })
+        let results = try await f.queue.results(of: ids).compactMap { $0 }
+        let order = results.sorted { ($0.timings.started ?? 0) < ($1.timings.started ?? 0) }.map(\.id)
+        #expect(Set(order.prefix(4)) == Set(high.map(\.id)))
+    }
+
+    @Test func cancelStopsQueuedAndRunningJobs() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let w = try WorkerProcess(redisURL: f.server.url, id: "c", arguments: ["--queue", "test", "--concurrency", "1"])
+        defer { _ = w.terminate() }
+        let running = chatJob("long", metadata: ["echo.sleep_ms": "60000"])
+        let queued = chatJob("never runs")
+        _ = try await f.queue.push([running, queued])
+        #expect(try await eventually { try await f.queue.status().lanes[1].pending == 1 })
+        #expect(try await f.queue.cancel(jobID: queued.id))
+        #expect(try await f.queue.cancel(jobID: running.id))
+        let after = chatJob("after")
+        _ = try await f.queue.push(after)
+        // The running job is stopped (its 60 s sleep would block the only slot), and the worker moves on.
+        #expect(try await eventually(timeout: .seconds(20)) { try await f.queue.result(of: after.id)?.status == .succeeded })
+        #expect(try await f.queue.result(of: running.id)?.status == .cancelled)
+        let skipped = try #require(try await f.queue.result(of: queued.id))
+        #expect(skipped.status == .cancelled && skipped.output == nil)
+    }
+
+    @Test func sigtermDrainsInFlightWorkThenExitsZero() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let w = try WorkerProcess(
+            redisURL: f.server.url,
+            id: "d",
+            arguments: ["--queue", "test", "--concurrency", "2", "--shutdown-grace", "10s"]
+        )
+        let job = chatJob("finish me", metadata: ["echo.sleep_ms": "700"])
+        _ = try await f.queue.push(job)
+        #expect(try await eventually { try await f.queue.status().lanes[1].pending == 1 })
+        #expect(w.terminate() == 0)
+        #expect(try await f.queue.result(of: job.id)?.status == .succeeded)
+        #expect(try await f.queue.workers().isEmpty)  // deregistered
+    }
+
+    @Test func sigtermHandsBackWhatCannotFinishInTheGracePeriod() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let w = try WorkerProcess(
+            redisURL: f.server.url,
+            id: "h",
+            arguments: ["--queue", "test", "--shutdown-grace", "300ms"]
+        )
+        let job = chatJob("too long", metadata: ["echo.sleep_ms": "30000"])
+        _ = try await f.queue.push(job)
+        #expect(try await eventually { try await f.queue.status().lanes[1].pending == 1 })
+        #expect(w.terminate(timeout: .seconds(20)) == 0)
+        #expect(try await f.queue.result(of: job.id) == nil)
+        let status = try await f.queue.status()
+        #expect(status.lanes[1].waiting == 1 && status.lanes[1].pending == 0)
+        // Another worker takes it at once, as the same attempt.
+        let next = try #require(try await f.queue.take(consumer: "next", count: 1).first)
+        #expect(next.jobID == job.id && next.attempt == 1)
+    }
+}
