@@ -75,11 +75,12 @@ struct JobQueueTests {
         let job = chatJob("flaky")
         _ = try await f.queue.push(job)
         let delivery = try #require(try await f.queue.take(consumer: "a", count: 1).first)
-        #expect(try await f.queue.retry(delivery, after: .milliseconds(400)))
+        let due = Date().addingTimeInterval(2)
+        #expect(try await f.queue.retry(delivery, after: .seconds(2)))
         #expect(try await f.queue.promoteDue().moved == 0)  // not due yet
         #expect(try await f.queue.take(consumer: "a", count: 1).isEmpty)
-        try await Task.sleep(for: .milliseconds(450))
-        #expect(try await f.queue.promoteDue().moved == 1)
+        #expect(try await eventually { try await f.queue.promoteDue().moved == 1 })
+        #expect(Date() >= due.addingTimeInterval(-0.01))
         let again = try #require(try await f.queue.take(consumer: "a", count: 1).first)
         #expect(again.jobID == job.id && again.attempt == 2)
         #expect(try await f.queue.status().counters["retried"] == 1)
@@ -90,28 +91,28 @@ struct JobQueueTests {
         defer { f.close() }
         try await f.queue.ensureGroups()
         var job = chatJob("later")
-        job.notBefore = Date().timeIntervalSince1970 + 0.3
+        job.notBefore = Date().timeIntervalSince1970 + 2
         _ = try await f.queue.push(job)
         #expect(try await f.queue.status().delayed == 1)
         #expect(try await f.queue.promoteDue().moved == 0)
-        try await Task.sleep(for: .milliseconds(350))
-        #expect(try await f.queue.promoteDue().moved == 1)
+        #expect(try await eventually { try await f.queue.promoteDue().moved == 1 })
+        #expect(Date().timeIntervalSince1970 >= job.notBefore! - 0.01)
         #expect(try await f.queue.take(consumer: "a", count: 1).first?.jobID == job.id)
     }
 
     @Test func expiredLeasesAreReclaimedAsTheNextAttemptThenDeadLettered() async throws {
-        let f = try QueueFixture { $0.lease = .milliseconds(200) }
+        let f = try QueueFixture { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         let job = chatJob("orphan", maxAttempts: 2)
         _ = try await f.queue.push(job)
         let lost = try #require(try await f.queue.take(consumer: "dead-worker", count: 1).first)
         #expect(try await f.queue.reclaimExpired(consumer: "b") == (0, 0))  // lease still live
-        try await Task.sleep(for: .milliseconds(250))
+        try await Task.sleep(for: .milliseconds(1100))
         #expect(try await f.queue.reclaimExpired(consumer: "b") == (1, 0))
         let second = try #require(try await f.queue.take(consumer: "b", count: 1).first)
         #expect(second.jobID == job.id && second.attempt == 2 && second.entryID != lost.entryID)
-        try await Task.sleep(for: .milliseconds(250))
+        try await Task.sleep(for: .milliseconds(1100))
         #expect(try await f.queue.reclaimExpired(consumer: "c") == (0, 1))
         let result = try #require(try await f.queue.result(of: job.id))
         #expect(result.status == .dead && result.error?.code == "lease_expired")
@@ -120,13 +121,13 @@ struct JobQueueTests {
     }
 
     @Test func refreshedLeasesAreNotReclaimed() async throws {
-        let f = try QueueFixture { $0.lease = .milliseconds(300) }
+        let f = try QueueFixture { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         _ = try await f.queue.push(chatJob("long"))
         let d = try #require(try await f.queue.take(consumer: "alive", count: 1).first)
-        for _ in 0..<4 {
-            try await Task.sleep(for: .milliseconds(150))
+        for _ in 0..<5 {
+            try await Task.sleep(for: .milliseconds(300))
             #expect(try await f.queue.refreshLeases(consumer: "alive", entries: [.default: [d.entryID]]) == [d.entryID])
             #expect(try await f.queue.reclaimExpired(consumer: "other") == (0, 0))
         }
