@@ -79,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "SwitchyardBench",
             dependencies: [
-                "SwitchyardRedis", "SwitchyardTestSupport",
+                "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/SwitchyardBench"
