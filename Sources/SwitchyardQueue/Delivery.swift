@@ -44,29 +44,11 @@ public struct Delivery: Sendable, Hashable {
 
     /// Decodes the job, or says which field is wrong.
     public func decodeJob() throws(JobValidationError) -> Job {
-        let job: Job
-        do {
-            job = try JSONDecoder().decode(Job.self, from: Data(payload))
-        } catch let DecodingError.keyNotFound(key, context) {
-            throw JobValidationError(field: path(context.codingPath + [key]), problem: "is missing")
-        } catch let DecodingError.typeMismatch(type, context) {
-            throw JobValidationError(field: path(context.codingPath), problem: "expected \(type)")
-        } catch let DecodingError.valueNotFound(type, context) {
-            throw JobValidationError(field: path(context.codingPath), problem: "expected \(type), got null")
-        } catch let DecodingError.dataCorrupted(context) {
-            let field = context.codingPath.isEmpty ? "(payload)" : path(context.codingPath)
-            throw JobValidationError(field: field, problem: context.debugDescription)
-        } catch {
-            throw JobValidationError(field: "(payload)", problem: "\(error)")
-        }
+        let job = try Job(json: payload)
         guard job.version <= Job.formatVersion else {
             throw JobValidationError(field: "v", problem: "format version \(job.version) is newer than this worker's \(Job.formatVersion)")
         }
         return job
-    }
-
-    private func path(_ keys: [any CodingKey]) -> String {
-        keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
     }
 }
 

@@ -42,8 +42,6 @@ public final class JobQueue: Sendable {
 
     /// Queues many jobs, pipelined in chunks: one round trip per chunk.
     public func push(_ jobs: [Job], chunkSize: Int = 500) async throws -> [PushOutcome] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let now = Self.nowMs()
         var outcomes: [PushOutcome] = []
         outcomes.reserveCapacity(jobs.count)
@@ -52,7 +50,7 @@ public final class JobQueue: Sendable {
             var commands: [RedisCommand] = []
             commands.reserveCapacity(chunk.count)
             for job in chunk {
-                let json = try encoder.encode(job)
+                let json = job.encodedJSON()
                 let due = job.notBefore.map { Int64($0 * 1000) } ?? 0
                 let batch = job.batch ?? ""
                 let idem = job.idempotencyKey ?? ""
@@ -64,7 +62,7 @@ public final class JobQueue: Sendable {
                             keys.stats,
                         ],
                         arguments: [
-                            job.id, Array(json), job.maxAttempts, batch, idem, configuration.idempotencyTTL.wholeSeconds, due,
+                            job.id, json, job.maxAttempts, batch, idem, configuration.idempotencyTTL.wholeSeconds, due,
                             job.priority.rawValue, now, configuration.resultTTL.wholeSeconds,
                         ]
                     )
@@ -131,8 +129,6 @@ public final class JobQueue: Sendable {
     /// already has a final result keeps it. Returns how many results were written.
     @discardableResult
     public func finish(_ completions: [Completion], chunkSize: Int = 200) async throws -> Int {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var written = 0
         for start in stride(from: 0, to: completions.count, by: chunkSize) {
             let chunk = completions[start..<min(start + chunkSize, completions.count)]
@@ -145,7 +141,7 @@ public final class JobQueue: Sendable {
                 arguments.append(JobPriority.inOrder.firstIndex(of: d.lane)! + 1)
                 arguments.append(d.entryID)
                 arguments.append(completion.result.status.rawValue)
-                arguments.append(Array(try encoder.encode(completion.result)))
+                arguments.append(completion.result.encodedJSON())
                 arguments.append(d.batch.isEmpty ? "0" : "1")
             }
             written += try await redis.evaluate(QueueScripts.finish, keys: scriptKeys, arguments: arguments).int ?? 0
@@ -178,9 +174,7 @@ public final class JobQueue: Sendable {
     /// writes its final `dead` result. Returns false if the job was already final.
     @discardableResult
     public func deadLetter(_ delivery: Delivery, reason: String, result: JobResult?) async throws -> Bool {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let resultJSON: [UInt8] = try result.map { Array(try encoder.encode($0)) } ?? []
+        let resultJSON: [UInt8] = result?.encodedJSON() ?? []
         let reply = try await redis.evaluate(
             QueueScripts.deadLetter,
             keys: [keys.lane(delivery.lane), keys.dead, keys.result(delivery.jobID), keys.batch(delivery.batch), keys.stats],
@@ -270,14 +264,13 @@ public final class JobQueue: Sendable {
 
     /// Results in the order asked, nil where a job has none (yet).
     public func results(of jobIDs: [String]) async throws -> [JobResult?] {
-        let decoder = JSONDecoder()
         var out: [JobResult?] = []
         out.reserveCapacity(jobIDs.count)
         for start in stride(from: 0, to: jobIDs.count, by: 1000) {
             let chunk = Array(jobIDs[start..<min(start + 1000, jobIDs.count)])
             let reply = try await redis.send(RedisCommand("MGET", arguments: chunk.map(keys.result)))
             for value in reply.array ?? [] {
-                out.append(value.bytes.flatMap { try? decoder.decode(JobResult.self, from: Data($0)) })
+                out.append(value.bytes.flatMap { try? JobResult(json: $0) })
             }
         }
         return out
@@ -295,11 +288,10 @@ public final class JobQueue: Sendable {
             error: .init(code: "cancelled", message: "cancelled by request"),
             batch: batch
         )
-        let json = try JSONEncoder().encode(result)
         let reply = try await redis.evaluate(
             QueueScripts.cancel,
             keys: [keys.result(jobID), keys.batch(batch ?? ""), keys.stats],
-            arguments: [Array(json), configuration.resultTTL.wholeSeconds, batch == nil ? "0" : "1"]
+            arguments: [result.encodedJSON(), configuration.resultTTL.wholeSeconds, batch == nil ? "0" : "1"]
         )
         return reply.int == 1
     }
