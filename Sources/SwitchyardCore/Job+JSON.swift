@@ -213,7 +213,11 @@ extension JobResult {
         attempts = try r.int("attempts")
         worker = try r.optionalString("worker")
         var t = FieldReader(object: try r.optionalObject("timings") ?? [:], path: "timings.")
-        timings = Timings(queued: try t.optionalNumber("queued"), started: try t.optionalNumber("started"), finished: try t.optionalNumber("finished"))
+        timings = Timings(
+            queued: try t.optionalNumber("queued"),
+            started: try t.optionalNumber("started"),
+            finished: try t.optionalNumber("finished")
+        )
         if let u = try r.optionalObject("usage") {
             var ur = FieldReader(object: u, path: "usage.")
             usage = JobUsage(

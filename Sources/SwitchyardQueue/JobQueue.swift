@@ -59,7 +59,7 @@ public final class JobQueue: Sendable {
                         QueueScripts.push,
                         keys: [
                             keys.lane(job.priority), keys.delayed, keys.idempotency(idem), keys.batch(batch), keys.batchJobs(batch),
-                            keys.stats,
+                            keys.stats, keys.jobBatch(job.id),
                         ],
                         arguments: [
                             job.id, json, job.maxAttempts, batch, idem, configuration.idempotencyTTL.wholeSeconds, due,
@@ -277,21 +277,24 @@ public final class JobQueue: Sendable {
     }
 
     /// Cancels a job that has no final result yet. A queued job is skipped when reached; a running
-    /// one is stopped by its worker within about a second. Returns false if it was already final.
+    /// one is stopped by its worker's watch loop (within about a quarter of a second). Returns
+    /// false if it was already final.
     @discardableResult
-    public func cancel(jobID: String, batch: String? = nil) async throws -> Bool {
+    public func cancel(jobID: String) async throws -> Bool {
         let result = JobResult(
             id: jobID,
             status: .cancelled,
             attempts: 0,
             timings: .init(finished: Date().timeIntervalSince1970),
-            error: .init(code: "cancelled", message: "cancelled by request"),
-            batch: batch
+            error: .init(code: "cancelled", message: "cancelled by request")
         )
+        // The script appends the job's batch, if it has one, before the closing brace.
+        var json = result.encodedJSON()
+        json.removeLast()
         let reply = try await redis.evaluate(
             QueueScripts.cancel,
-            keys: [keys.result(jobID), keys.batch(batch ?? ""), keys.stats],
-            arguments: [result.encodedJSON(), configuration.resultTTL.wholeSeconds, batch == nil ? "0" : "1"]
+            keys: [keys.result(jobID), keys.jobBatch(jobID), keys.stats],
+            arguments: [json, configuration.resultTTL.wholeSeconds, keys.prefix]
         )
         return reply.int == 1
     }

@@ -24,6 +24,8 @@ public struct QueueKeys: Sendable, Hashable {
     public func idempotency(_ key: String) -> String { prefix + "idem:" + key }
     /// Hash of a batch's counts: total, succeeded, failed, dead, cancelled.
     public func batch(_ id: String) -> String { prefix + "batch:" + id }
+    /// The batch a job belongs to (only for jobs pushed in a batch), so cancel can count it.
+    public func jobBatch(_ id: String) -> String { prefix + "jobbatch:" + id }
     /// List of a batch's job ids, in push order.
     public func batchJobs(_ id: String) -> String { prefix + "batch:" + id + ":jobs" }
     /// The dead-letter stream.

@@ -7,7 +7,7 @@ import SwitchyardRedis
 /// same fields joined by the ASCII unit separator (31), which JSON never contains unescaped:
 /// `lane \31 id \31 attempt \31 max \31 batch \31 json`.
 enum QueueScripts {
-    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats.
+    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job's batch.
     /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, lane name, now ms, batch ttl.
     /// Returns {1, id} when queued, {0, existing id} for a duplicate idempotency key.
     static let push = RedisScript(
@@ -28,6 +28,7 @@ enum QueueScripts {
           redis.call('EXPIRE', KEYS[4], ARGV[10])
           redis.call('RPUSH', KEYS[5], ARGV[1])
           redis.call('EXPIRE', KEYS[5], ARGV[10])
+          redis.call('SET', KEYS[7], ARGV[4], 'EX', ARGV[10])
         end
         redis.call('HINCRBY', KEYS[6], 'pushed', 1)
         return {1, ARGV[1]}
@@ -80,7 +81,7 @@ enum QueueScripts {
           if redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
             written = written + 1
             redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
-            if ARGV[a + 4] == '1' then redis.call('HINCRBY', bkey, ARGV[a + 2], 1) end
+            if ARGV[a + 4] == '1' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, ARGV[a + 2], 1) end
           end
           redis.call('XACK', lane, ARGV[1], ARGV[a + 1])
           redis.call('XDEL', lane, ARGV[a + 1])
@@ -93,7 +94,8 @@ enum QueueScripts {
     /// ARGV: group, entry id, due ms, delayed member. Returns 1 if scheduled, 0 if already final.
     static let retry = RedisScript(
         """
-        redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+        -- An entry no longer pending for us was reclaimed or handed back: its next copy is in play.
+        if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
         redis.call('XDEL', KEYS[1], ARGV[2])
         if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
         redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
@@ -108,11 +110,11 @@ enum QueueScripts {
     /// Returns 1 if dead-lettered, 0 if the job was already final.
     static let deadLetter = RedisScript(
         """
-        redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+        if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
         redis.call('XDEL', KEYS[1], ARGV[2])
         if ARGV[7] ~= '' then
           if not redis.call('SET', KEYS[3], ARGV[7], 'NX', 'EX', ARGV[9]) then return 0 end
-          if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[4], 'dead', 1) end
+          if ARGV[8] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[4], 'dead', 1) end
         end
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'id', ARGV[5], 'lane', ARGV[11], 'attempt', ARGV[6],
           'max', ARGV[13], 'batch', ARGV[14], 'reason', ARGV[3], 'failed_at', ARGV[12], 'job', ARGV[4])
@@ -127,9 +129,17 @@ enum QueueScripts {
     /// dead max length, now ms, key prefix. Returns {requeued, dead}.
     static let reclaim = RedisScript(
         """
-        local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
         local moved, dead = 0, 0
-        for _, e in ipairs(r[2]) do
+        local claimed = {}
+        -- XAUTOCLAIM scans a bounded part of the pending list per call: follow its cursor.
+        local cursor = '0-0'
+        for _ = 1, 20 do
+          local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', ARGV[4])
+          for _, e in ipairs(r[2]) do claimed[#claimed + 1] = e end
+          cursor = r[1]
+          if cursor == '0-0' or #claimed >= tonumber(ARGV[4]) then break end
+        end
+        for _, e in ipairs(claimed) do
           local entry, f = e[1], e[2]
           redis.call('XACK', KEYS[1], ARGV[1], entry)
           redis.call('XDEL', KEYS[1], entry)
@@ -145,10 +155,13 @@ enum QueueScripts {
               redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'id', id, 'lane', ARGV[5], 'attempt', attempt,
                 'max', max, 'batch', h['batch'] or '', 'reason', reason, 'failed_at', ARGV[8], 'job', h['job'] or '')
               if id ~= '' then
-                local result = cjson.encode({v = 1, id = id, status = 'dead', attempts = attempt, timings = {},
-                  error = {code = 'lease_expired', message = reason}})
+                local result = {v = 1, id = id, status = 'dead', attempts = attempt, timings = {},
+                  error = {code = 'lease_expired', message = reason}}
+                if (h['batch'] or '') ~= '' then result['batch'] = h['batch'] end
+                result = cjson.encode(result)
                 redis.call('SET', ARGV[9] .. 'result:' .. id, result, 'NX', 'EX', ARGV[6])
-                if (h['batch'] or '') ~= '' then redis.call('HINCRBY', ARGV[9] .. 'batch:' .. h['batch'], 'dead', 1) end
+                local bkey = ARGV[9] .. 'batch:' .. (h['batch'] or '')
+                if (h['batch'] or '') ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'dead', 1) end
               end
               redis.call('HINCRBY', KEYS[3], 'dead', 1)
               dead = dead + 1
@@ -204,13 +217,19 @@ enum QueueScripts {
         """
     )
 
-    /// Cancel a job: write a final `cancelled` result unless it already has one.
-    /// KEYS: result key, batch key, stats. ARGV: result json, ttl, has batch. Returns 1 or 0.
+    /// Cancel a job: write a final `cancelled` result unless it already has one, and count it in
+    /// its batch (found through the job's batch record). KEYS: result key, job's batch, stats.
+    /// ARGV: result json without the closing brace, ttl, key prefix. Returns 1 or 0.
     static let cancel = RedisScript(
         """
-        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+        local batch = redis.call('GET', KEYS[2])
+        local json = ARGV[1]
+        if batch then json = json .. ',"batch":' .. cjson.encode(batch) end
+        if not redis.call('SET', KEYS[1], json .. '}', 'NX', 'EX', ARGV[2]) then return 0 end
         redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
-        if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], 'cancelled', 1) end
+        if batch and redis.call('EXISTS', ARGV[3] .. 'batch:' .. batch) == 1 then
+          redis.call('HINCRBY', ARGV[3] .. 'batch:' .. batch, 'cancelled', 1)
+        end
         return 1
         """
     )
@@ -227,7 +246,8 @@ enum QueueScripts {
         local id, lane, batch = h['id'] or '', h['lane'] or 'default', h['batch'] or ''
         if id ~= '' then
           redis.call('DEL', ARGV[2] .. 'result:' .. id)
-          if batch ~= '' then redis.call('HINCRBY', ARGV[2] .. 'batch:' .. batch, 'dead', -1) end
+          local bkey = ARGV[2] .. 'batch:' .. batch
+          if batch ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'dead', -1) end
         end
         redis.call('XADD', ARGV[2] .. 'lane:' .. lane, '*', 'id', id, 'attempt', 1, 'max', h['max'] or '3', 'batch', batch,
           'job', h['job'] or '')

@@ -85,20 +85,22 @@ public final class Worker: Service, Sendable {
                 "queue": "\(queue.configuration.name)", "concurrency": "\(configuration.concurrency)", "executor": "\(configuration.executorName)",
             ]
         )
-        await retrying("create consumer group") {
-            try await self.queue.ensureGroups()
-        } until: {
-            self.isDraining
-        }
-
         await withDiscardingTaskGroup { group in
+            let fetch = Task {
+                // Inside the shutdown handler, so SIGTERM also stops a worker still waiting for Redis.
+                await self.retrying("create consumer group") {
+                    try await self.queue.ensureGroups()
+                } until: {
+                    self.isDraining
+                }
+                if self.isDraining { return }
+                await self.fetchLoop()
+            }
+            state.withLock { $0.fetchTask = fetch }
             group.addTask { await self.heartbeatLoop() }
             group.addTask { await self.maintenanceLoop() }
             group.addTask { await self.watchLoop() }
             group.addTask { await self.flushLoop() }
-
-            let fetch = Task { await self.fetchLoop() }
-            state.withLock { $0.fetchTask = fetch }
             await withGracefulShutdownHandler {
                 await withTaskCancellationHandler {
                     await fetch.value
@@ -151,7 +153,10 @@ public final class Worker: Service, Sendable {
                         block: configuration.blockTimeout
                     )
                 }
-                for delivery in deliveries { start(delivery) }
+                // COUNT applies per stream, so a read over three lanes can bring up to three times
+                // the free slots: keep what fits, hand the rest straight back.
+                for delivery in deliveries.prefix(free) { start(delivery) }
+                if deliveries.count > free { try await queue.handBack(Array(deliveries[free...])) }
                 if failures > 0 { logger.info("reading jobs again") }
                 failures = 0
             } catch is CancellationError {

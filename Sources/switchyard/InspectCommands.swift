@@ -98,15 +98,33 @@ struct CancelCommand: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     @Argument(help: "Job ids.")
-    var ids: [String]
+    var ids: [String] = []
+
+    @Option(help: "Cancel every unfinished job of this batch.")
+    var batch: String?
+
+    func validate() throws {
+        if ids.isEmpty && batch == nil { throw ValidationError("give job ids or --batch") }
+    }
 
     func run() async throws {
         try await withQueue(redis) { queue in
-            for id in ids {
-                let batch = try await queue.result(of: id)?.batch
-                let cancelled = try await queue.cancel(jobID: id, batch: batch)
-                print("\(id): \(cancelled ? "cancelled" : "already final, unchanged")")
+            var targets = ids
+            if let batch {
+                let members = try await queue.batchJobIDs(batch)
+                if members.isEmpty { throw ValidationError("--batch: no batch '\(batch)' (or its record has expired)") }
+                targets += members
             }
+            var cancelled = 0
+            for id in targets {
+                if try await queue.cancel(jobID: id) {
+                    cancelled += 1
+                    if batch == nil { print("\(id): cancelled") }
+                } else if batch == nil {
+                    print("\(id): already final, unchanged")
+                }
+            }
+            if batch != nil { print("cancelled \(cancelled) of \(targets.count) jobs") }
         }
     }
 }

@@ -58,6 +58,12 @@ struct PushCommand: AsyncParsableCommand {
     func validate() throws {
         if (prompt == nil) == (file == nil) { throw ValidationError("give exactly one of --prompt or --file") }
         if out != nil && !wait { throw ValidationError("--out needs --wait") }
+        if !(1...100).contains(maxAttempts) { throw ValidationError("--max-attempts: must be from 1 to 100") }
+        if !(timeout > 0 && timeout <= 86400) { throw ValidationError("--timeout: must be more than 0 and at most 86400 seconds") }
+        if file != nil && (idempotencyKey != nil || delay != nil) {
+            throw ValidationError("--idempotency-key and --delay apply to --prompt; in a file, put idempotency_key or delay on each line")
+        }
+        if prompt != nil && batch != nil { throw ValidationError("--batch applies to --file") }
     }
 
     func run() async throws {
@@ -104,7 +110,9 @@ struct PushCommand: AsyncParsableCommand {
             }
             guard wait else { return }
             let ids = outcomes.map(\.jobID)
-            let progress = ProgressBar(total: ids.count)
+            // A duplicate idempotency key points at a job outside this batch: the batch counts only new jobs.
+            let expected = ids.count - duplicates
+            let progress = ProgressBar(total: batchID == nil ? 1 : expected)
             let deadline = Date().addingTimeInterval(waitTimeout)
             var finished = 0
             while Date() < deadline {
@@ -115,8 +123,19 @@ struct PushCommand: AsyncParsableCommand {
                 } else {
                     let result = try await queue.result(of: ids[0])
                     finished = result == nil ? 0 : 1
+                    var single = BatchProgress()
+                    single.total = 1
+                    if let result {
+                        switch result.status {
+                        case .succeeded: single.succeeded = 1
+                        case .failed: single.failed = 1
+                        case .dead: single.dead = 1
+                        case .cancelled: single.cancelled = 1
+                        }
+                    }
+                    progress.update(single)
                 }
-                if finished >= ids.count { break }
+                if finished >= (batchID == nil ? 1 : expected) { break }
                 try await Task.sleep(for: .milliseconds(200))
             }
             progress.finish()
@@ -135,8 +154,9 @@ struct PushCommand: AsyncParsableCommand {
             } else {
                 print(lines, terminator: "")
             }
-            if finished < ids.count {
-                printError("gave up waiting after \(Int(waitTimeout)) s: \(ids.count - finished) jobs not finished")
+            let target = batchID == nil ? 1 : expected
+            if finished < target {
+                printError("gave up waiting after \(Int(waitTimeout)) s: \(target - finished) jobs not finished")
                 throw ExitCode(3)
             }
         }

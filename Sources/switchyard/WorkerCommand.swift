@@ -60,6 +60,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
         var queueConfiguration = QueueConfiguration(name: configuration.queue)
         queueConfiguration.lease = try parseDuration(lease, field: "--lease")
+        // A lease shorter than the watch loop's refresh cadence would be reclaimed while alive.
+        guard queueConfiguration.lease >= .milliseconds(500) else { throw ValidationError("--lease: must be at least 500ms") }
         queueConfiguration.retryBackoff = Backoff(
             base: try parseDuration(retryBase, field: "--retry-base"),
             cap: try parseDuration(retryCap, field: "--retry-cap")

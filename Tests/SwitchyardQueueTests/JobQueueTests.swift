@@ -120,6 +120,35 @@ struct JobQueueTests {
         #expect(letters.count == 1 && letters[0].jobID == job.id && letters[0].reason.contains("lease expired"))
     }
 
+    @Test func reclaimFindsExpiredEntriesBehindManyLiveOnes() async throws {
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        _ = try await f.queue.push((0..<1500).map { chatJob("live \($0)") })
+        _ = try await f.queue.push((0..<5).map { chatJob("orphan \($0)") })
+        let live = try await f.queue.take(consumer: "live", count: 1500)
+        let orphans = try await f.queue.take(consumer: "gone", count: 5)
+        #expect(live.count == 1500 && orphans.count == 5)
+        try await Task.sleep(for: .milliseconds(1100))
+        _ = try await f.queue.refreshLeases(consumer: "live", entries: [.default: live.map(\.entryID)])
+        #expect(try await f.queue.reclaimExpired(consumer: "other") == (5, 0))
+    }
+
+    @Test func aRetryOfAnEntryThatWasReclaimedIsDropped() async throws {
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        _ = try await f.queue.push(chatJob("stalled"))
+        let stale = try #require(try await f.queue.take(consumer: "slow", count: 1).first)
+        try await Task.sleep(for: .milliseconds(1100))
+        #expect(try await f.queue.reclaimExpired(consumer: "other") == (1, 0))
+        // The stalled worker's late failure must not put a second copy in play.
+        #expect(try await f.queue.retry(stale, after: .zero) == false)
+        #expect(try await f.queue.deadLetter(stale, reason: "late", result: nil) == false)
+        #expect(try await f.queue.status().delayed == 0)
+        #expect(try await f.queue.take(consumer: "other", count: 5).count == 1)
+    }
+
     @Test func refreshedLeasesAreNotReclaimed() async throws {
         let f = try QueueFixture { $0.lease = .seconds(1) }
         defer { f.close() }
@@ -182,7 +211,8 @@ struct JobQueueTests {
         #expect(try await f.queue.batchJobIDs("batch-7") == jobs.map(\.id))
         let taken = try await f.queue.take(consumer: "a", count: 3)
         try await f.queue.finish(taken.map { succeeded($0) })
-        _ = try await f.queue.cancel(jobID: jobs[3].id, batch: "batch-7")
+        #expect(try await f.queue.cancel(jobID: jobs[3].id))
+        #expect(try await f.queue.result(of: jobs[3].id)?.batch == "batch-7")
         let progress = try await f.queue.batchProgress("batch-7")
         #expect(progress.total == 4 && progress.succeeded == 3 && progress.cancelled == 1 && progress.isComplete)
     }
