@@ -172,19 +172,28 @@ extension JobResult {
         JSONWriter.key("status", first: &first, to: &out)
         JSONWriter.string(status.rawValue, to: &out)
         JSONWriter.key("timings", first: &first, to: &out)
-        var t: [String: JSONValue] = [:]
-        if let q = timings.queued { t["queued"] = .number(q) }
-        if let s = timings.started { t["started"] = .number(s) }
-        if let f = timings.finished { t["finished"] = .number(f) }
-        JSONValue.object(t).write(to: &out)
+        var timingsFirst = true
+        out.append(UInt8(ascii: "{"))
+        for (key, value) in [("finished", timings.finished), ("queued", timings.queued), ("started", timings.started)] {
+            guard let value else { continue }
+            JSONWriter.key(key, first: &timingsFirst, to: &out)
+            JSONWriter.number(value, to: &out)
+        }
+        out.append(UInt8(ascii: "}"))
         if let usage {
             JSONWriter.key("usage", first: &first, to: &out)
-            var u: [String: JSONValue] = [:]
-            if let v = usage.promptTokens { u["prompt_tokens"] = .number(Double(v)) }
-            if let v = usage.completionTokens { u["completion_tokens"] = .number(Double(v)) }
-            if let v = usage.totalTokens { u["total_tokens"] = .number(Double(v)) }
-            if let v = usage.images { u["images"] = .number(Double(v)) }
-            JSONValue.object(u).write(to: &out)
+            var usageFirst = true
+            out.append(UInt8(ascii: "{"))
+            let fields = [
+                ("completion_tokens", usage.completionTokens), ("images", usage.images), ("prompt_tokens", usage.promptTokens),
+                ("total_tokens", usage.totalTokens),
+            ]
+            for (key, value) in fields {
+                guard let value else { continue }
+                JSONWriter.key(key, first: &usageFirst, to: &out)
+                JSONWriter.int(value, to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
         }
         JSONWriter.key("v", first: &first, to: &out)
         JSONWriter.int(version, to: &out)

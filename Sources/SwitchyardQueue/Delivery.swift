@@ -15,6 +15,12 @@ public struct Delivery: Sendable, Hashable {
     /// The job's JSON, exactly as pushed.
     public let payload: [UInt8]
 
+    private static let idField = Array("id".utf8)
+    private static let attemptField = Array("attempt".utf8)
+    private static let maxField = Array("max".utf8)
+    private static let batchField = Array("batch".utf8)
+    private static let jobField = Array("job".utf8)
+
     init?(lane: JobPriority, entryID: String, fields: [RESPValue]) {
         var id = ""
         var attempt = 1
@@ -22,13 +28,19 @@ public struct Delivery: Sendable, Hashable {
         var batch = ""
         var payload: [UInt8] = []
         var i = 0
+        // Field names compared as bytes: this runs for every job a worker takes.
         while i + 1 < fields.count {
-            switch fields[i].string {
-            case "id": id = fields[i + 1].string ?? ""
-            case "attempt": attempt = fields[i + 1].int ?? 1
-            case "max": max = fields[i + 1].int ?? 1
-            case "batch": batch = fields[i + 1].string ?? ""
-            case "job": payload = fields[i + 1].bytes ?? []
+            guard case .bulk(let name) = fields[i] else {
+                i += 2
+                continue
+            }
+            let value = fields[i + 1]
+            switch name {
+            case Self.idField: id = value.string ?? ""
+            case Self.attemptField: attempt = value.int ?? 1
+            case Self.maxField: max = value.int ?? 1
+            case Self.batchField: batch = value.string ?? ""
+            case Self.jobField: payload = value.bytes ?? []
             default: break
             }
             i += 2
