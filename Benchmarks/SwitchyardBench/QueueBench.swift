@@ -17,7 +17,7 @@ struct QueueBench: AsyncParsableCommand {
     var jobs = 50000
 
     @Option(help: "Concurrency of the worker in the throughput run.")
-    var concurrency = 128
+    var concurrency = 256
 
     @Option(help: "Jobs pushed one at a time to an idle worker for the dispatch-latency run.")
     var samples = 1000
