@@ -43,7 +43,8 @@ let package = Package(
         ),
         .target(
             name: "SwitchyardHTTP",
-            dependencies: ["CCurlShim", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CCurlShim", .product(name: "Logging", package: "swift-log")],
+            linkerSettings: [.linkedLibrary("curl")]
         ),
         // posix_spawn's GNU extensions, for child processes that inherit no sockets.
         .target(name: "CProcessShim"),
@@ -75,7 +76,7 @@ let package = Package(
             ]
         ),
         // Starts private redis-server processes for tests and benchmarks. Not shipped.
-        .target(name: "SwitchyardTestSupport", dependencies: ["SwitchyardCore", "SwitchyardRedis"]),
+        .target(name: "SwitchyardTestSupport", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP"]),
         .executableTarget(
             name: "SwitchyardBench",
             dependencies: [
@@ -85,7 +86,7 @@ let package = Package(
             path: "Benchmarks/SwitchyardBench"
         ),
         .testTarget(name: "SwitchyardRedisTests", dependencies: ["SwitchyardRedis", "SwitchyardTestSupport"]),
-        .testTarget(name: "SwitchyardHTTPTests", dependencies: ["SwitchyardHTTP"]),
+        .testTarget(name: "SwitchyardHTTPTests", dependencies: ["SwitchyardHTTP", "SwitchyardTestSupport"]),
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
         .testTarget(
             name: "SwitchyardQueueTests",

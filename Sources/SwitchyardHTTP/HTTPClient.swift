@@ -1,0 +1,385 @@
+import CCurlShim
+import Foundation
+import Logging
+import Synchronization
+
+/// A pooled HTTP client on libcurl's multi interface, driven by a thread of its own.
+///
+/// Every request becomes an easy handle added to one multi handle, whose connection cache keeps
+/// connections alive between requests (keep-alive per host, HTTP/2 multiplexing where the server
+/// offers it). Blocking never happens on Swift's cooperative pool: the thread waits in
+/// `curl_multi_poll`, and callers are resumed through continuations. Cancelling the calling task
+/// removes its transfer at once.
+public final class HTTPClient: @unchecked Sendable {
+    public let configuration: HTTPClientConfiguration
+    private let logger: Logger
+    /// Used from the loop thread only, except curl_multi_wakeup, which is thread-safe.
+    private let multi: UnsafeMutableRawPointer
+    private let shared = Mutex(Shared())
+    private let stats = Mutex(HTTPClientStatistics())
+
+    private struct Shared: Sendable {
+        var nextID: UInt64 = 0
+        var toAdd: [Transfer] = []
+        var toCancel: [UInt64] = []
+        var stopping = false
+    }
+
+    public init(configuration: HTTPClientConfiguration = HTTPClientConfiguration(), logger: Logger = Logger(label: "switchyard.http")) {
+        curlGlobalInit
+        self.configuration = configuration
+        self.logger = logger
+        guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
+        self.multi = multi
+        sy_curl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost)
+        sy_curl_multi_setopt_long(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, configuration.maxConnections)
+        sy_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, configuration.connectionCacheSize)
+        sy_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, configuration.http2 ? 2 : 0)  // CURLPIPE_MULTIPLEX
+        let thread = Thread { [self] in self.runLoop() }
+        thread.name = "switchyard http"
+        thread.start()
+    }
+
+    public var statistics: HTTPClientStatistics { stats.withLock { $0 } }
+
+    /// Sends a request and returns the whole response. A status of 4xx or 5xx is a response, not
+    /// an error; transport failures throw `HTTPClientError`.
+    public func execute(_ request: HTTPRequest) async throws -> HTTPResponse {
+        let transfer = try Transfer(request: request, configuration: configuration)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTPResponse, any Error>) in
+                transfer.mode = .buffered(continuation)
+                submit(transfer)
+            }
+        } onCancel: {
+            cancel(transfer.id)
+        }
+    }
+
+    /// Sends a request and returns as soon as the response head has arrived; the body streams.
+    /// Stopping the iteration of the body (or cancelling its task) ends the transfer.
+    public func stream(_ request: HTTPRequest) async throws -> HTTPStreamingResponse {
+        let transfer = try Transfer(request: request, configuration: configuration)
+        let (body, bodyContinuation) = AsyncThrowingStream.makeStream(of: [UInt8].self)
+        let id = transfer.id
+        bodyContinuation.onTermination = { [weak self] termination in
+            if case .cancelled = termination { self?.cancel(id) }
+        }
+        let head = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTPResponseHead, any Error>) in
+                transfer.mode = .streaming(head: continuation, body: bodyContinuation)
+                submit(transfer)
+            }
+        } onCancel: {
+            cancel(transfer.id)
+        }
+        return HTTPStreamingResponse(head: head, body: body)
+    }
+
+    /// Fails transfers in flight with `closed` and stops the thread.
+    public func shutdown() {
+        shared.withLock { $0.stopping = true }
+        curl_multi_wakeup(multi)
+    }
+
+    private func submit(_ transfer: Transfer) {
+        let accepted = shared.withLock { s -> Bool in
+            if s.stopping { return false }
+            s.toAdd.append(transfer)
+            return true
+        }
+        if accepted {
+            curl_multi_wakeup(multi)
+        } else {
+            transfer.fail(HTTPClientError(.closed, "the HTTP client is shut down", mayHaveReachedServer: false))
+        }
+    }
+
+    private func cancel(_ id: UInt64) {
+        shared.withLock { $0.toCancel.append(id) }
+        curl_multi_wakeup(multi)
+    }
+
+    // MARK: - The loop thread
+
+    private func runLoop() {
+        var active: [UInt64: Transfer] = [:]
+        // Cancellations that arrived before their transfer reached the loop.
+        var cancelledEarly: Set<UInt64> = []
+        var running: Int32 = 0
+        while true {
+            let (adds, cancels, stopping) = shared.withLock { s -> ([Transfer], [UInt64], Bool) in
+                defer {
+                    s.toAdd.removeAll()
+                    s.toCancel.removeAll()
+                }
+                return (s.toAdd, s.toCancel, s.stopping)
+            }
+            for id in cancels {
+                if let transfer = active.removeValue(forKey: id) {
+                    curl_multi_remove_handle(multi, transfer.easy)
+                    transfer.fail(CancellationError())
+                } else {
+                    cancelledEarly.insert(id)
+                }
+            }
+            for transfer in adds {
+                if cancelledEarly.remove(transfer.id) != nil {
+                    transfer.fail(CancellationError())
+                    continue
+                }
+                active[transfer.id] = transfer
+                curl_multi_add_handle(multi, transfer.easy)
+            }
+            // Ids cancelled after they finished are never claimed; keep the set small.
+            if cancelledEarly.count > 10_000 { cancelledEarly.removeAll() }
+            stats.withLock { $0.inFlight = active.count }
+            if stopping {
+                for transfer in active.values {
+                    curl_multi_remove_handle(multi, transfer.easy)
+                    transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: true))
+                }
+                for transfer in adds where active[transfer.id] == nil {
+                    transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: false))
+                }
+                curl_multi_cleanup(multi)
+                return
+            }
+            curl_multi_perform(multi, &running)
+            var left: Int32 = 0
+            while let message = curl_multi_info_read(multi, &left) {
+                guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
+                let result = message.pointee.data.result
+                var raw: UnsafeMutableRawPointer?
+                sy_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &raw)
+                curl_multi_remove_handle(multi, easy)
+                guard let raw else { continue }
+                let id = Unmanaged<Transfer>.fromOpaque(raw).takeUnretainedValue().id
+                guard let transfer = active.removeValue(forKey: id) else { continue }
+                let opened = transfer.connectCount
+                stats.withLock { s in
+                    s.connectionsOpened += opened
+                    if opened == 0 { s.reusedConnections += 1 }
+                    s.completed += 1
+                    s.inFlight = active.count
+                }
+                transfer.finish(result)
+            }
+            curl_multi_poll(multi, nil, 0, 1000, nil)
+        }
+    }
+}
+
+/// One request in flight. Touched by the loop thread only, after it is submitted.
+final class Transfer: @unchecked Sendable {
+    enum Mode {
+        case none
+        case buffered(CheckedContinuation<HTTPResponse, any Error>)
+        case streaming(head: CheckedContinuation<HTTPResponseHead, any Error>?, body: AsyncThrowingStream<[UInt8], any Error>.Continuation)
+    }
+
+    private static let ids = Atomic<UInt64>(0)
+
+    let id: UInt64
+    let easy: UnsafeMutableRawPointer
+    let request: HTTPRequest
+    var mode: Mode = .none
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var requestBody: [UInt8]
+    private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    private var status = 0
+    private var headers: [(name: String, value: String)] = []
+    private var body: [UInt8] = []
+    private var headDelivered = false
+
+    init(request: HTTPRequest, configuration: HTTPClientConfiguration) throws {
+        guard request.url.hasPrefix("http://") || request.url.hasPrefix("https://") else {
+            throw HTTPClientError(.invalidRequest, "only http and https URLs are supported", mayHaveReachedServer: false)
+        }
+        guard let easy = curl_easy_init() else { fatalError("curl_easy_init failed: out of memory") }
+        self.id = Self.ids.wrappingAdd(1, ordering: .relaxed).newValue
+        self.easy = easy
+        self.request = request
+        self.requestBody = request.body ?? []
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        sy_curl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, me)
+        sy_curl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        sy_curl_easy_setopt_string(easy, CURLOPT_URL, request.url)
+        sy_curl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeout.wholeMilliseconds)
+        sy_curl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, request.timeout.wholeMilliseconds)
+        sy_curl_easy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, "")
+        sy_curl_easy_setopt_string(easy, CURLOPT_USERAGENT, configuration.userAgent)
+        sy_curl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, configuration.http2 ? 4 : 2)  // 2TLS : 1.1
+        sy_curl_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
+        sy_curl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        if let caFile = configuration.caFile { sy_curl_easy_setopt_string(easy, CURLOPT_CAINFO, caFile) }
+        if !configuration.verifyTLS {
+            sy_curl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 0)
+            sy_curl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 0)
+        }
+        errorBuffer.withUnsafeMutableBufferPointer { _ = sy_curl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, $0.baseAddress) }
+        // No "Expect: 100-continue" round trip before large bodies.
+        headerList = curl_slist_append(headerList, "Expect:")
+        for (name, value) in request.headers { headerList = curl_slist_append(headerList, "\(name): \(value)") }
+        sy_curl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList)
+        switch request.method {
+        case "GET": sy_curl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
+        case "HEAD": sy_curl_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
+        default: sy_curl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
+        }
+        if request.body != nil {
+            requestBody.withUnsafeMutableBufferPointer { buffer in
+                _ = sy_curl_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(buffer.count))
+                _ = sy_curl_easy_setopt_pointer(easy, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(buffer.baseAddress))
+            }
+        }
+        sy_curl_easy_setopt_write_callback(easy, CURLOPT_WRITEFUNCTION, transferWriteBody)
+        sy_curl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, me)
+        sy_curl_easy_setopt_write_callback(easy, CURLOPT_HEADERFUNCTION, transferWriteHeader)
+        sy_curl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, me)
+    }
+
+    deinit {
+        curl_easy_cleanup(easy)
+        if let headerList { curl_slist_free_all(headerList) }
+    }
+
+    var connectCount: Int {
+        var n = 0
+        sy_curl_easy_getinfo_long(easy, CURLINFO_NUM_CONNECTS, &n)
+        return n
+    }
+
+    private var httpVersion: Int {
+        var v = 0
+        sy_curl_easy_getinfo_long(easy, CURLINFO_HTTP_VERSION, &v)
+        switch v {
+        case 1: return 10
+        case 2: return 11
+        case 3: return 20
+        case 4: return 30
+        default: return 0
+        }
+    }
+
+    fileprivate func receiveHeader(_ line: String) {
+        if line.hasPrefix("HTTP/") {
+            // A new response starts (after 100 Continue, say): forget the last one's headers.
+            let parts = line.split(separator: " ", maxSplits: 2)
+            status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            headers.removeAll()
+        } else if let colon = line.firstIndex(of: ":") {
+            let name = String(line[..<colon])
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+            headers.append((name, value))
+        } else if line == "\r\n" || line == "\n", status >= 200 {
+            deliverHead()
+        }
+    }
+
+    fileprivate func receiveBody(_ bytes: UnsafeRawBufferPointer) {
+        switch mode {
+        case .streaming(_, let bodyContinuation):
+            deliverHead()
+            bodyContinuation.yield(Array(bytes))
+        default:
+            body.append(contentsOf: bytes)
+        }
+    }
+
+    private func deliverHead() {
+        guard !headDelivered, case .streaming(let head?, let bodyContinuation) = mode else { return }
+        headDelivered = true
+        mode = .streaming(head: nil, body: bodyContinuation)
+        head.resume(returning: HTTPResponseHead(status: status, headers: headers))
+    }
+
+    /// The transfer ended; `result` is libcurl's code.
+    func finish(_ result: CURLcode) {
+        if result == CURLE_OK {
+            switch mode {
+            case .buffered(let continuation):
+                let head = HTTPResponseHead(status: status, headers: headers)
+                continuation.resume(returning: HTTPResponse(head: head, body: body, httpVersion: httpVersion, newConnections: connectCount))
+            case .streaming(_, let bodyContinuation):
+                deliverHead()
+                bodyContinuation.finish()
+            case .none:
+                break
+            }
+            mode = .none
+        } else {
+            fail(error(for: result))
+        }
+    }
+
+    func fail(_ error: any Error) {
+        switch mode {
+        case .buffered(let continuation): continuation.resume(throwing: error)
+        case .streaming(let head, let bodyContinuation):
+            head?.resume(throwing: error)
+            bodyContinuation.finish(throwing: error)
+        case .none: break
+        }
+        mode = .none
+    }
+
+    private func error(for code: CURLcode) -> HTTPClientError {
+        let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+        var sent = 0
+        sy_curl_easy_getinfo_long(easy, CURLINFO_REQUEST_SIZE, &sent)
+        let reached = sent > 0
+        let host = URLComponents(string: request.url)?.host ?? "the server"
+        let raw = Int(code.rawValue)
+        switch raw {
+        case 6, 7:  // couldn't resolve, couldn't connect
+            return HTTPClientError(.connectFailed, "cannot connect to \(host): \(text)", mayHaveReachedServer: false, curlCode: raw)
+        case 28:
+            return HTTPClientError(
+                .timeout,
+                "\(request.method) \(request.redactedURL) timed out: \(text)",
+                mayHaveReachedServer: reached,
+                curlCode: raw
+            )
+        case 35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91:
+            return HTTPClientError(.tls, "TLS with \(host) failed: \(text)", mayHaveReachedServer: false, curlCode: raw)
+        case 18, 52, 55, 56, 92:  // partial body, empty reply, send/recv failure, HTTP/2 stream error
+            return HTTPClientError(
+                .connectionLost,
+                "connection to \(host) broke during \(request.method) \(request.redactedURL): \(text)",
+                mayHaveReachedServer: reached,
+                curlCode: raw
+            )
+        case 3:
+            return HTTPClientError(.invalidRequest, "malformed URL", mayHaveReachedServer: false, curlCode: raw)
+        default:
+            return HTTPClientError(
+                .transport,
+                "\(request.method) \(request.redactedURL) failed: \(text)",
+                mayHaveReachedServer: reached,
+                curlCode: raw
+            )
+        }
+    }
+}
+
+private func transferWriteBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let data, let context else { return 0 }
+    Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().receiveBody(UnsafeRawBufferPointer(start: data, count: size * count))
+    return size * count
+}
+
+private func transferWriteHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let data, let context else { return 0 }
+    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
+    Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().receiveHeader(line)
+    return size * count
+}
+
+extension Duration {
+    var wholeMilliseconds: Int {
+        let (s, atto) = components
+        return Int(s * 1000 + atto / 1_000_000_000_000_000)
+    }
+}
