@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "SwitchyardHTTP", targets: ["SwitchyardHTTP"]),
         .library(name: "SwitchyardCore", targets: ["SwitchyardCore"]),
         .library(name: "SwitchyardQueue", targets: ["SwitchyardQueue"]),
+        .library(name: "SwitchyardProviders", targets: ["SwitchyardProviders"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -57,6 +58,11 @@ let package = Package(
             name: "SwitchyardQueue",
             dependencies: ["SwitchyardCore", "SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
         ),
+        // Provider adapters (OpenAI-compatible, Leonardo, Runware) and the executor that runs jobs on them.
+        .target(
+            name: "SwitchyardProviders",
+            dependencies: ["SwitchyardCore", "SwitchyardHTTP", .product(name: "Logging", package: "swift-log")]
+        ),
         // The worker runtime: a Service that takes, runs and finishes jobs, and drains on SIGTERM.
         .target(
             name: "SwitchyardWorker",
@@ -69,7 +75,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker",
+                "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker", "SwitchyardProviders",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -87,6 +93,10 @@ let package = Package(
         ),
         .testTarget(name: "SwitchyardRedisTests", dependencies: ["SwitchyardRedis", "SwitchyardTestSupport"]),
         .testTarget(name: "SwitchyardHTTPTests", dependencies: ["SwitchyardHTTP", "SwitchyardTestSupport"]),
+        .testTarget(
+            name: "SwitchyardProvidersTests",
+            dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardTestSupport"]
+        ),
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
         .testTarget(
             name: "SwitchyardQueueTests",

@@ -3,6 +3,8 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SwitchyardCore
+import SwitchyardHTTP
+import SwitchyardProviders
 import SwitchyardQueue
 import SwitchyardRedis
 import SwitchyardWorker
@@ -18,8 +20,13 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Jobs run at once.")
     var concurrency = 4
 
-    @Option(help: "What runs the jobs: echo (test executor: answers with the input, calls no model) or noop (benchmarks).")
+    @Option(
+        help: "What runs the jobs: provider (the providers file), echo (test executor: answers with the input, calls no model) or noop (benchmarks)."
+    )
     var executor = "echo"
+
+    @Option(help: "The providers file (JSON) for --executor provider. Default: SWITCHYARD_PROVIDERS_FILE.")
+    var providers: String?
 
     @Option(help: "Worker id (consumer name). Default: host-pid-random.")
     var workerID: String?
@@ -49,11 +56,24 @@ struct WorkerCommand: AsyncParsableCommand {
         let configuration = try redis.configuration()
         guard concurrency >= 1 else { throw ValidationError("--concurrency: must be at least 1") }
         let jobExecutor: any JobExecutor
+        var httpClient: HTTPClient?
         switch executor {
         case "echo": jobExecutor = EchoExecutor()
         case "noop": jobExecutor = NoopExecutor()
-        default: throw ValidationError("--executor: '\(executor)' is not one of echo, noop")
+        case "provider":
+            guard let path = providers ?? ProcessInfo.processInfo.environment["SWITCHYARD_PROVIDERS_FILE"] else {
+                throw ValidationError("--executor provider needs --providers FILE (or SWITCHYARD_PROVIDERS_FILE)")
+            }
+            do {
+                let client = HTTPClient()
+                httpClient = client
+                jobExecutor = try ProviderExecutor(file: try ProvidersFile.load(path: path), client: client)
+            } catch let error as ProviderError {
+                throw ValidationError("--providers: \(error.message)")
+            }
+        default: throw ValidationError("--executor: '\(executor)' is not one of provider, echo, noop")
         }
+        defer { httpClient?.shutdown() }
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
         var logger = Logger(label: "switchyard.worker")
         logger.logLevel = level

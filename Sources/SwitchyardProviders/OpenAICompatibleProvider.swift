@@ -1,0 +1,196 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardHTTP
+
+/// The OpenAI-compatible API: OpenRouter, llama.cpp's llama-server and llama-cpp-python's server,
+/// mlx_lm.server, vLLM, Ollama's /v1.
+public struct OpenAICompatibleProvider: Provider {
+    public let name: String
+    let transport: ProviderTransport
+
+    public init(configuration: ProviderConfiguration, client: HTTPClient, apiKey: Secret?) {
+        self.name = configuration.name
+        self.transport = ProviderTransport(name: configuration.name, configuration: configuration, client: client, apiKey: apiKey)
+    }
+
+    public func run(_ job: Job, model: String) async throws -> JobOutput {
+        switch job.kind {
+        case .chat:
+            let messages = job.input.messages ?? []
+            return transport.configuration.stream
+                ? try await chatStreaming(model: model, messages: messages, parameters: job.input.parameters ?? [:])
+                : try await chat(model: model, messages: messages, parameters: job.input.parameters ?? [:])
+        case .embedding:
+            return try await embeddings(model: model, texts: job.input.texts ?? [])
+        case .image:
+            return try await images(model: model, prompt: job.input.prompt ?? "", size: job.input.size, count: job.input.count ?? 1)
+        }
+    }
+
+    static func chatBody(model: String, messages: [ChatMessage], parameters: [String: JSONValue], stream: Bool) -> JSONValue {
+        var body = parameters
+        body["model"] = .string(model)
+        body["messages"] = .array(messages.map { .object(["role": .string($0.role), "content": .string($0.content)]) })
+        if stream {
+            body["stream"] = .bool(true)
+            body["stream_options"] = .object(["include_usage": .bool(true)])
+        }
+        return .object(body)
+    }
+
+    /// POST /chat/completions.
+    public func chat(model: String, messages: [ChatMessage], parameters: [String: JSONValue] = [:]) async throws -> JobOutput {
+        let reply = try await transport.json(
+            transport.request(
+                "POST",
+                "/chat/completions",
+                body: Self.chatBody(model: model, messages: messages, parameters: parameters, stream: false)
+            )
+        )
+        guard let choice = reply["choices"]?.array?.first, let message = choice["message"] else {
+            throw ProviderError(.invalidResponse, "chat completion without choices[0].message", provider: name)
+        }
+        var output: [String: JSONValue] = [
+            "role": message["role"] ?? .string("assistant"),
+            "content": message["content"] ?? .string(""),
+        ]
+        if let reason = choice["finish_reason"], reason != .null { output["finish_reason"] = reason }
+        if let served = reply["model"] { output["model"] = served }
+        return JobOutput(output: .object(output), usage: Self.usage(reply["usage"]))
+    }
+
+    /// POST /chat/completions with stream: true, gathering the deltas. `onDelta` sees each piece
+    /// of text as it arrives. A `[DONE]` ends the stream; an error event in it throws.
+    public func chatStreaming(
+        model: String,
+        messages: [ChatMessage],
+        parameters: [String: JSONValue] = [:],
+        onDelta: @Sendable (String) -> Void = { _ in }
+    ) async throws -> JobOutput {
+        var request = transport.request(
+            "POST",
+            "/chat/completions",
+            body: Self.chatBody(model: model, messages: messages, parameters: parameters, stream: true)
+        )
+        request.headers.append(("Accept", "text/event-stream"))
+        let response: HTTPStreamingResponse
+        do {
+            response = try await transport.client.stream(request)
+        } catch let error as HTTPClientError {
+            throw ProviderError.from(error, provider: name)
+        }
+        guard (200..<300).contains(response.head.status) else {
+            var raw: [UInt8] = []
+            for try await chunk in response.body { raw += chunk }
+            throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw)
+        }
+        var content = ""
+        var finishReason: JSONValue?
+        var usage: JobUsage?
+        var servedModel: JSONValue?
+        var done = false
+        do {
+            for try await event in response.events {
+                if event.data == "[DONE]" {
+                    done = true
+                    break
+                }
+                guard let chunk = try? JSONValue.parse(Array(event.data.utf8)) else {
+                    throw ProviderError(.invalidResponse, "a stream event is not JSON", provider: name)
+                }
+                if let error = chunk["error"] {
+                    let message = error["message"]?.string ?? "error event in the stream"
+                    throw ProviderError(
+                        .failed,
+                        transport.scrub(message),
+                        provider: name,
+                        providerCode: error["code"]?.integer.map(String.init) ?? error["code"]?.string
+                    )
+                }
+                if event.event == "error" {
+                    throw ProviderError(.failed, transport.scrub(event.data), provider: name)
+                }
+                servedModel = chunk["model"] ?? servedModel
+                if let choice = chunk["choices"]?.array?.first {
+                    if let piece = choice["delta"]?["content"]?.string {
+                        content += piece
+                        onDelta(piece)
+                    }
+                    if let reason = choice["finish_reason"], reason != .null { finishReason = reason }
+                }
+                if let u = Self.usage(chunk["usage"]) { usage = u }
+            }
+        } catch let error as HTTPClientError {
+            throw ProviderError.from(error, provider: name)
+        }
+        guard done || finishReason != nil else {
+            throw ProviderError(.invalidResponse, "the stream ended before [DONE]", provider: name)
+        }
+        var output: [String: JSONValue] = ["role": .string("assistant"), "content": .string(content)]
+        if let finishReason { output["finish_reason"] = finishReason }
+        if let servedModel { output["model"] = servedModel }
+        return JobOutput(output: .object(output), usage: usage)
+    }
+
+    /// POST /completions (plain text completion).
+    public func completion(model: String, prompt: String, parameters: [String: JSONValue] = [:]) async throws -> JobOutput {
+        var body = parameters
+        body["model"] = .string(model)
+        body["prompt"] = .string(prompt)
+        let reply = try await transport.json(transport.request("POST", "/completions", body: .object(body)))
+        guard let text = reply["choices"]?.array?.first?["text"]?.string else {
+            throw ProviderError(.invalidResponse, "completion without choices[0].text", provider: name)
+        }
+        return JobOutput(output: .object(["text": .string(text)]), usage: Self.usage(reply["usage"]))
+    }
+
+    /// POST /embeddings: one vector per text, in order.
+    public func embeddings(model: String, texts: [String]) async throws -> JobOutput {
+        let reply = try await transport.json(
+            transport.request("POST", "/embeddings", body: .object(["model": .string(model), "input": .array(texts.map(JSONValue.string))]))
+        )
+        guard let data = reply["data"]?.array, data.count == texts.count else {
+            throw ProviderError(.invalidResponse, "embeddings: expected \(texts.count) vectors", provider: name)
+        }
+        let ordered = data.sorted { ($0["index"]?.integer ?? 0) < ($1["index"]?.integer ?? 0) }
+        let vectors = try ordered.map { item -> JSONValue in
+            guard let vector = item["embedding"], vector.array != nil else {
+                throw ProviderError(.invalidResponse, "embeddings: an item without an embedding array", provider: name)
+            }
+            return vector
+        }
+        return JobOutput(output: .array(vectors), usage: Self.usage(reply["usage"]))
+    }
+
+    /// POST /images/generations.
+    public func images(model: String, prompt: String, size: String?, count: Int) async throws -> JobOutput {
+        var body: [String: JSONValue] = ["model": .string(model), "prompt": .string(prompt), "n": .number(Double(count))]
+        if let size { body["size"] = .string(size) }
+        let reply = try await transport.json(transport.request("POST", "/images/generations", body: .object(body)))
+        guard let data = reply["data"]?.array else {
+            throw ProviderError(.invalidResponse, "images: no data array", provider: name)
+        }
+        let images = data.map { item -> JSONValue in
+            var image: [String: JSONValue] = [:]
+            if let url = item["url"] { image["url"] = url }
+            if let b64 = item["b64_json"] { image["b64_json"] = b64 }
+            return .object(image)
+        }
+        return JobOutput(output: .object(["images": .array(images)]), usage: JobUsage(images: images.count))
+    }
+
+    /// GET /models: the ids the server offers.
+    public func models() async throws -> [String] {
+        let reply = try await transport.json(transport.request("GET", "/models"))
+        return (reply["data"]?.array ?? []).compactMap { $0["id"]?.string }
+    }
+
+    static func usage(_ value: JSONValue?) -> JobUsage? {
+        guard let value, value.object != nil else { return nil }
+        return JobUsage(
+            promptTokens: value["prompt_tokens"]?.integer,
+            completionTokens: value["completion_tokens"]?.integer,
+            totalTokens: value["total_tokens"]?.integer
+        )
+    }
+}

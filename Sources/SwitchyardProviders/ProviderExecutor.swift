@@ -1,0 +1,111 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardHTTP
+
+/// The providers file: which providers exist and which one serves each model.
+///
+/// ```json
+/// {"providers": [{"name": "openrouter", "kind": "openai", "base_url": "https://openrouter.ai/api/v1",
+///                 "api_key_env": "OPENROUTER_API_KEY"}],
+///  "models": {"qwen3-30b": {"provider": "openrouter", "model": "qwen/qwen3-30b-a3b"}},
+///  "default_provider": "openrouter"}
+/// ```
+public struct ProvidersFile: Sendable, Codable {
+    public struct ModelRoute: Sendable, Codable, Hashable {
+        public var provider: String
+        /// The provider's own name for the model; the job's model name when absent.
+        public var model: String?
+
+        public init(provider: String, model: String? = nil) {
+            self.provider = provider
+            self.model = model
+        }
+    }
+
+    public var providers: [ProviderConfiguration]
+    public var models: [String: ModelRoute]
+    public var defaultProvider: String?
+
+    enum CodingKeys: String, CodingKey {
+        case providers, models
+        case defaultProvider = "default_provider"
+    }
+
+    public init(providers: [ProviderConfiguration], models: [String: ModelRoute] = [:], defaultProvider: String? = nil) {
+        self.providers = providers
+        self.models = models
+        self.defaultProvider = defaultProvider
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        providers = try c.decode([ProviderConfiguration].self, forKey: .providers)
+        models = try c.decodeIfPresent([String: ModelRoute].self, forKey: .models) ?? [:]
+        defaultProvider = try c.decodeIfPresent(String.self, forKey: .defaultProvider)
+    }
+
+    public static func load(path: String) throws -> ProvidersFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ProviderError(.configuration, "cannot read the providers file \(path)", provider: nil)
+        }
+        do {
+            return try JSONDecoder().decode(ProvidersFile.self, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            let at = (context.codingPath + [key]).map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            throw ProviderError(.configuration, "\(path): field '\(at)' is missing", provider: nil)
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let at = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            throw ProviderError(.configuration, "\(path): field '\(at)' has the wrong type", provider: nil)
+        } catch let DecodingError.dataCorrupted(context) {
+            let at = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            throw ProviderError(.configuration, "\(path): \(at.isEmpty ? "" : "field '\(at)': ")\(context.debugDescription)", provider: nil)
+        }
+    }
+}
+
+/// Runs jobs on the configured providers: picks the provider for the job's route or model,
+/// and turns provider errors into job failures (retryable or not).
+public struct ProviderExecutor: JobExecutor {
+    private let providers: [String: any Provider]
+    private let file: ProvidersFile
+
+    public init(file: ProvidersFile, client: HTTPClient, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        var built: [String: any Provider] = [:]
+        for configuration in file.providers {
+            guard built[configuration.name] == nil else {
+                throw ProviderError(.configuration, "provider '\(configuration.name)' is defined twice", provider: nil)
+            }
+            let key = try Secret.load(environmentVariable: configuration.apiKeyEnv, file: configuration.apiKeyFile, environment: environment)
+            switch configuration.kind {
+            case .openai: built[configuration.name] = OpenAICompatibleProvider(configuration: configuration, client: client, apiKey: key)
+            case .leonardo: built[configuration.name] = LeonardoProvider(configuration: configuration, client: client, apiKey: key)
+            case .runware: built[configuration.name] = RunwareProvider(configuration: configuration, client: client, apiKey: key)
+            }
+        }
+        for (model, route) in file.models where built[route.provider] == nil {
+            throw ProviderError(.configuration, "model '\(model)' routes to unknown provider '\(route.provider)'", provider: nil)
+        }
+        if let name = file.defaultProvider, built[name] == nil {
+            throw ProviderError(.configuration, "default_provider '\(name)' is not defined", provider: nil)
+        }
+        self.providers = built
+        self.file = file
+    }
+
+    public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
+        let route = file.models[job.model]
+        let providerName = job.route ?? route?.provider ?? file.defaultProvider
+        guard let providerName, let provider = providers[providerName] else {
+            throw JobFailure(
+                code: "no_provider",
+                message: "no provider serves model '\(job.model)'\(job.route.map { " (route '\($0)' is not configured)" } ?? "")",
+                retryable: false
+            )
+        }
+        do {
+            return try await provider.run(job, model: route?.model ?? job.model)
+        } catch let error as ProviderError {
+            throw error.jobFailure
+        }
+    }
+}
