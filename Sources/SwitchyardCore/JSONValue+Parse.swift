@@ -293,7 +293,7 @@ struct JSONParser {
         }
         if simple { return Double(negative ? -integer : integer) }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        guard let value = Double(text) else { throw JSONParseError(offset: start, reason: "bad number") }
+        guard let value = Double(text), value.isFinite else { throw JSONParseError(offset: start, reason: "bad or out-of-range number") }
         return value
     }
 }

@@ -21,6 +21,17 @@ public struct Delivery: Sendable, Hashable {
     private static let batchField = Array("batch".utf8)
     private static let jobField = Array("job".utf8)
 
+    /// An entry known only by lane and id (a pending entry to hand back).
+    init(lane: JobPriority, entryID: String) {
+        self.lane = lane
+        self.entryID = entryID
+        self.jobID = ""
+        self.attempt = 1
+        self.maxAttempts = 1
+        self.batch = ""
+        self.payload = []
+    }
+
     init?(lane: JobPriority, entryID: String, fields: [RESPValue]) {
         var id = ""
         var attempt = 1
@@ -57,6 +68,10 @@ public struct Delivery: Sendable, Hashable {
     /// Decodes the job, or says which field is wrong.
     public func decodeJob() throws(JobValidationError) -> Job {
         let job = try Job(json: payload)
+        guard job.timeout.isFinite, job.timeout > 0, job.timeout <= 86400 else {
+            throw JobValidationError(field: "timeout", problem: "must be more than 0 and at most 86400 seconds, got \(job.timeout)")
+        }
+        guard job.maxAttempts >= 1 else { throw JobValidationError(field: "max_attempts", problem: "must be at least 1") }
         guard job.version <= Job.formatVersion else {
             throw JobValidationError(field: "v", problem: "format version \(job.version) is newer than this worker's \(Job.formatVersion)")
         }

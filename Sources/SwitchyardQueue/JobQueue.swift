@@ -50,6 +50,9 @@ public final class JobQueue: Sendable {
             var commands: [RedisCommand] = []
             commands.reserveCapacity(chunk.count)
             for job in chunk {
+                try Self.checkKeyPart(job.id, field: "id")
+                if let batch = job.batch { try Self.checkKeyPart(batch, field: "batch") }
+                if let key = job.idempotencyKey { try Self.checkKeyPart(key, field: "idempotency_key") }
                 let json = job.encodedJSON()
                 let due = job.notBefore.map { Int64($0 * 1000) } ?? 0
                 let batch = job.batch ?? ""
@@ -78,6 +81,14 @@ public final class JobQueue: Sendable {
             }
         }
         return outcomes
+    }
+
+    /// Ids that become parts of keys and of delayed-set members: no control characters (the
+    /// members' separator is one), not empty, not absurdly long.
+    static func checkKeyPart(_ value: String, field: String) throws(JobValidationError) {
+        guard !value.isEmpty, value.utf8.count <= 256, !value.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 }) else {
+            throw JobValidationError(field: field, problem: "must be 1-256 bytes without control characters")
+        }
     }
 
     // MARK: - Taking work
@@ -205,6 +216,19 @@ public final class JobQueue: Sendable {
             for id in reply.array ?? [] { if let s = id.string { held.insert(s) } }
         }
         return held
+    }
+
+    /// Entries pending for `consumer` on every lane (delivered to it, not finished).
+    public func pendingEntries(consumer: String, limit: Int = 10_000) async throws -> [Delivery] {
+        let commands = JobPriority.inOrder.map { RedisCommand("XPENDING", keys.lane($0), QueueKeys.group, "-", "+", limit, consumer) }
+        var out: [Delivery] = []
+        for (lane, reply) in zip(JobPriority.inOrder, try await redis.pipeline(commands)) {
+            try reply.throwingServerError()
+            for entry in reply.array ?? [] {
+                if let id = entry.array?.first?.string { out.append(Delivery(lane: lane, entryID: id)) }
+            }
+        }
+        return out
     }
 
     /// Reclaims entries whose lease ran out, on every lane: each goes back on its lane as its
@@ -386,11 +410,16 @@ public final class JobQueue: Sendable {
         _ = try await redis.pipeline([
             RedisCommand("SET", keys.worker(info.id), Array(json), "EX", ttl.wholeSeconds),
             RedisCommand("ZADD", keys.workers, Self.nowMs(), info.id),
+            // Forget workers silent for ten TTLs, so the set stays small without anyone calling status.
+            RedisCommand("ZREMRANGEBYSCORE", keys.workers, "-inf", Self.nowMs() - ttl.milliseconds * 10),
         ])
     }
 
+    /// Removes a worker from the registry, and from each lane's consumer group when it holds no
+    /// pending entries there (removing one that does would orphan them).
     public func deregister(workerID: String) async throws {
         _ = try await redis.pipeline([RedisCommand("DEL", keys.worker(workerID)), RedisCommand("ZREM", keys.workers, workerID)])
+        try await redis.evaluate(QueueScripts.dropConsumer, keys: keys.lanes, arguments: [QueueKeys.group, workerID])
     }
 
     /// Workers whose registry entry is alive; forgets those whose entry has expired.

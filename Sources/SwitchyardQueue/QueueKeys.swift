@@ -27,7 +27,7 @@ public struct QueueKeys: Sendable, Hashable {
     /// The batch a job belongs to (only for jobs pushed in a batch), so cancel can count it.
     public func jobBatch(_ id: String) -> String { prefix + "jobbatch:" + id }
     /// List of a batch's job ids, in push order.
-    public func batchJobs(_ id: String) -> String { prefix + "batch:" + id + ":jobs" }
+    public func batchJobs(_ id: String) -> String { prefix + "batchjobs:" + id }
     /// The dead-letter stream.
     public var dead: String { prefix + "dead" }
     /// Hash of cumulative counters: pushed, succeeded, failed, dead, cancelled, retried, reclaimed.

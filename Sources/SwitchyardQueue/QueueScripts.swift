@@ -141,13 +141,11 @@ enum QueueScripts {
         end
         for _, e in ipairs(claimed) do
           local entry, f = e[1], e[2]
-          redis.call('XACK', KEYS[1], ARGV[1], entry)
-          redis.call('XDEL', KEYS[1], entry)
           if f then
             local h = {}
             for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
             local id = h['id'] or ''
-            local attempt, max = tonumber(h['attempt'] or '1'), tonumber(h['max'] or '1')
+            local attempt, max = tonumber(h['attempt'] or '1') or 1, tonumber(h['max'] or '1') or 1
             if id ~= '' and redis.call('EXISTS', ARGV[9] .. 'result:' .. id) == 1 then
               -- already final: nothing to run
             elseif attempt >= max then
@@ -171,6 +169,9 @@ enum QueueScripts {
               moved = moved + 1
             end
           end
+          -- Only now, with its next copy safely written, let the old entry go.
+          redis.call('XACK', KEYS[1], ARGV[1], entry)
+          redis.call('XDEL', KEYS[1], entry)
         end
         if moved + dead > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', moved + dead) end
         return {moved, dead}
@@ -210,6 +211,22 @@ enum QueueScripts {
           if r[1] then
             local f = r[1][2]
             redis.call('XADD', KEYS[1], '*', unpack(f))
+            n = n + 1
+          end
+        end
+        return n
+        """
+    )
+
+    /// Remove a consumer from each lane's group where it holds no pending entries.
+    /// KEYS: lanes. ARGV: group, consumer. Returns how many groups dropped it.
+    static let dropConsumer = RedisScript(
+        """
+        local n = 0
+        for _, lane in ipairs(KEYS) do
+          local ok, pending = pcall(redis.call, 'XPENDING', lane, ARGV[1], '-', '+', 1, ARGV[2])
+          if ok and #pending == 0 then
+            redis.call('XGROUP', 'DELCONSUMER', lane, ARGV[1], ARGV[2])
             n = n + 1
           end
         end

@@ -22,6 +22,7 @@ public final class Worker: Service, Sendable {
     private let slotFreed = Signal()
     private let outcomeReady = Signal()
     private let startedAt = Date().timeIntervalSince1970
+    private let hostName = ProcessInfo.processInfo.hostName
 
     /// Why a running job's task was cancelled.
     enum StopReason: Sendable {
@@ -113,6 +114,8 @@ public final class Worker: Service, Sendable {
             await drain()
             group.cancelAll()
         }
+        // A write the flush loop had in flight when it was cancelled put its outcomes back: write them.
+        await flushNow()
         blocking.close()
         do {
             try await queue.deregister(workerID: configuration.id)
@@ -173,12 +176,16 @@ public final class Worker: Service, Sendable {
         let job: Job
         do {
             job = try delivery.decodeJob()
+            guard !delivery.jobID.isEmpty, delivery.jobID == job.id else {
+                // The entry's id names the result key; a missing or different one would mix jobs up.
+                throw JobValidationError(field: "id", problem: "the stream entry's id '\(delivery.jobID)' does not match the job's '\(job.id)'")
+            }
         } catch {
             // Never crash or stall on a bad payload: dead-letter it with the reason.
             let reason = "payload cannot be decoded: \(error)"
             logger.warning("dead-lettering entry \(delivery.entryID): \(reason)")
             let result =
-                delivery.jobID.isEmpty
+                delivery.jobID.isEmpty || delivery.jobID.unicodeScalars.contains(where: { $0.value < 32 })
                 ? nil
                 : JobResult(
                     id: delivery.jobID,
@@ -199,9 +206,13 @@ public final class Worker: Service, Sendable {
         let deadline = ContinuousClock.now + .milliseconds(Int64(job.timeout * 1000))
         state.withLock { $0.inFlight[delivery.entryID] = InFlight(delivery: delivery, task: nil, deadline: deadline) }
         let task = Task { await self.runJob(job, delivery: delivery) }
-        state.withLock { s in
-            if s.inFlight[delivery.entryID]?.running == true { s.inFlight[delivery.entryID]?.task = task }
+        let stoppedAlready = state.withLock { s -> Bool in
+            guard s.inFlight[delivery.entryID]?.running == true else { return false }
+            s.inFlight[delivery.entryID]?.task = task
+            // Stopped (timeout, cancel, drain) before the task was stored: nobody cancelled it yet.
+            return s.inFlight[delivery.entryID]?.stopReason != nil
         }
+        if stoppedAlready { task.cancel() }
     }
 
     private func runJob(_ job: Job, delivery: Delivery) async {
@@ -381,16 +392,30 @@ public final class Worker: Service, Sendable {
             }
         }
         await flushNow()
+        // Entries delivered to us that never reached `inFlight` (a read cut short by the shutdown):
+        // hand them back too rather than leave them for a lease to expire.
+        do {
+            let known = state.withLock { Set($0.inFlight.keys) }
+            let orphans = try await queue.pendingEntries(consumer: configuration.id).filter { !known.contains($0.entryID) }
+            if !orphans.isEmpty {
+                let n = try await queue.handBack(orphans)
+                logger.info("handed back \(n) jobs delivered during shutdown")
+            }
+        } catch {
+            logger.debug("could not check for undelivered entries: \(error)")
+        }
     }
 
     // MARK: - Background loops
 
     private func heartbeatLoop() async {
         while !Task.isCancelled {
+            // Read outside the lock: /proc and the host name can block.
+            let rss = residentMemoryBytes()
             let info = state.withLock { s in
                 WorkerInfo(
                     id: configuration.id,
-                    host: ProcessInfo.processInfo.hostName,
+                    host: hostName,
                     pid: ProcessInfo.processInfo.processIdentifier,
                     profile: configuration.profile,
                     concurrency: configuration.concurrency,
@@ -398,7 +423,7 @@ public final class Worker: Service, Sendable {
                     startedAt: startedAt,
                     heartbeatAt: Date().timeIntervalSince1970,
                     version: Switchyard.version,
-                    rssBytes: residentMemoryBytes(),
+                    rssBytes: rss,
                     processed: s.processed,
                     executor: configuration.executorName
                 )
@@ -460,11 +485,12 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 if now - lastRefresh >= queue.configuration.lease / 3 {
-                    lastRefresh = now
                     let held = state.withLock { s in
                         Dictionary(grouping: s.inFlight.values.map(\.delivery), by: \.lane).mapValues { $0.map(\.entryID) }
                     }
                     let stillHeld = try await queue.refreshLeases(consumer: configuration.id, entries: held)
+                    // Only a refresh that worked counts: after a failure the next tick tries again.
+                    lastRefresh = now
                     for lane in held.values {
                         for entry in lane where !stillHeld.contains(entry) { leaseLost(entry) }
                     }

@@ -96,7 +96,13 @@ struct PushCommand: AsyncParsableCommand {
         }
 
         try await withQueue(redis) { queue in
-            let outcomes = try await queue.push(jobs)
+            let outcomes: [PushOutcome]
+            do {
+                outcomes = try await queue.push(jobs)
+            } catch let error as JobValidationError {
+                printError("nothing was pushed: \(error)")
+                throw ExitCode(65)
+            }
             let duplicates = outcomes.filter { if case .duplicate = $0 { return true } else { return false } }.count
             if let batchID {
                 FileHandle.standardError.write(

@@ -217,6 +217,27 @@ struct JobQueueTests {
         #expect(progress.total == 4 && progress.succeeded == 3 && progress.cancelled == 1 && progress.isComplete)
     }
 
+    @Test func idsThatWouldBreakKeysAreRefusedAndBatchNamesDoNotCollide() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var bad = chatJob("x")
+        bad.id = "a\u{1F}b"
+        await #expect {
+            try await f.queue.push(bad)
+        } throws: { error in
+            (error as? JobValidationError)?.field == "id"
+        }
+        var one = chatJob("one")
+        one.batch = "x"
+        var two = chatJob("two")
+        two.batch = "x:jobs"
+        _ = try await f.queue.push([one, two])
+        #expect(try await f.queue.batchProgress("x").total == 1)
+        #expect(try await f.queue.batchProgress("x:jobs").total == 1)
+        #expect(try await f.queue.batchJobIDs("x") == [one.id])
+    }
+
     @Test func scriptsSurviveAScriptFlush() async throws {
         let f = try QueueFixture()
         defer { f.close() }

@@ -92,12 +92,20 @@ struct WorkerProcessTests {
         let text = String(decoding: wrongType, as: UTF8.self).replacingOccurrences(of: #""model":"tiny""#, with: #""model":5"#)
         wrongType = Data(text.utf8)
         try await f.pool.send("XADD", lane, "*", "id", "broken-2", "attempt", 1, "max", 3, "batch", "", "job", Array(wrongType))
+        // A timeout no worker could schedule, and an entry whose id does not match its payload.
+        var huge = chatJob("forever")
+        huge.timeout = 1e300
+        try await f.pool.send("XADD", lane, "*", "id", huge.id, "attempt", 1, "max", 3, "batch", "", "job", huge.encodedJSON())
+        let impostor = chatJob("impostor")
+        try await f.pool.send("XADD", lane, "*", "id", "someone-else", "attempt", 1, "max", 3, "batch", "", "job", impostor.encodedJSON())
         let good = chatJob("still works")
         _ = try await f.queue.push(good)
         let w = try WorkerProcess(redisURL: f.server.url, id: "bad", arguments: ["--queue", "test"])
         #expect(try await eventually { try await f.queue.result(of: good.id)?.status == .succeeded })
         let letters = try await f.queue.deadLetters()
-        #expect(Set(letters.map(\.jobID)) == ["broken-1", "broken-2"])
+        #expect(Set(letters.map(\.jobID)) == ["broken-1", "broken-2", huge.id, "someone-else"])
+        #expect(letters.first { $0.jobID == huge.id }?.reason.contains("timeout") == true)
+        #expect(try await f.queue.result(of: impostor.id) == nil)
         let typed = try #require(letters.first { $0.jobID == "broken-2" })
         #expect(typed.reason.contains("model"))
         #expect(try await f.queue.result(of: "broken-1")?.status == .dead)
@@ -170,6 +178,9 @@ struct WorkerProcessTests {
         #expect(w.terminate() == 0)
         #expect(try await f.queue.result(of: job.id)?.status == .succeeded)
         #expect(try await f.queue.workers().isEmpty)  // deregistered
+        // ... and gone from the consumer groups, since it left nothing pending.
+        let consumers = try await f.pool.send("XINFO", "CONSUMERS", f.queue.keys.lane(.default), "workers").array ?? []
+        #expect(consumers.isEmpty)
     }
 
     @Test func sigtermHandsBackWhatCannotFinishInTheGracePeriod() async throws {
