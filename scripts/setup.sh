@@ -24,5 +24,25 @@ else
 fi
 
 command -v swift >/dev/null || { echo "setup: Swift 6 is required (https://www.swift.org/install)" >&2; exit 1; }
+
+# The local-model path is tested against a real llama.cpp server: llama-cpp-python's
+# OpenAI-compatible server in a virtual environment, with a tiny model the project generates
+# itself (tools/tinymodel). llama-cpp-python builds llama.cpp from source: 10-15 minutes on two
+# cores the first time; pip caches the wheel for later installs.
+venv="${SWITCHYARD_LLAMA_VENV:-$PWD/.venv-llama}"
+if ! "$venv/bin/python" -c 'import llama_cpp.server, gguf' >/dev/null 2>&1; then
+    command -v python3 >/dev/null || { echo "setup: python3 is required" >&2; exit 1; }
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get install -y -q python3-venv
+    fi
+    echo "setup: building llama-cpp-python into $venv (one time; about 10-15 minutes on 2 cores)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc 2>/dev/null || echo 2)" "$venv/bin/pip" install --progress-bar off \
+        'llama-cpp-python[server]==0.3.36' 'gguf==0.19.0' 2>&1 | grep -v -E '^\s*$' | sed 's/^/setup: /' | tail -n 20
+    "$venv/bin/python" -c 'import llama_cpp.server, gguf' || { echo "setup: llama-cpp-python did not install" >&2; exit 1; }
+fi
 # A redis-server that the package's post-install started is not used by the tests: each test
 # starts a private one on a free port.

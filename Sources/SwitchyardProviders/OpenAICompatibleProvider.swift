@@ -123,8 +123,14 @@ public struct OpenAICompatibleProvider: Provider {
         } catch let error as HTTPClientError {
             throw ProviderError.from(error, provider: name)
         }
-        guard done || finishReason != nil else {
-            throw ProviderError(.invalidResponse, "the stream ended before [DONE]", provider: name)
+        // A complete stream always carries a finish_reason; one cut short (a server that
+        // interrupts a stream for a newer request, a proxy that gave up) may still end in [DONE].
+        guard finishReason != nil else {
+            throw ProviderError(
+                .invalidResponse,
+                done ? "the stream ended without a finish_reason (cut short)" : "the stream ended before [DONE]",
+                provider: name
+            )
         }
         var output: [String: JSONValue] = ["role": .string("assistant"), "content": .string(content)]
         if let finishReason { output["finish_reason"] = finishReason }

@@ -202,4 +202,36 @@ struct WorkerProcessTests {
         let next = try #require(try await f.queue.take(consumer: "next", count: 1).first)
         #expect(next.jobID == job.id && next.attempt == 1)
     }
+
+    @Test func workerRunsChatJobsOnARealLlamaServer() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let llama = try await LlamaServer()
+        let providers = FileManager.default.temporaryDirectory.appendingPathComponent("providers-\(UUID().uuidString).json")
+        let file = """
+            {"providers": [{"name": "local", "kind": "openai", "base_url": "\(llama.baseURL)", "stream": true}],
+             "models": {"tiny": {"provider": "local"}}}
+            """
+        try file.write(to: providers, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: providers) }
+        let w = try WorkerProcess(
+            redisURL: f.server.url,
+            id: "llama",
+            arguments: ["--queue", "test", "--executor", "provider", "--providers", providers.path, "--concurrency", "2"]
+        )
+        let jobs = (0..<4).map { i -> Job in
+            var job = chatJob("question \(i)")
+            job.input.parameters = ["max_tokens": .number(8), "temperature": .number(0)]
+            return job
+        }
+        _ = try await f.queue.push(jobs)
+        #expect(try await eventually(timeout: .seconds(60)) { try await f.queue.results(of: jobs.map(\.id)).allSatisfy { $0 != nil } })
+        for result in try await f.queue.results(of: jobs.map(\.id)) {
+            #expect(result?.status == .succeeded)
+            #expect(result?.output?["content"]?.string != nil)
+            #expect(result?.output?["finish_reason"] == .string("length"))
+            // llama-cpp-python sends no usage in a stream, even when asked (stream_options.include_usage).
+        }
+        #expect(w.terminate() == 0)
+    }
 }

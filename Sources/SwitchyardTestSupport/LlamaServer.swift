@@ -1,0 +1,98 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardHTTP
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A real llama.cpp server for tests: llama-cpp-python's OpenAI-compatible server, from the
+/// virtual environment `scripts/setup.sh` prepares, serving the tiny model that
+/// `tools/tinymodel/make_tiny_gguf.py` generates.
+public final class LlamaServer: @unchecked Sendable {
+    public let port: Int
+    public let modelPath: String
+    private let process: ChildProcess
+
+    /// Starts a server on a free port and waits until it answers /v1/models.
+    public init(embedding: Bool = false) async throws {
+        modelPath = try Self.tinyModel()
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            let candidate = try RedisServer.freePort()
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent("llama-\(candidate).log").path
+            // --interrupt_requests false: by default a new request cuts off the one being streamed.
+            var arguments = [
+                "-m", "llama_cpp.server", "--model", modelPath, "--host", "127.0.0.1", "--port", String(candidate),
+                "--interrupt_requests", "false",
+            ]
+            if embedding { arguments += ["--embedding", "true"] }
+            let child = try ChildProcess(executable: Self.python, arguments: arguments, outputPath: log)
+            if await Self.waitUntilReady(port: candidate, process: child) {
+                port = candidate
+                process = child
+                return
+            }
+            child.terminate(grace: .seconds(2))
+            lastError = RedisServer.StartError(
+                description: "llama.cpp server did not become ready: \(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(800))"
+            )
+        }
+        throw lastError!
+    }
+
+    deinit { process.terminate(grace: .seconds(5)) }
+
+    public var baseURL: String { "http://127.0.0.1:\(port)/v1" }
+    public var pid: Int32 { process.pid }
+
+    private static func waitUntilReady(port: Int, process: ChildProcess) async -> Bool {
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline, process.isRunning {
+            if let response = try? await client.execute(
+                HTTPRequest(url: "http://127.0.0.1:\(port)/v1/models", connectTimeout: .seconds(1), timeout: .seconds(2))
+            ),
+                response.status == 200
+            {
+                return true
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    /// The repository checkout this file belongs to.
+    static var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// The virtual environment's python (`SWITCHYARD_LLAMA_VENV`, default `.venv-llama` in the checkout).
+    public static var python: String {
+        let venv = ProcessInfo.processInfo.environment["SWITCHYARD_LLAMA_VENV"] ?? repository.appendingPathComponent(".venv-llama").path
+        return venv + "/bin/python"
+    }
+
+    /// Generates the tiny model once per checkout (kept in .build) and returns its path.
+    public static func tinyModel() throws -> String {
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw RedisServer.StartError(description: "no llama.cpp environment at \(python): run scripts/setup.sh")
+        }
+        let directory = repository.appendingPathComponent(".build/tiny-models")
+        let path = directory.appendingPathComponent("switchyard-tiny-v2.gguf").path
+        if FileManager.default.fileExists(atPath: path) { return path }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let temporary = path + ".\(getpid()).tmp"
+        let child = try ChildProcess(
+            executable: python,
+            arguments: [repository.appendingPathComponent("tools/tinymodel/make_tiny_gguf.py").path, temporary]
+        )
+        let status = child.waitForExit()
+        guard status == 0 else { throw RedisServer.StartError(description: "generating the tiny model failed (status \(status))") }
+        _ = rename(temporary, path)
+        return path
+    }
+}
