@@ -212,6 +212,10 @@ final class Transfer: @unchecked Sendable {
         sy_curl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, configuration.http2 ? 4 : 2)  // 2TLS : 1.1
         sy_curl_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
         sy_curl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        if request.freshConnection {
+            sy_curl_easy_setopt_long(easy, CURLOPT_FRESH_CONNECT, 1)
+            sy_curl_easy_setopt_long(easy, CURLOPT_FORBID_REUSE, 1)
+        }
         if let caFile = configuration.caFile { sy_curl_easy_setopt_string(easy, CURLOPT_CAINFO, caFile) }
         if !configuration.verifyTLS {
             sy_curl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 0)

@@ -13,6 +13,8 @@ public struct HTTPRequest: Sendable {
     /// Safe to send twice (GET, polling). Decides whether a request that may already have reached
     /// the server is retried; see `RetryPolicy`.
     public var idempotent: Bool
+    /// Open a new connection for this request and close it after (benchmarks, diagnostics).
+    public var freshConnection = false
 
     public init(
         method: String = "GET",
