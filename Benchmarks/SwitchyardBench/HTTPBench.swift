@@ -35,7 +35,9 @@ struct HTTPBench: AsyncParsableCommand {
         var ratios: [String: Double] = [:]
         for inFlight in [1, concurrency] {
             var round: [(String, Measurement)] = []
-            let variants = [("pooled, HTTP/1.1 keep-alive", false, false), ("pooled, HTTP/2", true, false), ("new connection per request", false, true)]
+            let variants = [
+                ("pooled, HTTP/1.1 keep-alive", false, false), ("pooled, HTTP/2", true, false), ("new connection per request", false, true),
+            ]
             for (name, http2, fresh) in variants {
                 let client = HTTPClient(
                     configuration: HTTPClientConfiguration(
@@ -59,13 +61,18 @@ struct HTTPBench: AsyncParsableCommand {
         print("HTTP client over TLS to a local nginx, \(seconds) s each; c = requests in flight")
         print(pad("measurement", 44) + pad("req/s", 10) + pad("p50 ms", 10) + "p99 ms")
         for (name, m) in rows {
-            print(pad(name, 44) + pad(String(format: "%.0f", m.opsPerSecond), 10) + pad(String(format: "%.3f", m.p50 ?? 0), 10) + String(format: "%.3f", m.p99 ?? 0))
+            print(
+                pad(name, 44) + pad(String(format: "%.0f", m.opsPerSecond), 10) + pad(String(format: "%.3f", m.p50 ?? 0), 10)
+                    + String(format: "%.3f", m.p99 ?? 0)
+            )
         }
         for inFlight in [1, concurrency] {
             print(
                 String(
                     format: "c=%d: pooled is %.2fx a new connection per request (target >= 3x); wrk is %.2fx pooled (target <= 1.5x)",
-                    inFlight, ratios["c\(inFlight)_pooled_vs_new_connection"]!, ratios["c\(inFlight)_ceiling_vs_pooled"]!
+                    inFlight,
+                    ratios["c\(inFlight)_pooled_vs_new_connection"]!,
+                    ratios["c\(inFlight)_ceiling_vs_pooled"]!
                 )
             )
         }
@@ -174,8 +181,11 @@ struct HTTPBench: AsyncParsableCommand {
             throw ValidationError("wrk failed (apt-get install wrk)")
         }
         func value(after label: String) -> Double? {
-            guard let line = text.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix(label) }) else { return nil }
-            let field = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(label.split(separator: " ").count).first.map(String.init) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix(label) }) else {
+                return nil
+            }
+            let field =
+                line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(label.split(separator: " ").count).first.map(String.init) ?? ""
             if field.hasSuffix("us") { return Double(field.dropLast(2)).map { $0 / 1000 } }
             if field.hasSuffix("ms") { return Double(field.dropLast(2)) }
             if field.hasSuffix("s") { return Double(field.dropLast(1)).map { $0 * 1000 } }

@@ -23,6 +23,9 @@ public final class HTTPClient: @unchecked Sendable {
         var toAdd: [Transfer] = []
         var toCancel: [UInt64] = []
         var stopping = false
+        /// The loop thread is (about to be) asleep in curl_multi_poll: new work must wake it.
+        /// While it is awake it picks new work up by itself, so callers skip the wake-up syscall.
+        var polling = false
     }
 
     public init(configuration: HTTPClientConfiguration = HTTPClientConfiguration(), logger: Logger = Logger(label: "switchyard.http")) {
@@ -78,26 +81,32 @@ public final class HTTPClient: @unchecked Sendable {
 
     /// Fails transfers in flight with `closed` and stops the thread.
     public func shutdown() {
-        shared.withLock { $0.stopping = true }
-        curl_multi_wakeup(multi)
+        let wake = shared.withLock { s -> Bool in
+            s.stopping = true
+            return s.polling
+        }
+        if wake { curl_multi_wakeup(multi) }
     }
 
     private func submit(_ transfer: Transfer) {
-        let accepted = shared.withLock { s -> Bool in
-            if s.stopping { return false }
+        let (accepted, wake) = shared.withLock { s -> (Bool, Bool) in
+            if s.stopping { return (false, false) }
             s.toAdd.append(transfer)
-            return true
+            return (true, s.polling)
         }
         if accepted {
-            curl_multi_wakeup(multi)
+            if wake { curl_multi_wakeup(multi) }
         } else {
             transfer.fail(HTTPClientError(.closed, "the HTTP client is shut down", mayHaveReachedServer: false))
         }
     }
 
     private func cancel(_ id: UInt64) {
-        shared.withLock { $0.toCancel.append(id) }
-        curl_multi_wakeup(multi)
+        let wake = shared.withLock { s -> Bool in
+            s.toCancel.append(id)
+            return s.polling
+        }
+        if wake { curl_multi_wakeup(multi) }
     }
 
     // MARK: - The loop thread
@@ -165,7 +174,16 @@ public final class HTTPClient: @unchecked Sendable {
                 }
                 transfer.finish(result)
             }
-            curl_multi_poll(multi, nil, 0, 1000, nil)
+            // Sleep only if nothing arrived meanwhile; from here on, callers must wake us.
+            let sleep = shared.withLock { s -> Bool in
+                guard s.toAdd.isEmpty, s.toCancel.isEmpty, !s.stopping else { return false }
+                s.polling = true
+                return true
+            }
+            if sleep {
+                curl_multi_poll(multi, nil, 0, 1000, nil)
+                shared.withLock { $0.polling = false }
+            }
         }
     }
 }
