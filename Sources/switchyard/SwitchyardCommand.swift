@@ -17,7 +17,7 @@ struct SwitchyardCommand: AsyncParsableCommand {
         version: Switchyard.version,
         subcommands: [
             WorkerCommand.self, PushCommand.self, ResultsCommand.self, StatusCommand.self, CancelCommand.self, DLQCommand.self,
-            PingCommand.self, ConfigCommand.self,
+            ProfileCommand.self, PingCommand.self, ConfigCommand.self,
         ]
     )
 }

@@ -17,8 +17,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
-    @Option(help: "Jobs run at once.")
-    var concurrency = 4
+    @Option(help: "Jobs run at once. Default: the hardware profile's.")
+    var concurrency: Int?
 
     @Option(
         help: "What runs the jobs: provider (the providers file), echo (test executor: answers with the input, calls no model) or noop (benchmarks)."
@@ -46,14 +46,16 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "How long finished results are kept.")
     var resultTTL = "24h"
 
-    @Option(help: "Hardware profile name published in the registry.")
-    var profile = "cpu"
+    @Option(help: "Hardware profile: rtx3090-wsl, apple-m or cpu. Default: SWITCHYARD_PROFILE, else detected (see `switchyard profile`).")
+    var profile: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
 
     func run() async throws {
         let configuration = try redis.configuration()
+        let (hardware, _) = try resolveProfile(name: profile, overrides: [])
+        let concurrency = self.concurrency ?? hardware.concurrency
         guard concurrency >= 1 else { throw ValidationError("--concurrency: must be at least 1") }
         let jobExecutor: any JobExecutor
         var httpClient: HTTPClient?
@@ -87,7 +89,7 @@ struct WorkerCommand: AsyncParsableCommand {
             cap: try parseDuration(retryCap, field: "--retry-cap")
         )
         queueConfiguration.resultTTL = try parseDuration(resultTTL, field: "--result-ttl")
-        var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: profile, executorName: executor)
+        var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: hardware.name, executorName: executor)
         if let workerID { workerConfiguration.id = workerID }
         workerConfiguration.shutdownGrace = try parseDuration(shutdownGrace, field: "--shutdown-grace")
 
