@@ -63,6 +63,11 @@ let package = Package(
             name: "SwitchyardProviders",
             dependencies: ["SwitchyardCore", "SwitchyardHTTP", .product(name: "Logging", package: "swift-log")]
         ),
+        // Local model servers: the catalog and each worker's LRU of model-server processes.
+        .target(
+            name: "SwitchyardModels",
+            dependencies: ["SwitchyardCore", "SwitchyardHTTP", .product(name: "Logging", package: "swift-log")]
+        ),
         // The worker runtime: a Service that takes, runs and finishes jobs, and drains on SIGTERM.
         .target(
             name: "SwitchyardWorker",
@@ -93,6 +98,12 @@ let package = Package(
         ),
         .testTarget(name: "SwitchyardRedisTests", dependencies: ["SwitchyardRedis", "SwitchyardTestSupport"]),
         .testTarget(name: "SwitchyardHTTPTests", dependencies: ["SwitchyardHTTP", "SwitchyardTestSupport"]),
+        .testTarget(
+            name: "SwitchyardModelsTests",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardModels", "SwitchyardTestSupport", .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "SwitchyardProvidersTests",
             dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardTestSupport"]

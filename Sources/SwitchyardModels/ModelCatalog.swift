@@ -1,0 +1,106 @@
+import Foundation
+import SwitchyardCore
+
+/// The models a worker may run locally. Jobs name a model from here and nothing else: a job can
+/// never choose a file, a command or an argument.
+public struct ModelCatalog: Sendable, Codable {
+    public struct Entry: Sendable, Codable, Hashable {
+        public enum Framework: String, Sendable, Codable, Hashable {
+            /// llama.cpp's llama-server: /health answers 503 while loading, 200 when ready.
+            case llamaCpp = "llama.cpp"
+            /// mlx_lm.server: answers before its model is loaded, so readiness is a real /v1/models answer.
+            case mlx
+            /// llama-cpp-python's server: opens its port once the model is loaded.
+            case llamaCppPython = "llama-cpp-python"
+            /// Any OpenAI-compatible server started by `command`.
+            case openAICompatible = "openai-compatible"
+        }
+
+        /// The model file (GGUF) or id the server loads.
+        public var file: String
+        public var framework: Framework
+        /// Memory the loaded model needs, in MiB (for the memory budget).
+        public var memoryMB: Int
+        public var contextSize: Int
+        /// Extra arguments appended to the profile's command.
+        public var extraArguments: [String]
+        /// A command of its own (argv template), instead of the profile's.
+        public var command: [String]?
+
+        enum CodingKeys: String, CodingKey {
+            case file, framework
+            case memoryMB = "memory_mb"
+            case contextSize = "context_size"
+            case extraArguments = "extra_arguments"
+            case command
+        }
+
+        public init(
+            file: String,
+            framework: Framework,
+            memoryMB: Int,
+            contextSize: Int = 2048,
+            extraArguments: [String] = [],
+            command: [String]? = nil
+        ) {
+            self.file = file
+            self.framework = framework
+            self.memoryMB = memoryMB
+            self.contextSize = contextSize
+            self.extraArguments = extraArguments
+            self.command = command
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                file: try c.decode(String.self, forKey: .file),
+                framework: try c.decode(Framework.self, forKey: .framework),
+                memoryMB: try c.decode(Int.self, forKey: .memoryMB),
+                contextSize: try c.decodeIfPresent(Int.self, forKey: .contextSize) ?? 2048,
+                extraArguments: try c.decodeIfPresent([String].self, forKey: .extraArguments) ?? [],
+                command: try c.decodeIfPresent([String].self, forKey: .command)
+            )
+        }
+    }
+
+    public var models: [String: Entry]
+    /// Models never evicted (kept warm once loaded).
+    public var pinned: [String]
+
+    public init(models: [String: Entry], pinned: [String] = []) {
+        self.models = models
+        self.pinned = pinned
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        models = try c.decode([String: Entry].self, forKey: .models)
+        pinned = try c.decodeIfPresent([String].self, forKey: .pinned) ?? []
+    }
+
+    enum CodingKeys: String, CodingKey { case models, pinned }
+
+    public static func load(path: String) throws -> ModelCatalog {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(field: "models file", problem: "cannot read \(path)")
+        }
+        let catalog: ModelCatalog
+        do {
+            catalog = try JSONDecoder().decode(ModelCatalog.self, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw ConfigurationError(field: (context.codingPath + [key]).map(\.stringValue).joined(separator: "."), problem: "is missing")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: "has the wrong type")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: context.debugDescription)
+        }
+        for name in catalog.pinned where catalog.models[name] == nil {
+            throw ConfigurationError(field: "pinned", problem: "'\(name)' is not in models")
+        }
+        for (name, entry) in catalog.models where entry.memoryMB < 1 {
+            throw ConfigurationError(field: "models.\(name).memory_mb", problem: "must be at least 1")
+        }
+        return catalog
+    }
+}

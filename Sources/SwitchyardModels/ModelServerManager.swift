@@ -1,0 +1,301 @@
+import Foundation
+import Logging
+import SwitchyardCore
+import SwitchyardHTTP
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A warm local model server, lent out for one request.
+public struct ModelServerLease: Sendable {
+    public let model: String
+    public let baseURL: String
+    public let pid: Int32
+}
+
+/// Errors of the model-server manager; messages name the model.
+public struct ModelServerError: Error, Sendable, CustomStringConvertible {
+    public let model: String
+    public let message: String
+    public let retryable: Bool
+    public var description: String { "model server for '\(model)': \(message)" }
+}
+
+/// Each worker's LRU of local model-server processes.
+///
+/// A server starts from an argv template (no shell) on a free loopback port and is lent out only
+/// once healthy. Requests for a model that is starting wait for that start instead of starting
+/// it twice. Servers are evicted by least-recent use when the cache is full or the memory budget
+/// would be exceeded, never while they serve a request (the new request waits instead), and after
+/// an idle TTL; pinned models stay. A server that exited or crashed is started again on next use.
+/// `shutdown` stops every server (SIGTERM, a grace period, then SIGKILL).
+public actor ModelServerManager {
+    public struct Configuration: Sendable {
+        public var readinessTimeout: Duration
+        public var idleTTL: Duration?
+        public var stopGrace: Duration
+        public var logDirectory: String
+
+        public init(
+            readinessTimeout: Duration = .seconds(120),
+            idleTTL: Duration? = .seconds(600),
+            stopGrace: Duration = .seconds(10),
+            logDirectory: String = FileManager.default.temporaryDirectory.path
+        ) {
+            self.readinessTimeout = readinessTimeout
+            self.idleTTL = idleTTL
+            self.stopGrace = stopGrace
+            self.logDirectory = logDirectory
+        }
+    }
+
+    public struct Statistics: Sendable, Hashable {
+        public var loads = 0
+        public var evictions = 0
+        public var restarts = 0
+        public var coldStarts: [Duration] = []
+        public var warm: [String] = []
+    }
+
+    private struct Server {
+        var process: ChildProcess
+        var port: Int
+        var inFlight = 0
+        var lastUsed = ContinuousClock.now
+    }
+
+    public let catalog: ModelCatalog
+    public let profile: HardwareProfile
+    public let configuration: Configuration
+    private let logger: Logger
+    private let probe: HTTPClient
+    private var servers: [String: Server] = [:]
+    private var starting: [String: Task<Server, any Error>] = [:]
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var stats = Statistics()
+    private var closed = false
+    /// Servers being stopped: waited for by `shutdown`.
+    private var stopping: [ChildProcess] = []
+
+    public init(catalog: ModelCatalog, profile: HardwareProfile, configuration: Configuration = Configuration(), logger: Logger) {
+        self.catalog = catalog
+        self.profile = profile
+        self.configuration = configuration
+        self.logger = logger
+        self.probe = HTTPClient(configuration: HTTPClientConfiguration(maxConnectionsPerHost: 2))
+    }
+
+    public var statistics: Statistics {
+        var s = stats
+        s.warm = servers.keys.sorted()
+        return s
+    }
+
+    /// PIDs of the servers running now.
+    public var pids: [String: Int32] { servers.mapValues(\.process.pid) }
+
+    /// Runs `body` with a ready server for `model`, starting or waiting for one as needed.
+    public func withServer<T: Sendable>(_ model: String, _ body: @Sendable (ModelServerLease) async throws -> T) async throws -> T {
+        let lease = try await acquire(model)
+        defer { release(model) }
+        return try await body(lease)
+    }
+
+    public func acquire(_ model: String) async throws -> ModelServerLease {
+        guard let entry = catalog.models[model] else {
+            throw ModelServerError(model: model, message: "not in the model catalog", retryable: false)
+        }
+        while true {
+            if closed { throw ModelServerError(model: model, message: "the manager is shut down", retryable: true) }
+            if var server = servers[model] {
+                if server.process.isRunning {
+                    server.inFlight += 1
+                    server.lastUsed = .now
+                    servers[model] = server
+                    return ModelServerLease(model: model, baseURL: "http://127.0.0.1:\(server.port)/v1", pid: server.process.pid)
+                }
+                // Exited or crashed since its last use: start it again.
+                logger.warning("model server for \(model) exited (pid \(server.process.pid)); starting it again")
+                servers[model] = nil
+                stats.restarts += 1
+                wakeWaiters()
+                continue
+            }
+            if let start = starting[model] {
+                _ = try? await start.value
+                continue
+            }
+            if !makeRoom(for: model, entry: entry) {
+                await waitForRelease()
+                continue
+            }
+            let task = Task { try await self.startAndInstall(model, entry: entry) }
+            starting[model] = task
+            _ = try await task.value
+        }
+    }
+
+    /// Starts a server and installs it, in one step on the actor, so everyone waiting for the
+    /// start finds it installed when they resume.
+    private func startAndInstall(_ model: String, entry: ModelCatalog.Entry) async throws -> Server {
+        do {
+            let server = try await start(model, entry: entry)
+            starting[model] = nil
+            servers[model] = server
+            return server
+        } catch {
+            starting[model] = nil
+            wakeWaiters()
+            throw error
+        }
+    }
+
+    public func release(_ model: String) {
+        guard var server = servers[model] else { return }
+        server.inFlight = max(0, server.inFlight - 1)
+        server.lastUsed = .now
+        servers[model] = server
+        wakeWaiters()
+    }
+
+    /// Stops servers idle for longer than the TTL (pinned ones stay). Call it now and then.
+    public func evictIdle() {
+        guard let ttl = configuration.idleTTL else { return }
+        let now = ContinuousClock.now
+        for (model, server) in servers where server.inFlight == 0 && !catalog.pinned.contains(model) && now - server.lastUsed >= ttl {
+            logger.info("stopping \(model): idle for more than \(ttl)")
+            stop(model)
+        }
+    }
+
+    /// Stops every server and waits for each to exit.
+    public func shutdown() async {
+        closed = true
+        for task in starting.values { _ = try? await task.value }
+        for model in Array(servers.keys) { stop(model) }
+        wakeWaiters()
+        while stopping.contains(where: { $0.isRunning }) { try? await Task.sleep(for: .milliseconds(20)) }
+        stopping.removeAll()
+        probe.shutdown()
+    }
+
+    // MARK: - Capacity
+
+    /// Evicts least-recently-used idle servers until `model` fits; false if it must wait for a
+    /// busy one to finish.
+    private func makeRoom(for model: String, entry: ModelCatalog.Entry) -> Bool {
+        func fits() -> Bool {
+            let count = servers.count + starting.count
+            let memory =
+                servers.keys.compactMap { catalog.models[$0]?.memoryMB }.reduce(0, +)
+                + starting.keys.compactMap { catalog.models[$0]?.memoryMB }.reduce(0, +)
+            return count < profile.modelCacheSize && memory + entry.memoryMB <= profile.memoryBudgetMB
+        }
+        while !fits() {
+            let candidates = servers.filter { $0.value.inFlight == 0 && !catalog.pinned.contains($0.key) }
+            guard let victim = candidates.min(by: { $0.value.lastUsed < $1.value.lastUsed })?.key else {
+                // Everything is busy (or pinned): a model bigger than the whole budget never fits.
+                return servers.isEmpty && starting.isEmpty
+            }
+            logger.info("evicting \(victim) (least recently used) to make room for \(model)")
+            stats.evictions += 1
+            stop(victim)
+        }
+        return true
+    }
+
+    private func waitForRelease() async {
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    private func wakeWaiters() {
+        let all = waiters
+        waiters.removeAll()
+        for waiter in all { waiter.resume() }
+    }
+
+    /// SIGTERM, a grace period, then SIGKILL, on a thread of its own: waiting for a process to
+    /// exit must not hold a thread of the cooperative pool.
+    private func stop(_ model: String) {
+        guard let server = servers.removeValue(forKey: model) else { return }
+        let process = server.process
+        let grace = configuration.stopGrace
+        stopping.removeAll { !$0.isRunning }
+        stopping.append(process)
+        Thread.detachNewThread { process.terminate(grace: grace) }
+    }
+
+    // MARK: - Starting
+
+    private func start(_ model: String, entry: ModelCatalog.Entry) async throws -> Server {
+        let clock = ContinuousClock()
+        let began = clock.now
+        let port = try freeLoopbackPort()
+        var template = entry.command ?? profile.serverCommand
+        template += entry.extraArguments
+        let argv = HardwareProfile(
+            name: profile.name,
+            concurrency: profile.concurrency,
+            modelCacheSize: profile.modelCacheSize,
+            memoryBudgetMB: profile.memoryBudgetMB,
+            gpuLayers: profile.gpuLayers,
+            batchSize: profile.batchSize,
+            serverCommand: template
+        ).command(model: entry.file, port: port, contextSize: entry.contextSize)
+        guard let executable = argv.first else { throw ModelServerError(model: model, message: "empty server command", retryable: false) }
+        let log = "\(configuration.logDirectory)/switchyard-model-\(model.filter { $0.isLetter || $0.isNumber || $0 == "-" })-\(port).log"
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(executable: executable, arguments: Array(argv.dropFirst()), outputPath: log)
+        } catch {
+            throw ModelServerError(model: model, message: "cannot start \(executable): \(error)", retryable: false)
+        }
+        logger.info("starting model server for \(model) (pid \(process.pid), port \(port))")
+        let deadline = clock.now + configuration.readinessTimeout
+        while clock.now < deadline {
+            if !process.isRunning {
+                let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(400)
+                throw ModelServerError(model: model, message: "the server exited while loading: \(tail)", retryable: true)
+            }
+            if await isReady(port: port, framework: entry.framework) {
+                let took = clock.now - began
+                stats.loads += 1
+                stats.coldStarts.append(took)
+                logger.info("model server for \(model) ready after \(took)")
+                return Server(process: process, port: port)
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        stopping.append(process)
+        let grace = configuration.stopGrace
+        Thread.detachNewThread { process.terminate(grace: grace) }
+        throw ModelServerError(model: model, message: "not ready within \(configuration.readinessTimeout)", retryable: true)
+    }
+
+    /// llama-server: /health is 503 while loading and 200 when ready. mlx_lm.server answers before
+    /// its model is loaded, and llama-cpp-python only listens once loaded: for those a real
+    /// /v1/models answer is the sign.
+    private func isReady(port: Int, framework: ModelCatalog.Entry.Framework) async -> Bool {
+        let path = framework == .llamaCpp ? "/health" : "/v1/models"
+        let request = HTTPRequest(url: "http://127.0.0.1:\(port)\(path)", connectTimeout: .seconds(1), timeout: .seconds(5))
+        guard let response = try? await probe.execute(request) else { return false }
+        return response.status == 200
+    }
+
+    private func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ModelServerError(model: "-", message: "socket() failed", retryable: true) }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        guard bound == 0 else { throw ModelServerError(model: "-", message: "bind() failed", retryable: true) }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
