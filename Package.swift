@@ -66,7 +66,7 @@ let package = Package(
         // Local model servers: the catalog and each worker's LRU of model-server processes.
         .target(
             name: "SwitchyardModels",
-            dependencies: ["SwitchyardCore", "SwitchyardHTTP", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", .product(name: "Logging", package: "swift-log")]
         ),
         // The worker runtime: a Service that takes, runs and finishes jobs, and drains on SIGTERM.
         .target(
@@ -81,6 +81,7 @@ let package = Package(
             name: "switchyard",
             dependencies: [
                 "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker", "SwitchyardProviders",
+                "SwitchyardModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

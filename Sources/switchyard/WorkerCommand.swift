@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import SwitchyardCore
 import SwitchyardHTTP
+import SwitchyardModels
 import SwitchyardProviders
 import SwitchyardQueue
 import SwitchyardRedis
@@ -27,6 +28,9 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(help: "The providers file (JSON) for --executor provider. Default: SWITCHYARD_PROVIDERS_FILE.")
     var providers: String?
+
+    @Option(help: "The model catalog (JSON) for --executor local. Default: SWITCHYARD_MODELS_FILE.")
+    var models: String?
 
     @Option(help: "Worker id (consumer name). Default: host-pid-random.")
     var workerID: String?
@@ -57,8 +61,12 @@ struct WorkerCommand: AsyncParsableCommand {
         let (hardware, _) = try resolveProfile(name: profile, overrides: [])
         let concurrency = self.concurrency ?? hardware.concurrency
         guard concurrency >= 1 else { throw ValidationError("--concurrency: must be at least 1") }
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
+        var logger = Logger(label: "switchyard.worker")
+        logger.logLevel = level
         let jobExecutor: any JobExecutor
         var httpClient: HTTPClient?
+        var modelServers: ModelServerManager?
         switch executor {
         case "echo": jobExecutor = EchoExecutor()
         case "noop": jobExecutor = NoopExecutor()
@@ -73,13 +81,23 @@ struct WorkerCommand: AsyncParsableCommand {
             } catch let error as ProviderError {
                 throw ValidationError("--providers: \(error.message)")
             }
-        default: throw ValidationError("--executor: '\(executor)' is not one of provider, echo, noop")
+        case "local":
+            guard let path = models ?? ProcessInfo.processInfo.environment["SWITCHYARD_MODELS_FILE"] else {
+                throw ValidationError("--executor local needs --models FILE (or SWITCHYARD_MODELS_FILE)")
+            }
+            let catalog: ModelCatalog
+            do {
+                catalog = try ModelCatalog.load(path: path)
+            } catch let error as ConfigurationError {
+                throw ValidationError("--models: \(error)")
+            }
+            let client = HTTPClient()
+            httpClient = client
+            modelServers = ModelServerManager(catalog: catalog, profile: hardware, logger: logger)
+            jobExecutor = LocalModelExecutor(manager: modelServers!, client: client)
+        default: throw ValidationError("--executor: '\(executor)' is not one of local, provider, echo, noop")
         }
         defer { httpClient?.shutdown() }
-        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
-        var logger = Logger(label: "switchyard.worker")
-        logger.logLevel = level
-
         var queueConfiguration = QueueConfiguration(name: configuration.queue)
         queueConfiguration.lease = try parseDuration(lease, field: "--lease")
         // A lease shorter than the watch loop's refresh cadence would be reclaimed while alive.
@@ -106,6 +124,22 @@ struct WorkerCommand: AsyncParsableCommand {
                 logger: logger
             )
         )
-        try await group.run()
+        // Idle model servers are stopped after their TTL.
+        let servers = modelServers
+        let idleSweep = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                await servers?.evictIdle()
+            }
+        }
+        defer { idleSweep.cancel() }
+        do {
+            try await group.run()
+        } catch {
+            await servers?.shutdown()
+            throw error
+        }
+        // Drained: stop every model server before exiting.
+        await servers?.shutdown()
     }
 }

@@ -5,6 +5,12 @@ import SwitchyardRedis
 import SwitchyardTestSupport
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Real `switchyard worker` processes against a real redis-server: crashes, restarts, drains.
 @Suite("Worker processes", .serialized)
 struct WorkerProcessTests {
@@ -233,5 +239,43 @@ struct WorkerProcessTests {
             // llama-cpp-python sends no usage in a stream, even when asked (stream_options.include_usage).
         }
         #expect(w.terminate() == 0)
+    }
+
+    @Test func workerKeepsALocalModelServerWarmAndStopsItOnSIGTERM() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let model = try LlamaServer.tinyModel()
+        let catalog = FileManager.default.temporaryDirectory.appendingPathComponent("models-\(UUID().uuidString).json")
+        let command = [
+            LlamaServer.python, "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--n_ctx", "{ctx}",
+            "--interrupt_requests", "false",
+        ]
+        let json = try JSONSerialization.data(withJSONObject: [
+            "models": ["tiny": ["file": model, "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 256, "command": command]]
+        ])
+        try json.write(to: catalog)
+        defer { try? FileManager.default.removeItem(at: catalog) }
+        let w = try WorkerProcess(
+            redisURL: f.server.url,
+            id: "local",
+            arguments: ["--queue", "test", "--executor", "local", "--models", catalog.path, "--profile", "cpu", "--concurrency", "2"]
+        )
+        let jobs = (0..<6).map { i -> Job in
+            var job = chatJob("local \(i)")
+            job.model = "tiny"
+            job.input.parameters = ["max_tokens": .number(6), "temperature": .number(0)]
+            return job
+        }
+        _ = try await f.queue.push(jobs)
+        #expect(try await eventually(timeout: .seconds(60)) { try await f.queue.results(of: jobs.map(\.id)).allSatisfy { $0 != nil } })
+        let results = try await f.queue.results(of: jobs.map(\.id))
+        #expect(results.allSatisfy { $0?.status == .succeeded && $0?.output?["content"]?.string != nil })
+        // One model load served all six jobs; the server's pid is in the worker's log.
+        let starts = w.log.components(separatedBy: "starting model server for tiny (pid ").dropFirst()
+        #expect(starts.count == 1)
+        let pid = try #require(starts.first.flatMap { Int32($0.prefix { $0.isNumber }) })
+        #expect(kill(pid, 0) == 0)
+        #expect(w.terminate() == 0)
+        #expect(kill(pid, 0) != 0, "the model server outlived its worker")
     }
 }

@@ -1,0 +1,30 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardHTTP
+import SwitchyardProviders
+
+/// Runs jobs on local model servers: the manager lends a warm server for the job's model and the
+/// OpenAI-compatible protocol does the rest (llama-server, llama-cpp-python, mlx_lm.server all speak it).
+public struct LocalModelExecutor: JobExecutor {
+    public let manager: ModelServerManager
+    private let client: HTTPClient
+
+    public init(manager: ModelServerManager, client: HTTPClient) {
+        self.manager = manager
+        self.client = client
+    }
+
+    public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
+        do {
+            return try await manager.withServer(job.model) { lease in
+                let configuration = ProviderConfiguration(name: "local:\(job.model)", kind: .openai, baseURL: lease.baseURL, maxAttempts: 2)
+                return try await OpenAICompatibleProvider(configuration: configuration, client: client, apiKey: nil).run(job, model: job.model)
+            }
+        } catch let error as ModelServerError {
+            throw JobFailure(code: "model_server", message: error.description, retryable: error.retryable)
+        } catch let error as ProviderError {
+            // A server that crashed mid-request shows up here; it is restarted on next use.
+            throw error.jobFailure
+        }
+    }
+}
