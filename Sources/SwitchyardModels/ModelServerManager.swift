@@ -21,6 +21,15 @@ public struct ModelServerError: Error, Sendable, CustomStringConvertible {
     public let model: String
     public let message: String
     public let retryable: Bool
+    let exitedWhileLoading: Bool
+
+    init(model: String, message: String, retryable: Bool, exitedWhileLoading: Bool = false) {
+        self.model = model
+        self.message = message
+        self.retryable = retryable
+        self.exitedWhileLoading = exitedWhileLoading
+    }
+
     public var description: String { "model server for '\(model)': \(message)" }
 }
 
@@ -230,7 +239,21 @@ public actor ModelServerManager {
 
     // MARK: - Starting
 
+    /// Starts a server, trying again on a new port when one exits while loading: the free port
+    /// it was given can be taken by another process before the server binds it.
     private func start(_ model: String, entry: ModelCatalog.Entry) async throws -> Server {
+        var attempt = 1
+        while true {
+            do {
+                return try await startOnce(model, entry: entry)
+            } catch let error as ModelServerError where error.exitedWhileLoading && attempt < 3 {
+                logger.warning("\(error); trying again")
+                attempt += 1
+            }
+        }
+    }
+
+    private func startOnce(_ model: String, entry: ModelCatalog.Entry) async throws -> Server {
         let clock = ContinuousClock()
         let began = clock.now
         let port = try freeLoopbackPort()
@@ -258,13 +281,13 @@ public actor ModelServerManager {
         while clock.now < deadline {
             if !process.isRunning {
                 let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(400)
-                throw ModelServerError(model: model, message: "the server exited while loading: \(tail)", retryable: true)
+                throw ModelServerError(model: model, message: "the server exited while loading: \(tail)", retryable: true, exitedWhileLoading: true)
             }
-            if await isReady(port: port, framework: entry.framework) {
+            if await isReady(port: port, entry: entry), process.isRunning {
                 let took = clock.now - began
                 stats.loads += 1
                 stats.coldStarts.append(took)
-                logger.info("model server for \(model) ready after \(took)")
+                logger.info("model server for \(model) ready after \(took) (pid \(process.pid))")
                 return Server(process: process, port: port)
             }
             try? await Task.sleep(for: .milliseconds(100))
@@ -277,12 +300,21 @@ public actor ModelServerManager {
 
     /// llama-server: /health is 503 while loading and 200 when ready. mlx_lm.server answers before
     /// its model is loaded, and llama-cpp-python only listens once loaded: for those a real
-    /// /v1/models answer is the sign.
-    private func isReady(port: Int, framework: ModelCatalog.Entry.Framework) async -> Bool {
-        let path = framework == .llamaCpp ? "/health" : "/v1/models"
-        let request = HTTPRequest(url: "http://127.0.0.1:\(port)\(path)", connectTimeout: .seconds(1), timeout: .seconds(5))
-        guard let response = try? await probe.execute(request) else { return false }
-        return response.status == 200
+    /// /v1/models answer is the sign. Either way the answer must name our model file: a free port
+    /// can be taken by another server between our pick and our server's bind, and that one's
+    /// answer must not count.
+    private func isReady(port: Int, entry: ModelCatalog.Entry) async -> Bool {
+        let base = "http://127.0.0.1:\(port)"
+        func get(_ path: String) async -> HTTPResponse? {
+            try? await probe.execute(HTTPRequest(url: base + path, connectTimeout: .seconds(1), timeout: .seconds(5)))
+        }
+        if entry.framework == .llamaCpp {
+            guard let health = await get("/health"), health.status == 200 else { return false }
+        }
+        guard let models = await get("/v1/models"), models.status == 200 else { return false }
+        if entry.framework == .openAICompatible { return true }
+        let name = URL(fileURLWithPath: entry.file).lastPathComponent
+        return String(decoding: models.body, as: UTF8.self).contains(name)
     }
 
     private func freeLoopbackPort() throws -> Int {

@@ -16,7 +16,8 @@ public final class WorkerProcess: @unchecked Sendable {
     /// Starts `switchyard worker --redis-url <url> --worker-id <id> <arguments>`.
     public init(redisURL: String, id: String = "w-\(UUID().uuidString.prefix(6))", arguments: [String] = []) throws {
         self.id = id
-        self.logPath = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-\(id).log").path
+        // A log of its own per process: the same id may be started again by a later test.
+        self.logPath = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-\(id)-\(UUID().uuidString.prefix(8)).log").path
         var environment = ProcessInfo.processInfo.environment
         environment["SWITCHYARD_REDIS_URL"] = redisURL
         self.process = try ChildProcess(

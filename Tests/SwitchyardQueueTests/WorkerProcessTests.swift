@@ -271,9 +271,9 @@ struct WorkerProcessTests {
         let results = try await f.queue.results(of: jobs.map(\.id))
         #expect(results.allSatisfy { $0?.status == .succeeded && $0?.output?["content"]?.string != nil })
         // One model load served all six jobs; the server's pid is in the worker's log.
-        let starts = w.log.components(separatedBy: "starting model server for tiny (pid ").dropFirst()
-        #expect(starts.count == 1)
-        let pid = try #require(starts.first.flatMap { Int32($0.prefix { $0.isNumber }) })
+        let loads = w.log.components(separatedBy: "model server for tiny ready after").dropFirst()
+        #expect(loads.count == 1)
+        let pid = try #require(loads.first?.components(separatedBy: "(pid ").dropFirst().first.flatMap { Int32($0.prefix { $0.isNumber }) })
         #expect(kill(pid, 0) == 0)
         #expect(w.terminate() == 0)
         #expect(kill(pid, 0) != 0, "the model server outlived its worker")
