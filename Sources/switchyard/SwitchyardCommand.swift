@@ -16,7 +16,8 @@ struct SwitchyardCommand: AsyncParsableCommand {
             """,
         version: Switchyard.version,
         subcommands: [
-            WorkerCommand.self, PushCommand.self, ResultsCommand.self, StatusCommand.self, CancelCommand.self, DLQCommand.self,
+            UpCommand.self, DemoCommand.self, WorkerCommand.self, PushCommand.self, ResultsCommand.self, StatusCommand.self, CancelCommand.self,
+            DLQCommand.self,
             ProfileCommand.self, PingCommand.self, ConfigCommand.self,
         ]
     )

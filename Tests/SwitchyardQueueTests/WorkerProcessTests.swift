@@ -278,4 +278,27 @@ struct WorkerProcessTests {
         #expect(w.terminate() == 0)
         #expect(kill(pid, 0) != 0, "the model server outlived its worker")
     }
+
+    @Test func demoRunsALocalClusterEndToEnd() async throws {
+        _ = try LlamaServer.tinyModel()  // the llama.cpp environment exists (scripts/setup.sh)
+        let port = try RedisServer.freePort()
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("demo-\(UUID().uuidString).log").path
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWITCHYARD_LLAMA_VENV"] = URL(fileURLWithPath: LlamaServer.python).deletingLastPathComponent().deletingLastPathComponent().path
+        let demo = try ChildProcess(
+            executable: try WorkerProcess.switchyardExecutable(),
+            arguments: ["demo", "--redis-url", "redis://127.0.0.1:\(port)", "--workers", "1", "--jobs", "4"],
+            environment: environment,
+            outputPath: output
+        )
+        #expect(demo.waitForExit(timeout: .seconds(180)))
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        #expect(demo.waitForExit() == 0, "\(text.suffix(1500))")
+        #expect(text.contains("results: succeeded 4"))
+        #expect(text.contains("model loads: 1"))
+        #expect(text.contains("redis-server stopped"))
+        // Nothing left listening on the port it used.
+        #expect(!RedisServer.isListening(port: port))
+    }
 }

@@ -1,0 +1,150 @@
+import ArgumentParser
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Start a local cluster with a real llama.cpp server, push a batch of chat jobs, and show what happened.",
+        discussion: """
+            Needs the llama.cpp environment that scripts/setup.sh prepares (.venv-llama, or SWITCHYARD_LLAMA_VENV). \
+            The model is the project's tiny generated one: its answers are gibberish, but every token is real inference.
+            """
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "Worker processes.")
+    var workers = 2
+
+    @Option(help: "Chat jobs to push.")
+    var jobs = 24
+
+    @Option(help: "A GGUF model file to serve instead of generating the tiny one.")
+    var modelFile: String?
+
+    func run() async throws {
+        let say = sayer("demo")
+        let venv = ProcessInfo.processInfo.environment["SWITCHYARD_LLAMA_VENV"] ?? FileManager.default.currentDirectoryPath + "/.venv-llama"
+        let python = venv + "/bin/python"
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw ValidationError("no llama.cpp environment at \(venv): run ./scripts/setup.sh first (or ./scripts/demo.sh, which does)")
+        }
+        let model = try modelFile ?? generateTinyModel(python: python, say: say)
+
+        // The catalog the workers load: one model, served by llama-cpp-python's server.
+        let catalogPath = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-demo-models-\(getpid()).json")
+        let catalog: [String: Any] = [
+            "models": [
+                "tiny": [
+                    "file": model, "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 512,
+                    "command": [
+                        python, "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--n_ctx", "{ctx}",
+                        "--interrupt_requests", "false",
+                    ],
+                ]
+            ]
+        ]
+        try JSONSerialization.data(withJSONObject: catalog, options: [.prettyPrinted]).write(to: catalogPath)
+        defer { try? FileManager.default.removeItem(at: catalogPath) }
+
+        let cluster = try await LocalCluster.start(
+            options: redis,
+            workers: workers,
+            workerArguments: ["--executor", "local", "--models", catalogPath.path, "--profile", "cpu", "--concurrency", "2"],
+            say: say
+        )
+        do {
+            try await pushAndReport(cluster: cluster, say: say)
+        } catch {
+            cluster.stop(say: say)
+            throw error
+        }
+        cluster.stop(say: say)
+        // Cold starts and model loads, from the workers' own logs.
+        var coldStarts: [String] = []
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: cluster.directory.path)) ?? [] where file.hasSuffix(".log") {
+            let text = (try? String(contentsOfFile: cluster.directory.appendingPathComponent(file).path, encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") where line.contains("ready after") {
+                let seconds = line.components(separatedBy: "ready after ").last?.split(separator: " ").first ?? "?"
+                coldStarts.append("\(file.replacingOccurrences(of: ".log", with: "")): \(String(format: "%.2f", Double(seconds) ?? 0)) s")
+            }
+        }
+        say("model loads: \(coldStarts.count) (one per worker; every later job found its model warm)")
+        for line in coldStarts { say("  cold start \(line)") }
+    }
+
+    private func generateTinyModel(python: String, say: (String) -> Void) throws -> String {
+        let directory = FileManager.default.currentDirectoryPath + "/.build/tiny-models"
+        let path = directory + "/switchyard-tiny-v2.gguf"
+        if FileManager.default.fileExists(atPath: path) { return path }
+        let script = FileManager.default.currentDirectoryPath + "/tools/tinymodel/make_tiny_gguf.py"
+        guard FileManager.default.fileExists(atPath: script) else {
+            throw ValidationError("tools/tinymodel/make_tiny_gguf.py not found: run the demo from the repository, or give --model-file")
+        }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        say("generating the tiny model (random weights, nothing downloaded)")
+        let child = try ChildProcess(executable: python, arguments: [script, path])
+        guard child.waitForExit() == 0 else { throw ValidationError("generating the tiny model failed") }
+        return path
+    }
+
+    private func pushAndReport(cluster: LocalCluster, say: (String) -> Void) async throws {
+        var redisConfiguration = try RedisConfiguration(url: cluster.redisURL)
+        redisConfiguration.password = try redis.configuration().redis.password
+        let pool = RedisConnectionPool(configuration: redisConfiguration)
+        defer { pool.shutDown() }
+        let queue = JobQueue(configuration: QueueConfiguration(name: try redis.configuration().queue), redis: pool)
+        try await queue.ensureGroups()
+        let batch = "demo-" + String(UInt64(Date().timeIntervalSince1970), radix: 36)
+        let prompts = ["Name a river.", "What is a switchyard?", "Count to five.", "Say hello in French."]
+        let jobList = (0..<jobs).map { i -> Job in
+            Job(
+                kind: .chat,
+                model: "tiny",
+                input: JobInput(
+                    messages: [ChatMessage(role: "user", content: prompts[i % prompts.count])],
+                    parameters: ["max_tokens": .number(16), "temperature": .number(0)]
+                ),
+                batch: batch
+            )
+        }
+        say("pushing \(jobs) chat jobs as batch \(batch)")
+        _ = try await queue.push(jobList)
+        let progress = ProgressBar(total: jobs)
+        let deadline = Date().addingTimeInterval(300)
+        while Date() < deadline {
+            let p = try await queue.batchProgress(batch)
+            progress.update(p)
+            if p.finished >= jobs { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        progress.finish()
+        let results = try await queue.results(of: jobList.map(\.id)).compactMap { $0 }
+        var byStatus: [String: Int] = [:]
+        var byWorker: [String: Int] = [:]
+        var waits: [Double] = []
+        var runs: [Double] = []
+        for r in results {
+            byStatus[r.status.rawValue, default: 0] += 1
+            byWorker[r.worker ?? "?", default: 0] += 1
+            if let q = r.timings.queued, let s = r.timings.started, let f = r.timings.finished {
+                waits.append((s - q) * 1000)
+                runs.append((f - s) * 1000)
+            }
+        }
+        waits.sort()
+        runs.sort()
+        func pct(_ xs: [Double], _ p: Int) -> String { xs.isEmpty ? "-" : String(format: "%.1f ms", xs[min(xs.count - 1, xs.count * p / 100)]) }
+        say("results: \(byStatus.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
+        say("by worker: \(byWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
+        say("queue wait: p50 \(pct(waits, 50)), p95 \(pct(waits, 95)); inference: p50 \(pct(runs, 50)), p95 \(pct(runs, 95))")
+        for r in results.prefix(3) {
+            let content = r.output?["content"]?.string ?? ""
+            let shown = content.unicodeScalars.map { $0.value < 32 || $0.value == 127 ? "·" : String($0) }.joined()
+            say("  \(r.id): \"\(shown)\" (\(r.usage?.completionTokens ?? 0) tokens)")
+        }
+    }
+}
