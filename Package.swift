@@ -92,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "SwitchyardBench",
             dependencies: [
-                "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardTestSupport",
+                "SwitchyardCore", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/SwitchyardBench"

@@ -2,6 +2,7 @@
 # Installs what Switchyard needs to build and test, when it is missing.
 # Debian/Ubuntu: apt-get (as root, or through sudo). macOS: Homebrew.
 set -euo pipefail
+cd "$(dirname "$0")/.."  # the venv lives in the checkout, wherever this is run from
 
 need_apt=()
 have_pkg() { dpkg -s "$1" >/dev/null 2>&1; }

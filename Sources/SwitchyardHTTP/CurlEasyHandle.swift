@@ -30,7 +30,12 @@ public final class CurlEasyHandle {
 
     private let handle: UnsafeMutableRawPointer
     private var headerList: UnsafeMutablePointer<curl_slist>?
-    private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    /// A stable allocation: curl keeps the pointer between calls.
+    private let errorBuffer: UnsafeMutablePointer<CChar> = {
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        return buffer
+    }()
     private let sink = ResponseSink()
 
     public init() {
@@ -44,6 +49,7 @@ public final class CurlEasyHandle {
     deinit {
         curl_easy_cleanup(handle)
         if let headerList { curl_slist_free_all(headerList) }
+        errorBuffer.deallocate()
     }
 
     /// Performs a request and returns the whole response.
@@ -61,7 +67,7 @@ public final class CurlEasyHandle {
         try check(sy_curl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(connectTimeout)))
         try check(sy_curl_easy_setopt_long(handle, CURLOPT_TIMEOUT_MS, milliseconds(totalTimeout)))
         try check(sy_curl_easy_setopt_string(handle, CURLOPT_ACCEPT_ENCODING, ""))  // every encoding curl can decode
-        errorBuffer.withUnsafeMutableBufferPointer { _ = sy_curl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, $0.baseAddress) }
+        sy_curl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer)
 
         if let headerList { curl_slist_free_all(headerList) }
         headerList = nil
@@ -104,7 +110,7 @@ public final class CurlEasyHandle {
     private func check(_ code: CURLcode) throws(CurlError) {
         guard code != CURLE_OK else { return }
         let base = String(cString: curl_easy_strerror(code))
-        let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let detail = String(cString: errorBuffer)
         throw CurlError(code: Int(code.rawValue), message: detail.isEmpty ? base : "\(base): \(detail)")
     }
 

@@ -204,7 +204,12 @@ final class Transfer: @unchecked Sendable {
     var mode: Mode = .none
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private var requestBody: [UInt8]
-    private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    /// A stable allocation: curl keeps the pointer for the whole transfer.
+    private let errorBuffer: UnsafeMutablePointer<CChar> = {
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        return buffer
+    }()
     private var status = 0
     private var headers: [(name: String, value: String)] = []
     private var body: [UInt8] = []
@@ -239,7 +244,7 @@ final class Transfer: @unchecked Sendable {
             sy_curl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 0)
             sy_curl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 0)
         }
-        errorBuffer.withUnsafeMutableBufferPointer { _ = sy_curl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, $0.baseAddress) }
+        sy_curl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer)
         // No "Expect: 100-continue" round trip before large bodies.
         headerList = curl_slist_append(headerList, "Expect:")
         for (name, value) in request.headers { headerList = curl_slist_append(headerList, "\(name): \(value)") }
@@ -250,9 +255,10 @@ final class Transfer: @unchecked Sendable {
         default: sy_curl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
         }
         if request.body != nil {
+            // COPYPOSTFIELDS: curl keeps its own copy, so no pointer into a Swift array outlives its scope.
+            sy_curl_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(requestBody.count))
             requestBody.withUnsafeMutableBufferPointer { buffer in
-                _ = sy_curl_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(buffer.count))
-                _ = sy_curl_easy_setopt_pointer(easy, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(buffer.baseAddress))
+                _ = sy_curl_easy_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(buffer.baseAddress))
             }
         }
         sy_curl_easy_setopt_write_callback(easy, CURLOPT_WRITEFUNCTION, transferWriteBody)
@@ -264,6 +270,7 @@ final class Transfer: @unchecked Sendable {
     deinit {
         curl_easy_cleanup(easy)
         if let headerList { curl_slist_free_all(headerList) }
+        errorBuffer.deallocate()
     }
 
     var connectCount: Int {
@@ -347,7 +354,7 @@ final class Transfer: @unchecked Sendable {
     }
 
     private func error(for code: CURLcode) -> HTTPClientError {
-        let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let detail = String(cString: errorBuffer)
         let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
         var sent = 0
         sy_curl_easy_getinfo_long(easy, CURLINFO_REQUEST_SIZE, &sent)

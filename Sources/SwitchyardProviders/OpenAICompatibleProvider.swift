@@ -72,17 +72,38 @@ public struct OpenAICompatibleProvider: Provider {
             "/chat/completions",
             body: Self.chatBody(model: model, messages: messages, parameters: parameters, stream: true)
         )
+        request.headers.removeAll { $0.name == "Accept" }
         request.headers.append(("Accept", "text/event-stream"))
-        let response: HTTPStreamingResponse
-        do {
-            response = try await transport.client.stream(request)
-        } catch let error as HTTPClientError {
-            throw ProviderError.from(error, provider: name)
-        }
-        guard (200..<300).contains(response.head.status) else {
-            var raw: [UInt8] = []
-            for try await chunk in response.body { raw += chunk }
-            throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw)
+        let policy = transport.configuration.retryPolicy
+        var attempt = 1
+        var response: HTTPStreamingResponse
+        while true {
+            do {
+                response = try await transport.client.stream(request)
+                if (200..<300).contains(response.head.status) { break }
+                // An error status arrives before any event: read its body, and retry as for
+                // non-streaming calls (429, 5xx, honouring Retry-After).
+                var raw: [UInt8] = []
+                for try await chunk in response.body { raw += chunk }
+                switch policy.decide(attempt: attempt, request: request, response: response.head, error: nil) {
+                case .retry(let delay):
+                    try await Task.sleep(for: delay)
+                    attempt += 1
+                    continue
+                case .giveUp(let reason):
+                    throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw, note: reason)
+                case .done:
+                    throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw)
+                }
+            } catch let error as HTTPClientError {
+                switch policy.decide(attempt: attempt, request: request, response: nil, error: error) {
+                case .retry(let delay):
+                    try await Task.sleep(for: delay)
+                    attempt += 1
+                default:
+                    throw ProviderError.from(error, provider: name)
+                }
+            }
         }
         var content = ""
         var finishReason: JSONValue?

@@ -31,6 +31,17 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         public static var timeout: Self { .init(.timeout) }
 
         public var description: String { value.rawValue }
+
+        /// The code in snake_case, as job results show it (`provider_rate_limited`).
+        public var snakeCase: String {
+            value.rawValue.reduce(into: "") { out, c in
+                if c.isUppercase {
+                    out += "_" + c.lowercased()
+                } else {
+                    out.append(c)
+                }
+            }
+        }
     }
 
     public let code: Code
@@ -61,7 +72,7 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
 
     /// The job-level failure for this error.
     public var jobFailure: JobFailure {
-        JobFailure(code: "provider_\(code)", message: description, retryable: retryable)
+        JobFailure(code: "provider_\(code.snakeCase)", message: description, retryable: retryable)
     }
 
     /// Classifies an HTTP error status, with the provider's message.

@@ -103,7 +103,9 @@ public struct ProviderExecutor: JobExecutor {
             )
         }
         do {
-            return try await provider.run(job, model: route?.model ?? job.model)
+            // The catalog's provider-side name applies only when the job goes to that provider.
+            let providerModel = route?.provider == providerName ? (route?.model ?? job.model) : job.model
+            return try await provider.run(job, model: providerModel)
         } catch let error as ProviderError {
             throw error.jobFailure
         }

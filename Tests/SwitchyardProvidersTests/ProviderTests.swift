@@ -57,6 +57,22 @@ struct ProviderTests {
         #expect(output.usage?.completionTokens == 6)  // "echo:" and five words
     }
 
+    @Test func streamingRetriesAnErrorStatusBeforeTheStream() async throws {
+        let server = try StandinServer(apiKey: Self.key)
+        let (provider, client) = openai(server, stream: true)
+        defer { client.shutdown() }
+        try await server.setFaults([["path": "/v1/chat", "status": 503, "retry_after_ms": 20, "times": 2]])
+        let output = try await provider.run(chatJob("after two 503s"), model: "standin-chat")
+        #expect(output.output["content"] == .string("echo: after two 503s"))
+        try await server.setFaults([["path": "/v1/chat", "status": 400, "times": 1]])
+        await #expect {
+            try await provider.run(chatJob("bad"), model: "standin-chat")
+        } throws: { error in
+            guard let error = error as? ProviderError else { return false }
+            return error.code == .badRequest && error.jobFailure.code == "provider_bad_request" && !error.jobFailure.retryable
+        }
+    }
+
     @Test func anErrorEventMidStreamIsAnError() async throws {
         let server = try StandinServer(apiKey: Self.key)
         let (provider, client) = openai(server, stream: true)
