@@ -92,8 +92,9 @@ let package = Package(
         .executableTarget(
             name: "SwitchyardBench",
             dependencies: [
-                "SwitchyardCore", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardTestSupport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "SwitchyardCore", "SwitchyardHTTP", "SwitchyardModels", "SwitchyardProviders", "SwitchyardQueue", "SwitchyardRedis",
+                "SwitchyardTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/SwitchyardBench"
         ),
