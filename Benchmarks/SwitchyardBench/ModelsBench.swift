@@ -26,10 +26,7 @@ struct ModelsBench: AsyncParsableCommand {
 
     func run() async throws {
         let model = try LlamaServer.tinyModel()
-        let command = [
-            LlamaServer.python, "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--n_ctx", "{ctx}",
-            "--interrupt_requests", "false",
-        ]
+        let command = HardwareProfile.llamaCppPythonServer(python: LlamaServer.python)
         var models: [String: ModelCatalog.Entry] = [:]
         for name in ["tiny", "other"] {
             models[name] = ModelCatalog.Entry(file: model, framework: .llamaCppPython, memoryMB: 64, contextSize: 256, command: command)

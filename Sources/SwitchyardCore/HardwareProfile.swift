@@ -80,11 +80,17 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
         memoryBudgetMB: 4_000,
         gpuLayers: 0,
         batchSize: 128,
-        serverCommand: [
-            "python3", "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--n_ctx", "{ctx}",
-            "--n_batch", "{batch}", "--interrupt_requests", "false",
-        ]
+        serverCommand: llamaCppPythonServer(python: "python3") + ["--n_batch", "{batch}"]
     )
+
+    /// llama-cpp-python's OpenAI-compatible server as an argv template, run by `python`.
+    /// `--interrupt_requests false`: by default a new request cuts off the one being streamed.
+    public static func llamaCppPythonServer(python: String) -> [String] {
+        [
+            python, "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--n_ctx", "{ctx}",
+            "--interrupt_requests", "false",
+        ]
+    }
 
     public static let builtIn: [HardwareProfile] = [.rtx3090WSL, .appleM, .cpu]
 

@@ -3,12 +3,6 @@ import Logging
 import SwitchyardCore
 import SwitchyardHTTP
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A warm local model server, lent out for one request.
 public struct ModelServerLease: Sendable {
     public let model: String
@@ -256,7 +250,7 @@ public actor ModelServerManager {
     private func startOnce(_ model: String, entry: ModelCatalog.Entry) async throws -> Server {
         let clock = ContinuousClock()
         let began = clock.now
-        let port = try freeLoopbackPort()
+        let port = try LoopbackPort.free()
         var template = entry.command ?? profile.serverCommand
         template += entry.extraArguments
         let argv = HardwareProfile(
@@ -315,19 +309,5 @@ public actor ModelServerManager {
         if entry.framework == .openAICompatible { return true }
         let name = URL(fileURLWithPath: entry.file).lastPathComponent
         return String(decoding: models.body, as: UTF8.self).contains(name)
-    }
-
-    private func freeLoopbackPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ModelServerError(model: "-", message: "socket() failed", retryable: true) }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        guard bound == 0 else { throw ModelServerError(model: "-", message: "bind() failed", retryable: true) }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

@@ -40,10 +40,7 @@ struct DemoCommand: AsyncParsableCommand {
             "models": [
                 "tiny": [
                     "file": model, "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 512,
-                    "command": [
-                        python, "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--n_ctx", "{ctx}",
-                        "--interrupt_requests", "false",
-                    ],
+                    "command": HardwareProfile.llamaCppPythonServer(python: python),
                 ]
             ]
         ]

@@ -16,36 +16,38 @@ struct CurlSmokeTests {
         #expect(Curl.supportsTLS)
     }
 
-    @Test func getAndPostAgainstALocalServerReusingTheConnection() throws {
+    @Test func getAndPostAgainstALocalServerReusingTheConnection() async throws {
         let server = try TinyHTTPServer()
         defer { server.stop() }
-        let curl = CurlEasyHandle()
-        let first = try curl.perform(url: "http://127.0.0.1:\(server.port)/hello?x=1", headers: ["X-Test": "smoke"])
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let first = try await client.execute(HTTPRequest(url: "http://127.0.0.1:\(server.port)/hello?x=1", headers: [("X-Test", "smoke")]))
         #expect(first.status == 200)
         #expect(first.header("content-type") == "application/json")
         let echoed = try JSONSerialization.jsonObject(with: Data(first.body)) as? [String: String]
         #expect(echoed?["method"] == "GET")
         #expect(echoed?["path"] == "/hello?x=1")
         #expect(echoed?["x-test"] == "smoke")
-        #expect(curl.lastConnectCount == 1)
+        #expect(first.newConnections == 1)
 
         let body = Array(#"{"prompt":"hi"}"#.utf8)
-        let second = try curl.perform(url: "http://127.0.0.1:\(server.port)/v1/echo", method: "POST", body: body)
+        let second = try await client.execute(HTTPRequest(method: "POST", url: "http://127.0.0.1:\(server.port)/v1/echo", body: body))
         let posted = try JSONSerialization.jsonObject(with: Data(second.body)) as? [String: String]
         #expect(posted?["method"] == "POST")
         #expect(posted?["body"] == #"{"prompt":"hi"}"#)
         // Keep-alive: the second request went over the first one's connection.
-        #expect(curl.lastConnectCount == 0)
+        #expect(second.newConnections == 0)
         #expect(server.connectionsAccepted == 1)
     }
 
-    @Test func refusedConnectionIsACurlError() throws {
+    @Test func refusedConnectionCarriesCurlsCode() async throws {
         let port = try TinyHTTPServer.unusedPort()
-        let curl = CurlEasyHandle()
-        #expect {
-            try curl.perform(url: "http://127.0.0.1:\(port)/", connectTimeout: .seconds(2))
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        await #expect {
+            try await client.execute(HTTPRequest(url: "http://127.0.0.1:\(port)/", connectTimeout: .seconds(2)))
         } throws: { error in
-            (error as? CurlError)?.code == 7  // CURLE_COULDNT_CONNECT
+            (error as? HTTPClientError)?.curlCode == 7  // CURLE_COULDNT_CONNECT
         }
     }
 }

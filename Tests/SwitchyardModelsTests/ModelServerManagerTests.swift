@@ -17,10 +17,7 @@ import Darwin
 struct ModelServerManagerTests {
     static func catalog(memoryMB: Int = 100, names: [String] = ["a", "b", "c"], pinned: [String] = []) throws -> ModelCatalog {
         let file = try LlamaServer.tinyModel()
-        let command = [
-            LlamaServer.python, "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--n_ctx", "{ctx}",
-            "--interrupt_requests", "false",
-        ]
+        let command = HardwareProfile.llamaCppPythonServer(python: LlamaServer.python)
         var models: [String: ModelCatalog.Entry] = [:]
         for name in names {
             models[name] = ModelCatalog.Entry(file: file, framework: .llamaCppPython, memoryMB: memoryMB, contextSize: 256, command: command)

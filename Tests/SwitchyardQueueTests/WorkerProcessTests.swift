@@ -246,10 +246,7 @@ struct WorkerProcessTests {
         defer { f.close() }
         let model = try LlamaServer.tinyModel()
         let catalog = FileManager.default.temporaryDirectory.appendingPathComponent("models-\(UUID().uuidString).json")
-        let command = [
-            LlamaServer.python, "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--n_ctx", "{ctx}",
-            "--interrupt_requests", "false",
-        ]
+        let command = HardwareProfile.llamaCppPythonServer(python: LlamaServer.python)
         let json = try JSONSerialization.data(withJSONObject: [
             "models": ["tiny": ["file": model, "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 256, "command": command]]
         ])
