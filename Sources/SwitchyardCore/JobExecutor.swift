@@ -45,6 +45,15 @@ public protocol JobExecutor: Sendable {
     func execute(_ job: Job, context: JobContext) async throws -> JobOutput
 }
 
+/// An executor that keeps models loaded and can say which: workers use it for warm-model
+/// routing, preferring jobs for these models.
+public protocol WarmModelReporting: Sendable {
+    /// Models loaded or loading now, most recently used first.
+    func warmModels() async -> [String]
+    /// How many models fit at once.
+    var modelCacheSize: Int { get }
+}
+
 /// A built-in executor for tests and benchmarks only: it calls no model.
 ///
 /// Chat jobs get the last user message back; image jobs their prompt; embedding jobs a vector of

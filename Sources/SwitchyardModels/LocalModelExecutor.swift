@@ -5,7 +5,7 @@ import SwitchyardProviders
 
 /// Runs jobs on local model servers: the manager lends a warm server for the job's model and the
 /// OpenAI-compatible protocol does the rest (llama-server, llama-cpp-python, mlx_lm.server all speak it).
-public struct LocalModelExecutor: JobExecutor {
+public struct LocalModelExecutor: JobExecutor, WarmModelReporting {
     public let manager: ModelServerManager
     private let client: HTTPClient
 
@@ -13,6 +13,10 @@ public struct LocalModelExecutor: JobExecutor {
         self.manager = manager
         self.client = client
     }
+
+    public func warmModels() async -> [String] { await manager.warmModels }
+
+    public var modelCacheSize: Int { manager.profile.modelCacheSize }
 
     public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
         do {

@@ -97,6 +97,11 @@ public actor ModelServerManager {
         return s
     }
 
+    /// Models loaded or loading, most recently used first (loading ones lead: they are about to be used).
+    public var warmModels: [String] {
+        starting.keys.sorted() + servers.sorted { $0.value.lastUsed > $1.value.lastUsed }.map(\.key)
+    }
+
     /// PIDs of the servers running now.
     public var pids: [String: Int32] { servers.mapValues(\.process.pid) }
 

@@ -135,6 +135,9 @@ public struct QueueStatus: Sendable, Codable {
         public var waiting: Int
         /// Entries delivered and not finished (in flight, or held by a lost worker until reclaimed).
         public var pending: Int
+        /// Of the waiting entries, those set aside by warm-model routing for a worker that holds
+        /// their model warm.
+        public var parked: Int = 0
     }
 
     public var queue: String
@@ -159,6 +162,8 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
     public var rssBytes: Int
     public var processed: Int
     public var executor: String
+    /// Models the worker holds loaded or loading, most recently used first (local executor only).
+    public var models: [String]?
 
     enum CodingKeys: String, CodingKey {
         case id, host, pid, profile, concurrency
@@ -167,7 +172,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         case heartbeatAt = "heartbeat_at"
         case version
         case rssBytes = "rss_bytes"
-        case processed, executor
+        case processed, executor, models
     }
 
     public init(
@@ -182,7 +187,8 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         version: String,
         rssBytes: Int,
         processed: Int,
-        executor: String
+        executor: String,
+        models: [String]? = nil
     ) {
         self.id = id
         self.host = host
@@ -195,6 +201,35 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         self.version = version
         self.rssBytes = rssBytes
         self.processed = processed
+        self.models = models
         self.executor = executor
     }
+}
+
+/// Settings of warm-model routing (see docs/ARCHITECTURE.md, "Warm-model routing").
+public struct WarmRouting: Sendable, Hashable {
+    /// How long a job waits, set aside, for a worker that holds its model warm before any worker
+    /// may run it (and load the model).
+    public var longestWait: Duration
+    /// How many waiting entries per lane a take looks through for one whose model is warm here.
+    public var lookahead: Int
+    /// How long a worker's claim in the warm-model index lasts without being renewed.
+    public var claimTTL: Duration
+
+    public init(longestWait: Duration = .seconds(2), lookahead: Int = 64, claimTTL: Duration = .seconds(10)) {
+        self.longestWait = longestWait
+        self.lookahead = lookahead
+        self.claimTTL = claimTTL
+    }
+}
+
+/// What a take with warm-model routing found.
+public struct WarmTake: Sendable {
+    public var deliveries: [Delivery]
+    /// The newest entry id of each lane, to wait for anything newer.
+    public var lastEntryIDs: [String]
+    /// When an entry set aside for another worker may be taken by anyone (nil: none waits).
+    public var wakeAfter: Duration?
+    /// A model no live worker held warm, whose jobs this take gave to this worker.
+    public var claimedModel: String?
 }

@@ -110,6 +110,74 @@ public final class JobQueue: Sendable {
         }
     }
 
+    /// Takes up to `count` entries with warm-model routing: jobs for models in `warm` first, then
+    /// jobs of one model no live worker holds warm; jobs for a model another live worker holds
+    /// warm are set aside for it for up to `routing.longestWait`, after which anyone takes them.
+    /// Also publishes `warm` (and withdraws `released`) in the warm-model index.
+    /// See docs/ARCHITECTURE.md, "Warm-model routing".
+    public func takeWarm(
+        consumer: String,
+        count: Int,
+        warm: [String],
+        released: [String] = [],
+        cacheSize: Int,
+        routing: WarmRouting
+    ) async throws -> WarmTake {
+        let now = Self.nowMs()
+        let reply = try await redis.evaluate(
+            QueueScripts.takeWarm,
+            keys: keys.lanes,
+            arguments: [
+                QueueKeys.group, consumer, max(0, count), keys.prefix, QueueKeys.parkedConsumer, routing.lookahead,
+                routing.longestWait.milliseconds, now, now + routing.claimTTL.milliseconds, max(1, cacheSize), warm.count,
+            ] + warm + released
+        )
+        try reply.throwingServerError()
+        let parts = reply.array ?? []
+        guard parts.count == 4 else { throw RedisError(.unexpectedReply, "the warm take returned \(parts.count) parts, expected 4") }
+        let deliveries = (parts[0].array ?? []).compactMap { item -> Delivery? in
+            guard let p = item.array, p.count == 3, let index = p[0].int, let entry = p[1].string, let fields = p[2].array else { return nil }
+            return Delivery(lane: JobPriority.inOrder[index - 1], entryID: entry, fields: fields)
+        }
+        let wake = parts[2].int ?? -1
+        return WarmTake(
+            deliveries: deliveries,
+            lastEntryIDs: (parts[1].array ?? []).compactMap(\.string),
+            wakeAfter: wake >= 0 ? .milliseconds(wake) : nil,
+            claimedModel: parts[3].string.flatMap { $0.isEmpty ? nil : $0 }
+        )
+    }
+
+    /// Waits on a dedicated connection until any lane gets an entry newer than `after` (one id per
+    /// lane, from `takeWarm`), without taking it (XREAD ... BLOCK). Returns whether one arrived.
+    /// Cancel the calling task to stop waiting.
+    public func waitForNewEntries(on connection: RedisConnection, after: [String], block: Duration) async throws -> Bool {
+        let ids = after.count == keys.lanes.count ? after : Array(repeating: "$", count: keys.lanes.count)
+        let blockMs = max(1, Int(block.milliseconds))
+        let command = RedisCommand("XREAD", arguments: ["COUNT", 1, "BLOCK", blockMs, "STREAMS"] + keys.lanes + ids)
+        let reply = try await connection.send(command, timeout: .after(block + connection.configuration.commandTimeout))
+        try reply.throwingServerError()
+        return !(reply.array ?? []).isEmpty
+    }
+
+    /// Withdraws a worker's claims in the warm-model index (it stopped, or routing is off).
+    public func withdrawWarm(workerID: String, models: [String]) async throws {
+        guard !models.isEmpty else { return }
+        _ = try await redis.pipeline(models.map { RedisCommand("ZREM", keys.warm($0), workerID) })
+    }
+
+    /// Renews a worker's claims in the warm-model index for `ttl`.
+    public func renewWarm(workerID: String, models: [String], ttl: Duration) async throws {
+        guard !models.isEmpty else { return }
+        let expiry = Self.nowMs() + ttl.milliseconds
+        _ = try await redis.pipeline(models.map { RedisCommand("ZADD", keys.warm($0), expiry, workerID) })
+    }
+
+    /// Live workers holding `model` warm, from the warm-model index.
+    public func warmHolders(of model: String) async throws -> [String] {
+        (try await redis.send("ZRANGEBYSCORE", keys.warm(model), Self.nowMs(), "+inf").array ?? []).compactMap(\.string)
+    }
+
     /// Waits on a dedicated connection until entries arrive on any lane (XREADGROUP ... BLOCK),
     /// then returns them, high lane first. Returns [] after `block` with nothing.
     /// Cancel the calling task to stop waiting.
@@ -243,6 +311,7 @@ public final class JobQueue: Sendable {
                 arguments: [
                     QueueKeys.group, consumer, configuration.lease.milliseconds, limit, lane.rawValue,
                     configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit, now, keys.prefix,
+                    QueueKeys.parkedConsumer, max(1, configuration.lease.milliseconds / 2),
                 ]
             )
         }
@@ -353,8 +422,20 @@ public final class JobQueue: Sendable {
         var lanes: [QueueStatus.Lane] = []
         for (i, lane) in JobPriority.inOrder.enumerated() {
             let length = replies[i * 2].int ?? 0
-            let pending = replies[i * 2 + 1].array?.first?.int ?? 0
-            lanes.append(.init(name: lane.rawValue, waiting: max(0, length - pending), pending: pending))
+            let summary = replies[i * 2 + 1].array ?? []
+            let pending = summary.first?.int ?? 0
+            // Entries set aside by warm-model routing are pending for the parked consumer, yet waiting.
+            var parked = 0
+            if summary.count == 4 {
+                for consumer in summary[3].array ?? [] {
+                    if let pair = consumer.array, pair.count == 2, pair[0].string == QueueKeys.parkedConsumer {
+                        parked = pair[1].int ?? Int(pair[1].string ?? "") ?? 0
+                    }
+                }
+            }
+            lanes.append(
+                .init(name: lane.rawValue, waiting: max(0, length - pending + parked), pending: pending - parked, parked: parked)
+            )
         }
         let counters = (replies[8].stringPairs ?? [:]).compactMapValues(Int.init)
         return QueueStatus(

@@ -36,6 +36,12 @@ public struct QueueKeys: Sendable, Hashable {
     public var workers: String { prefix + "workers" }
     /// A worker's registry entry (JSON with a TTL).
     public func worker(_ id: String) -> String { prefix + "worker:" + id }
+    /// Sorted set of the workers holding `model` warm (loaded or loading), scored by when that
+    /// claim expires (ms). Read by warm-model routing.
+    public func warm(_ model: String) -> String { prefix + "warm:" + model }
     /// The consumer group every worker of the queue reads with.
     public static let group = "workers"
+    /// The consumer that holds entries set aside by warm-model routing until a worker takes them.
+    /// Not a worker: worker ids may not take this name.
+    public static let parkedConsumer = "~parked"
 }

@@ -65,6 +65,107 @@ enum QueueScripts {
         """
     )
 
+    /// Take with warm-model routing. Candidates per lane are the entries set aside earlier (pending
+    /// for the parked consumer, oldest first) topped up with new entries read as that consumer, up
+    /// to a lookahead. They are taken, up to COUNT, in this order: entries set aside for at least
+    /// the longest wait (anyone may run them now); entries without a model or for a model warm
+    /// here; then entries of one model that no live worker holds warm (whose model this worker
+    /// claims). Entries for a model another live worker holds warm stay set aside for it. Lanes
+    /// are visited in priority order. Final entries (cancelled) are dropped on the way.
+    /// KEYS: lanes in order. ARGV: group, consumer, count, key prefix, parked consumer, lookahead,
+    /// longest wait ms, now ms, warm claim expiry ms, model cache size, n, then n warm models
+    /// (most recently used first), then models no longer warm here.
+    /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
+    /// model claimed or ''}.
+    static let takeWarm = RedisScript(
+        """
+        local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+        local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+        local cacheSize, nWarm = tonumber(ARGV[10]), tonumber(ARGV[11])
+        local mine, order = {}, {}
+        for i = 1, nWarm do
+          local m = ARGV[11 + i]
+          mine[m] = true
+          order[#order + 1] = m
+          redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
+        end
+        for i = 12 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+        local elsewhere = {}
+        local function warmElsewhere(m)
+          if elsewhere[m] == nil then
+            elsewhere[m] = false
+            for _, w in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'warm:' .. m, now, '+inf')) do
+              if w ~= me then elsewhere[m] = true break end
+            end
+          end
+          return elsewhere[m]
+        end
+        local out, wake, claimed = {}, -1, ''
+        for i, lane in ipairs(KEYS) do
+          if want <= 0 then break end
+          local cands = {}
+          local held = redis.call('XPENDING', lane, group, '-', '+', lookahead, parked)
+          for _, p in ipairs(held) do
+            local r = redis.call('XRANGE', lane, p[1], p[1])
+            if r[1] then cands[#cands + 1] = {p[1], r[1][2], tonumber(p[3])} else redis.call('XACK', lane, group, p[1]) end
+          end
+          if #held < lookahead then
+            local r = redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', lookahead - #held, 'STREAMS', lane, '>')
+            if r then for _, e in ipairs(r[1][2]) do cands[#cands + 1] = {e[1], e[2], 0} end end
+          end
+          local overdue, warm, cold = {}, {}, {}
+          for _, c in ipairs(cands) do
+            local id, model = nil, nil
+            local f = c[2]
+            for k = 1, #f, 2 do
+              if f[k] == 'id' then id = f[k + 1] end
+              if f[k] == 'job' then
+                local ok, job = pcall(cjson.decode, f[k + 1])
+                if ok and type(job) == 'table' and type(job['model']) == 'string' and job['model'] ~= '' then model = job['model'] end
+              end
+            end
+            c[4] = model
+            if id and redis.call('EXISTS', prefix .. 'result:' .. id) == 1 then
+              redis.call('XACK', lane, group, c[1])
+              redis.call('XDEL', lane, c[1])
+            elseif c[3] >= maxWait then
+              overdue[#overdue + 1] = c
+            elseif model == nil or mine[model] then
+              warm[#warm + 1] = c
+            elseif warmElsewhere(model) then
+              if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
+            else
+              cold[#cold + 1] = c
+            end
+          end
+          local function take(c)
+            redis.call('XCLAIM', lane, group, me, 0, c[1], 'JUSTID')
+            out[#out + 1] = {i, c[1], c[2]}
+            want = want - 1
+          end
+          for _, c in ipairs(overdue) do if want > 0 then take(c) end end
+          for _, c in ipairs(warm) do if want > 0 then take(c) end end
+          -- At most one cold model per take, so one worker does not start loading several.
+          if want > 0 and #cold > 0 and claimed == '' then
+            local m = cold[1][4]
+            for _, c in ipairs(cold) do if want > 0 and c[4] == m then take(c) end end
+            -- Claim the model at once, so other workers leave its jobs to us; with a full cache
+            -- the least recently used model goes.
+            if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
+            redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
+            mine[m] = true
+            claimed = m
+          end
+        end
+        local last = {}
+        for i, lane in ipairs(KEYS) do
+          local r = redis.call('XREVRANGE', lane, '+', '-', 'COUNT', 1)
+          last[i] = r[1] and r[1][1] or '0-0'
+        end
+        return {out, last, wake, claimed}
+        """
+    )
+
     /// Finish many jobs: write each result unless one is already final (first final result wins),
     /// count it, and acknowledge and delete the entry, all in one step.
     /// KEYS: stats, lane high, lane default, lane low, then per job: result key, batch key.
@@ -125,10 +226,19 @@ enum QueueScripts {
 
     /// Reclaim entries whose lease ran out (their worker is gone): each goes back on its lane as
     /// its next attempt, or to the dead-letter stream when it has no attempts left.
+    /// Entries set aside by warm-model routing for longer than the release age go back on the
+    /// lane as they are (no attempt counted) first, so they are never mistaken for lost ones.
     /// KEYS: lane, dead, stats. ARGV: group, consumer, min idle ms, count, lane name, ttl,
-    /// dead max length, now ms, key prefix. Returns {requeued, dead}.
+    /// dead max length, now ms, key prefix, parked consumer, release age ms. Returns {requeued, dead}.
     static let reclaim = RedisScript(
         """
+        local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[11], '-', '+', ARGV[4], ARGV[10])
+        for _, p in ipairs(stale) do
+          local r = redis.call('XRANGE', KEYS[1], p[1], p[1])
+          if r[1] then redis.call('XADD', KEYS[1], '*', unpack(r[1][2])) end
+          redis.call('XACK', KEYS[1], ARGV[1], p[1])
+          redis.call('XDEL', KEYS[1], p[1])
+        end
         local moved, dead = 0, 0
         local claimed = {}
         -- XAUTOCLAIM scans a bounded part of the pending list per call: follow its cursor.

@@ -16,6 +16,8 @@ public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
     private let queue: JobQueue
     private let executor: any JobExecutor
+    /// Set when the executor reports warm models and routing is on.
+    private let warmSource: (any WarmModelReporting)?
     private let logger: Logger
     private let blocking: RedisConnection
     private let state = Mutex(State())
@@ -62,11 +64,14 @@ public final class Worker: Service, Sendable {
         var processed = 0
         var draining = false
         var fetchTask: Task<Void, Never>?
+        /// Models this worker has claimed in the warm-model index.
+        var publishedWarm: Set<String> = []
     }
 
     public init(queue: JobQueue, executor: any JobExecutor, configuration: WorkerConfiguration, logger: Logger) {
         self.queue = queue
         self.executor = executor
+        self.warmSource = configuration.warmRouting == nil ? nil : executor as? any WarmModelReporting
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.id)"
@@ -95,7 +100,11 @@ public final class Worker: Service, Sendable {
                     self.isDraining
                 }
                 if self.isDraining { return }
-                await self.fetchLoop()
+                if let source = self.warmSource, let routing = self.configuration.warmRouting {
+                    await self.warmFetchLoop(source: source, routing: self.effective(routing))
+                } else {
+                    await self.fetchLoop()
+                }
             }
             state.withLock { $0.fetchTask = fetch }
             group.addTask { await self.heartbeatLoop() }
@@ -118,6 +127,7 @@ public final class Worker: Service, Sendable {
         await flushNow()
         blocking.close()
         do {
+            try await queue.withdrawWarm(workerID: configuration.id, models: Array(state.withLock { $0.publishedWarm }))
             try await queue.deregister(workerID: configuration.id)
         } catch {
             logger.warning("could not deregister: \(error)")
@@ -170,6 +180,57 @@ public final class Worker: Service, Sendable {
                 await handleLoopError(error, in: "read jobs", failures: failures)
             }
         }
+    }
+
+    /// Warm-model routing's take loop: the take script picks jobs by model; when it finds none,
+    /// wait for a new entry on any lane, or until a job set aside for another worker is overdue.
+    private func warmFetchLoop(source: any WarmModelReporting, routing: WarmRouting) async {
+        var failures = 0
+        while !isDraining && !Task.isCancelled {
+            let free = configuration.concurrency - inFlightCount
+            if free <= 0 {
+                _ = await slotFreed.wait()
+                continue
+            }
+            do {
+                let warm = await source.warmModels()
+                let released = state.withLock { Array($0.publishedWarm.subtracting(warm)) }
+                let take = try await queue.takeWarm(
+                    consumer: configuration.id,
+                    count: free,
+                    warm: warm,
+                    released: released,
+                    cacheSize: source.modelCacheSize,
+                    routing: routing
+                )
+                state.withLock { s in
+                    s.publishedWarm = Set(warm)
+                    if let claimed = take.claimedModel { s.publishedWarm.insert(claimed) }
+                }
+                for delivery in take.deliveries { start(delivery) }
+                if take.deliveries.isEmpty {
+                    let block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
+                    _ = try await queue.waitForNewEntries(on: blocking, after: take.lastEntryIDs, block: block)
+                }
+                if failures > 0 { logger.info("reading jobs again") }
+                failures = 0
+            } catch is CancellationError {
+                return
+            } catch {
+                if isDraining { return }
+                failures += 1
+                await handleLoopError(error, in: "read jobs", failures: failures)
+            }
+        }
+    }
+
+    /// Entries set aside must be taken (or given back by the reclaim at half a lease) well before
+    /// a lease runs out, so the longest wait is at most a quarter of the lease.
+    private func effective(_ routing: WarmRouting) -> WarmRouting {
+        var routing = routing
+        routing.longestWait = min(routing.longestWait, queue.configuration.lease / 4)
+        routing.claimTTL = max(routing.claimTTL, configuration.heartbeatTTL)
+        return routing
     }
 
     private func start(_ delivery: Delivery) {
@@ -412,6 +473,7 @@ public final class Worker: Service, Sendable {
         while !Task.isCancelled {
             // Read outside the lock: /proc and the host name can block.
             let rss = residentMemoryBytes()
+            let models = await warmSource?.warmModels()
             let info = state.withLock { s in
                 WorkerInfo(
                     id: configuration.id,
@@ -425,10 +487,15 @@ public final class Worker: Service, Sendable {
                     version: Switchyard.version,
                     rssBytes: rss,
                     processed: s.processed,
-                    executor: configuration.executorName
+                    executor: configuration.executorName,
+                    models: models
                 )
             }
             try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL)
+            // A worker busy with long jobs takes nothing for a while: keep its warm claims alive.
+            if let models, let routing = configuration.warmRouting, !models.isEmpty {
+                try? await queue.renewWarm(workerID: configuration.id, models: models, ttl: effective(routing).claimTTL)
+            }
             try? await Task.sleep(for: configuration.heartbeatInterval)
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import SwitchyardCore
+import SwitchyardQueue
 
 /// How one worker process runs jobs.
 public struct WorkerConfiguration: Sendable {
@@ -22,6 +23,9 @@ public struct WorkerConfiguration: Sendable {
     public var profile: String
     /// The executor's name, published in the registry.
     public var executorName: String
+    /// Warm-model routing, for executors that report their warm models (the local one); nil
+    /// turns it off and the worker takes jobs strictly in queue order.
+    public var warmRouting: WarmRouting?
 
     public init(
         id: String = WorkerConfiguration.defaultID(),
@@ -33,7 +37,8 @@ public struct WorkerConfiguration: Sendable {
         promoteInterval: Duration = .milliseconds(100),
         watchInterval: Duration = .milliseconds(250),
         profile: String = "cpu",
-        executorName: String = "echo"
+        executorName: String = "echo",
+        warmRouting: WarmRouting? = WarmRouting()
     ) {
         self.id = id
         self.concurrency = concurrency
@@ -45,6 +50,7 @@ public struct WorkerConfiguration: Sendable {
         self.watchInterval = watchInterval
         self.profile = profile
         self.executorName = executorName
+        self.warmRouting = warmRouting
     }
 
     /// host-pid-random: unique per process, readable in `switchyard status`.

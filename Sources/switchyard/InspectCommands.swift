@@ -59,9 +59,12 @@ struct StatusCommand: AsyncParsableCommand {
                 return
             }
             print("queue \(status.queue)")
-            print("  lane      waiting  pending")
+            print("  lane      waiting  pending  set aside for a warm worker")
             for lane in status.lanes {
-                print("  " + lane.name.padding(toLength: 8, withPad: " ", startingAt: 0) + String(format: "%9d %8d", lane.waiting, lane.pending))
+                print(
+                    "  " + lane.name.padding(toLength: 8, withPad: " ", startingAt: 0)
+                        + String(format: "%9d %8d %8d", lane.waiting, lane.pending, lane.parked)
+                )
             }
             print("  delayed \(status.delayed)   dead \(status.dead)")
             let counters = status.counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "  ")
@@ -84,6 +87,7 @@ struct StatusCommand: AsyncParsableCommand {
                         w.version
                     )
                 )
+                if let models = w.models { print("    warm models: \(models.isEmpty ? "none" : models.joined(separator: ", "))") }
             }
         }
     }

@@ -53,12 +53,31 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Hardware profile: rtx3090-wsl, apple-m or cpu. Default: SWITCHYARD_PROFILE, else detected (see `switchyard profile`).")
     var profile: String?
 
+    @Option(
+        name: .customLong("set"),
+        help: "Override a profile setting, key=value (repeatable): concurrency, model_cache_size, memory_budget_mb, gpu_layers, batch_size."
+    )
+    var overrides: [String] = []
+
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Warm-model routing (--executor local): prefer jobs for models this worker has loaded; leave jobs for models another worker has warm to it for up to --warm-wait."
+    )
+    var warmRouting = true
+
+    @Option(
+        help:
+            "Warm-model routing: how long a job waits for a worker that has its model warm before any worker may load it (at most a quarter of --lease)."
+    )
+    var warmWait = "2s"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
 
     func run() async throws {
         let configuration = try redis.configuration()
-        let (hardware, _) = try resolveProfile(name: profile, overrides: [])
+        let (hardware, _) = try resolveProfile(name: profile, overrides: overrides)
         let concurrency = self.concurrency ?? hardware.concurrency
         guard concurrency >= 1 else { throw ValidationError("--concurrency: must be at least 1") }
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
@@ -108,7 +127,12 @@ struct WorkerCommand: AsyncParsableCommand {
         )
         queueConfiguration.resultTTL = try parseDuration(resultTTL, field: "--result-ttl")
         var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: hardware.name, executorName: executor)
-        if let workerID { workerConfiguration.id = workerID }
+        if let workerID {
+            guard workerID != QueueKeys.parkedConsumer else { throw ValidationError("--worker-id: '\(workerID)' is reserved by the queue") }
+            workerConfiguration.id = workerID
+        }
+        let wait = try parseDuration(warmWait, field: "--warm-wait")
+        workerConfiguration.warmRouting = warmRouting ? WarmRouting(longestWait: wait) : nil
         workerConfiguration.shutdownGrace = try parseDuration(shutdownGrace, field: "--shutdown-grace")
 
         var redisConfiguration = configuration.redis

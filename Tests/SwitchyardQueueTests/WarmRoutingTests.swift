@@ -1,0 +1,179 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+import Testing
+
+/// Warm-model routing's take, against a real redis-server. Workers are played by consumer names;
+/// a worker's warm models are what it passes to `takeWarm`.
+@Suite("Warm-model routing")
+struct WarmRoutingTests {
+    func job(_ model: String, _ prompt: String = "hi", priority: JobPriority = .default) -> Job {
+        var job = chatJob(prompt, priority: priority)
+        job.model = model
+        return job
+    }
+
+    /// Publishes `models` as warm on `worker` without taking anything.
+    func claim(_ f: QueueFixture, _ worker: String, _ models: [String], routing: WarmRouting = WarmRouting()) async throws {
+        _ = try await f.queue.takeWarm(consumer: worker, count: 0, warm: models, cacheSize: 1, routing: routing)
+    }
+
+    func models(of deliveries: [Delivery]) throws -> [String] { try deliveries.map { try $0.decodeJob().model } }
+
+    @Test func aJobForAModelWarmOnAnotherWorkerWaitsForThatWorker() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        try await claim(f, "b", ["m2"])
+        let forB = job("m2")
+        let forA = job("m1")
+        _ = try await f.queue.push([forB, forA])
+
+        let a = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
+        #expect(a.deliveries.map(\.jobID) == [forA.id])
+        // Set aside, it still counts as waiting; a wake-up is due when it may go to anyone.
+        let wake = try #require(a.wakeAfter)
+        #expect(wake > .zero && wake <= .seconds(2))
+        let lane = try await f.queue.status().lanes.first { $0.name == "default" }
+        #expect(lane?.waiting == 1 && lane?.parked == 1 && lane?.pending == 1)
+
+        let b = try await f.queue.takeWarm(consumer: "b", count: 2, warm: ["m2"], cacheSize: 1, routing: WarmRouting())
+        #expect(b.deliveries.map(\.jobID) == [forB.id])
+        // Taken entries are ordinary deliveries: finishing them works as always.
+        #expect(try await f.queue.finish([succeeded(a.deliveries[0]), succeeded(b.deliveries[0])]) == 2)
+        #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 0)
+        #expect(try await f.queue.status().lanes.allSatisfy { $0.waiting == 0 && $0.pending == 0 && $0.parked == 0 })
+    }
+
+    @Test func aWarmJobIsTakenBeforeOlderColdOnesThenOneColdModelIsClaimed() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let cold1 = job("m3", "1")
+        let cold2 = job("m4", "2")
+        let cold3 = job("m3", "3")
+        let warm = job("m1", "4")
+        _ = try await f.queue.push([cold1, cold2, cold3, warm])
+
+        let first = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
+        #expect(first.deliveries.map(\.jobID) == [warm.id])
+        #expect(first.claimedModel == nil)
+        // Nothing warm left: the oldest cold job's model, and only that model's jobs.
+        let second = try await f.queue.takeWarm(consumer: "a", count: 3, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
+        #expect(second.deliveries.map(\.jobID) == [cold1.id, cold3.id])
+        #expect(second.claimedModel == "m3")
+        #expect(try await f.queue.warmHolders(of: "m3") == ["a"])
+        // A full cache gives up its least recently used model.
+        #expect(try await f.queue.warmHolders(of: "m1").isEmpty)
+        // Another worker now leaves m3 to "a" and takes m4.
+        let other = try await f.queue.takeWarm(consumer: "b", count: 3, warm: [], cacheSize: 1, routing: WarmRouting())
+        #expect(other.deliveries.map(\.jobID) == [cold2.id])
+    }
+
+    @Test func jobsWithoutAModelAndHigherLanesKeepTheirOrder() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var plain = job("", "no model")
+        plain.model = ""
+        let low = job("m1", "low", priority: .low)
+        let high = job("m9", "high", priority: .high)
+        _ = try await f.queue.push([low, plain, high])
+        let taken = try await f.queue.takeWarm(consumer: "a", count: 3, warm: ["m1"], cacheSize: 2, routing: WarmRouting())
+        // High lane first (its cold job is claimed), then the default lane's model-less job, then low.
+        #expect(taken.deliveries.map(\.jobID) == [high.id, plain.id, low.id])
+        #expect(taken.claimedModel == "m9")
+    }
+
+    @Test func aJobSetAsideTooLongGoesToAnyWorker() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let routing = WarmRouting(longestWait: .milliseconds(300))
+        try await claim(f, "b", ["m2"], routing: routing)
+        let waiting = job("m2")
+        _ = try await f.queue.push(waiting)
+        let early = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: routing)
+        #expect(early.deliveries.isEmpty)
+        let wake = try #require(early.wakeAfter)
+        #expect(wake <= .milliseconds(300))
+        try await Task.sleep(for: wake + .milliseconds(100))
+        let late = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: routing)
+        #expect(late.deliveries.map(\.jobID) == [waiting.id])
+        #expect(late.deliveries.first?.attempt == 1)
+    }
+
+    @Test func claimsOfStoppedOrSilentWorkersHoldNothing() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        // A claim that is not renewed runs out.
+        try await claim(f, "silent", ["m2"], routing: WarmRouting(claimTTL: .milliseconds(200)))
+        try await claim(f, "stopped", ["m3"])
+        try await f.queue.withdrawWarm(workerID: "stopped", models: ["m3"])
+        try await Task.sleep(for: .milliseconds(300))
+        let jobs = [job("m2"), job("m3")]
+        _ = try await f.queue.push(jobs)
+        let a = try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: WarmRouting())
+        #expect(a.deliveries.map(\.jobID) == [jobs[0].id])
+        let b = try await f.queue.takeWarm(consumer: "b", count: 1, warm: [], cacheSize: 1, routing: WarmRouting())
+        #expect(b.deliveries.map(\.jobID) == [jobs[1].id])
+        // A model no longer warm here is withdrawn by the next take.
+        _ = try await f.queue.takeWarm(consumer: "a", count: 0, warm: [], released: ["m2"], cacheSize: 1, routing: WarmRouting())
+        #expect(try await f.queue.warmHolders(of: "m2").isEmpty)
+    }
+
+    @Test func aCancelledJobSetAsideIsDropped() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        try await claim(f, "b", ["m2"])
+        let waiting = job("m2")
+        _ = try await f.queue.push(waiting)
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: WarmRouting()).deliveries.isEmpty)
+        #expect(try await f.queue.cancel(jobID: waiting.id))
+        #expect(try await f.queue.takeWarm(consumer: "b", count: 1, warm: ["m2"], cacheSize: 1, routing: WarmRouting()).deliveries.isEmpty)
+        #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 0)
+    }
+
+    @Test func theReclaimGivesBackJobsSetAsideWithoutCountingAnAttempt() async throws {
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        try await claim(f, "b", ["m2"], routing: WarmRouting(longestWait: .seconds(60), claimTTL: .seconds(60)))
+        let waiting = job("m2")
+        _ = try await f.queue.push(waiting)
+        let routing = WarmRouting(longestWait: .seconds(60))
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: routing).deliveries.isEmpty)
+        // Not yet half a lease: it stays set aside.
+        _ = try await f.queue.reclaimExpired(consumer: "a")
+        #expect(try await f.queue.status().lanes.first { $0.name == "default" }?.parked == 1)
+        try await Task.sleep(for: .milliseconds(600))
+        let (requeued, dead) = try await f.queue.reclaimExpired(consumer: "a")
+        #expect(requeued == 0 && dead == 0)
+        // Back on the lane as it was: a plain take gets attempt 1.
+        let taken = try await f.queue.take(consumer: "c", count: 1)
+        #expect(taken.map(\.jobID) == [waiting.id])
+        #expect(taken.first?.attempt == 1)
+    }
+
+    @Test func waitingForNewEntriesIgnoresJobsSetAside() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        try await claim(f, "b", ["m2"])
+        _ = try await f.queue.push(job("m2"))
+        let take = try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: WarmRouting())
+        #expect(take.deliveries.isEmpty && take.lastEntryIDs.count == 3)
+        let connection = RedisConnection(configuration: f.server.configuration)
+        defer { connection.close() }
+        #expect(try await f.queue.waitForNewEntries(on: connection, after: take.lastEntryIDs, block: .milliseconds(200)) == false)
+        let pushed = Task {
+            try await Task.sleep(for: .milliseconds(100))
+            _ = try await f.queue.push(job("m1"))
+        }
+        #expect(try await f.queue.waitForNewEntries(on: connection, after: take.lastEntryIDs, block: .seconds(10)) == true)
+        try await pushed.value
+    }
+}
