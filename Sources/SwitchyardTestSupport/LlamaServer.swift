@@ -95,4 +95,17 @@ public final class LlamaServer: @unchecked Sendable {
         _ = rename(temporary, path)
         return path
     }
+
+    /// Writes a model catalog (JSON) in which every name is the tiny model on llama-cpp-python's
+    /// server, and returns its path: several "models" that cost a real load each.
+    public static func catalogFile(models names: [String]) throws -> String {
+        let entry: [String: Any] = [
+            "file": try tinyModel(), "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 256,
+            "command": HardwareProfile.llamaCppPythonServer(python: python),
+        ]
+        let catalog = ["models": Dictionary(uniqueKeysWithValues: names.map { ($0, entry) })]
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-models-\(UUID().uuidString.prefix(8)).json").path
+        try JSONSerialization.data(withJSONObject: catalog, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
+        return path
+    }
 }

@@ -276,6 +276,41 @@ struct WorkerProcessTests {
         #expect(kill(pid, 0) != 0, "the model server outlived its worker")
     }
 
+    @Test func twoWorkersShareAMixedWorkloadWithoutReloadingModels() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let catalog = try LlamaServer.catalogFile(models: ["m1", "m2", "m3"])
+        defer { try? FileManager.default.removeItem(atPath: catalog) }
+        // One model fits per worker. A long wait keeps the test free of timing: jobs for a model
+        // warm on a busy worker wait for it rather than load the model a second time.
+        let arguments = [
+            "--queue", "test", "--executor", "local", "--models", catalog, "--profile", "cpu", "--set", "model_cache_size=1",
+            "--concurrency", "1", "--warm-wait", "1m", "--lease", "5m",
+        ]
+        let jobs = (0..<12).map { i -> Job in
+            var job = chatJob("mixed \(i)")
+            job.model = "m\(i % 3 + 1)"
+            job.input.parameters = ["max_tokens": .number(4), "temperature": .number(0)]
+            return job
+        }
+        _ = try await f.queue.push(jobs)
+        let workers = try ["a", "b"].map { try WorkerProcess(redisURL: f.server.url, id: "warm-\($0)", arguments: arguments) }
+        #expect(try await eventually(timeout: .seconds(120)) { try await f.queue.results(of: jobs.map(\.id)).allSatisfy { $0 != nil } })
+        let results = try await f.queue.results(of: jobs.map(\.id))
+        #expect(results.allSatisfy { $0?.status == .succeeded })
+        for w in workers { #expect(w.terminate() == 0) }
+        // Interleaved m1 m2 m3 on two one-model workers: without routing nearly every job loads a
+        // model (11 of 12 when tried). With it, each model is loaded once: one worker takes m1,
+        // the other m2, and the first to run out of its model's jobs takes m3.
+        let loads = workers.map { $0.log.components(separatedBy: "ready after").count - 1 }
+        #expect(loads.reduce(0, +) == 3, "model loads per worker: \(loads)")
+        // Each model's jobs ran on one worker.
+        for model in ["m1", "m2", "m3"] {
+            let ran = Set(zip(jobs, results).filter { $0.0.model == model }.compactMap { $0.1?.worker })
+            #expect(ran.count == 1, "\(model) ran on \(ran.sorted())")
+        }
+    }
+
     @Test func demoRunsALocalClusterEndToEnd() async throws {
         _ = try LlamaServer.tinyModel()  // the llama.cpp environment exists (scripts/setup.sh)
         let port = try RedisServer.freePort()
