@@ -21,10 +21,80 @@ struct ModelsBench: AsyncParsableCommand {
     @Option(help: "Cold starts to time.")
     var loads = 3
 
+    @Option(help: "Jobs in the mixed workload (three models, interleaved, on two one-model workers).")
+    var mixedJobs = 60
+
+    @Option(help: "The workers' --warm-wait in the mixed workload.")
+    var warmWait = "2s"
+
+    @Option(help: "Which parts to run: all, single (cold start, warm, overhead) or mixed.")
+    var part = "all"
+
     @Option(help: "Also write the JSON report to this file.")
     var json: String?
 
     func run() async throws {
+        guard ["all", "single", "mixed"].contains(part) else { throw ValidationError("--part: '\(part)' is not all, single or mixed") }
+        var report: [String: Any] = ["benchmark": "models"]
+        if part != "mixed" { report.merge(try await single(), uniquingKeysWith: { $1 }) }
+        if part != "single" { report.merge(try await mixed(), uniquingKeysWith: { $1 }) }
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+        if let json { try data.write(to: URL(fileURLWithPath: json)) }
+    }
+
+    /// Three models, interleaved, on two workers that fit one model each: without warm-model
+    /// routing, then with it, in the same run.
+    func mixed() async throws -> [String: Any] {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let catalog = try LlamaServer.catalogFile(models: ["m1", "m2", "m3"])
+        defer { try? FileManager.default.removeItem(atPath: catalog) }
+        var runs: [MixedRun] = []
+        for routing in [false, true] { runs.append(try await mixedWorkload(redisURL: server.url, catalog: catalog, warmRouting: routing)) }
+        func p(_ xs: [Double], _ q: Int) -> Double { xs.isEmpty ? 0 : xs[min(xs.count - 1, xs.count * q / 100)] }
+        print("")
+        print("Mixed workload: \(mixedJobs) chat jobs for m1 m2 m3 interleaved, 2 workers, 1 model each, concurrency 1")
+        print(pad("warm-model routing", 22) + pad("loads", 14) + pad("seconds", 10) + pad("jobs/s", 9) + pad("p50 ms", 10) + "p99 ms")
+        for run in runs {
+            print(
+                pad(run.warmRouting ? "on (wait \(warmWait))" : "off", 22)
+                    + pad("\(run.totalLoads) (\(run.loads.map(String.init).joined(separator: "+")))", 14)
+                    + pad(String(format: "%.2f", run.seconds), 10) + pad(String(format: "%.1f", Double(run.succeeded) / run.seconds), 9)
+                    + pad(String(format: "%.0f", p(run.latencies, 50)), 10) + String(format: "%.0f", p(run.latencies, 99))
+            )
+        }
+        let off = runs[0]
+        let on = runs[1]
+        print(
+            String(
+                format: "routing cuts model loads %.1fx (%d -> %d) and wall time %.2fx; %d and %d of %d jobs succeeded",
+                Double(off.totalLoads) / Double(max(on.totalLoads, 1)),
+                off.totalLoads,
+                on.totalLoads,
+                off.seconds / on.seconds,
+                off.succeeded,
+                on.succeeded,
+                mixedJobs
+            )
+        )
+        var out: [String: Any] = [:]
+        for run in runs {
+            let key = run.warmRouting ? "mixed_routing_on" : "mixed_routing_off"
+            out[key] = [
+                "loads": run.totalLoads, "loads_per_worker": run.loads, "seconds": run.seconds, "succeeded": run.succeeded,
+                "latency_p50_ms": p(run.latencies, 50), "latency_p99_ms": p(run.latencies, 99),
+            ]
+        }
+        out["mixed_jobs"] = mixedJobs
+        out["mixed_warm_wait"] = warmWait
+        out["mixed_loads_ratio_off_vs_on"] = Double(off.totalLoads) / Double(max(on.totalLoads, 1))
+        out["mixed_seconds_ratio_off_vs_on"] = off.seconds / on.seconds
+        return out
+    }
+
+    /// Cold start against warm requests, and the manager's overhead.
+    func single() async throws -> [String: Any] {
         let model = try LlamaServer.tinyModel()
         let command = HardwareProfile.llamaCppPythonServer(python: LlamaServer.python)
         var models: [String: ModelCatalog.Entry] = [:]
@@ -96,15 +166,11 @@ struct ModelsBench: AsyncParsableCommand {
                 p(coldStarts, 50) / p(straight, 50)
             )
         )
-        let report: [String: Any] = [
-            "benchmark": "models",
+        return [
             "cold_start_ms": coldStarts,
             "direct_p50_ms": p(straight, 50), "direct_p99_ms": p(straight, 99),
             "manager_p50_ms": p(viaManager, 50), "manager_p99_ms": p(viaManager, 99),
             "manager_overhead_p50_ms": overhead,
         ]
-        let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
-        if let json { try data.write(to: URL(fileURLWithPath: json)) }
     }
 }
