@@ -215,11 +215,15 @@ public struct WarmRouting: Sendable, Hashable {
     public var lookahead: Int
     /// How long a worker's claim in the warm-model index lasts without being renewed.
     public var claimTTL: Duration
+    /// A worker with nothing else to do loads a model warm elsewhere too when more than this many
+    /// of its jobs per warm worker are set aside (0: never; jobs then wait up to `longestWait`).
+    public var shareAfter: Int
 
-    public init(longestWait: Duration = .seconds(2), lookahead: Int = 64, claimTTL: Duration = .seconds(10)) {
+    public init(longestWait: Duration = .seconds(2), lookahead: Int = 64, claimTTL: Duration = .seconds(10), shareAfter: Int = 4) {
         self.longestWait = longestWait
         self.lookahead = lookahead
         self.claimTTL = claimTTL
+        self.shareAfter = shareAfter
     }
 }
 

@@ -112,7 +112,9 @@ public final class JobQueue: Sendable {
 
     /// Takes up to `count` entries with warm-model routing: jobs for models in `warm` first, then
     /// jobs of one model no live worker holds warm; jobs for a model another live worker holds
-    /// warm are set aside for it for up to `routing.longestWait`, after which anyone takes them.
+    /// warm are set aside for it for up to `routing.longestWait`, after which anyone takes them;
+    /// a worker with nothing else to do shares a model whose set-aside backlog exceeds
+    /// `routing.shareAfter` jobs per worker holding it.
     /// Also publishes `warm` (and withdraws `released`) in the warm-model index.
     /// See docs/ARCHITECTURE.md, "Warm-model routing".
     public func takeWarm(
@@ -130,7 +132,7 @@ public final class JobQueue: Sendable {
             arguments: [
                 QueueKeys.group, consumer, max(0, count), keys.prefix, QueueKeys.parkedConsumer, routing.lookahead,
                 routing.longestWait.milliseconds, now, now + routing.claimTTL.milliseconds, max(1, cacheSize), warm.count,
-            ] + warm + released
+            ] + warm + [routing.shareAfter] + released
         )
         try reply.throwingServerError()
         let parts = reply.array ?? []

@@ -71,10 +71,12 @@ enum QueueScripts {
     /// the longest wait (anyone may run them now); entries without a model or for a model warm
     /// here; then entries of one model that no live worker holds warm (whose model this worker
     /// claims). Entries for a model another live worker holds warm stay set aside for it. Lanes
-    /// are visited in priority order. Final entries (cancelled) are dropped on the way.
+    /// are visited in priority order. Final entries (cancelled) are dropped on the way. A worker
+    /// that found nothing else shares a model whose set-aside backlog exceeds `share after` jobs
+    /// per worker holding it (so one warm worker does not serve a long queue alone).
     /// KEYS: lanes in order. ARGV: group, consumer, count, key prefix, parked consumer, lookahead,
     /// longest wait ms, now ms, warm claim expiry ms, model cache size, n, then n warm models
-    /// (most recently used first), then models no longer warm here.
+    /// (most recently used first), share after (0: never), then models no longer warm here.
     /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
     /// model claimed or ''}.
     static let takeWarm = RedisScript(
@@ -89,14 +91,17 @@ enum QueueScripts {
           order[#order + 1] = m
           redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
         end
-        for i = 12 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+        for i = 13 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+        local shareAfter = tonumber(ARGV[12 + nWarm])
         local elsewhere = {}
+        -- How many other live workers hold m warm (claims that ran out are dropped on the way).
         local function warmElsewhere(m)
           if elsewhere[m] == nil then
-            elsewhere[m] = false
-            for _, w in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'warm:' .. m, now, '+inf')) do
-              if w ~= me then elsewhere[m] = true break end
-            end
+            local key = prefix .. 'warm:' .. m
+            redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
+            local n = 0
+            for _, w in ipairs(redis.call('ZRANGE', key, 0, -1)) do if w ~= me then n = n + 1 end end
+            elsewhere[m] = n
           end
           return elsewhere[m]
         end
@@ -113,7 +118,7 @@ enum QueueScripts {
             local r = redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', lookahead - #held, 'STREAMS', lane, '>')
             if r then for _, e in ipairs(r[1][2]) do cands[#cands + 1] = {e[1], e[2], 0} end end
           end
-          local overdue, warm, cold = {}, {}, {}
+          local overdue, warm, cold, away = {}, {}, {}, {}
           for _, c in ipairs(cands) do
             local id, model = nil, nil
             local f = c[2]
@@ -132,8 +137,10 @@ enum QueueScripts {
               overdue[#overdue + 1] = c
             elseif model == nil or mine[model] then
               warm[#warm + 1] = c
-            elseif warmElsewhere(model) then
+            elseif warmElsewhere(model) > 0 then
               if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
+              away[model] = away[model] or {}
+              table.insert(away[model], c)
             else
               cold[#cold + 1] = c
             end
@@ -155,6 +162,20 @@ enum QueueScripts {
             redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
             mine[m] = true
             claimed = m
+          end
+          -- Nothing else to do here: share the model with the longest backlog set aside for other
+          -- workers, when it exceeds shareAfter jobs per worker holding it warm.
+          if want > 0 and #out == 0 and claimed == '' and shareAfter > 0 then
+            local best, most = nil, 0
+            for m, list in pairs(away) do
+              if #list > warmElsewhere(m) * shareAfter and #list > most then best, most = m, #list end
+            end
+            if best then
+              for _, c in ipairs(away[best]) do if want > 0 then take(c) end end
+              if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
+              redis.call('ZADD', prefix .. 'warm:' .. best, expiry, me)
+              claimed = best
+            end
           end
         end
         local last = {}

@@ -72,6 +72,12 @@ struct WorkerCommand: AsyncParsableCommand {
     )
     var warmWait = "2s"
 
+    @Option(
+        help:
+            "Warm-model routing: an idle worker loads a model warm on another worker too when more than this many of its jobs per warm worker wait (0: never)."
+    )
+    var warmShareAfter = 4
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
 
@@ -132,7 +138,8 @@ struct WorkerCommand: AsyncParsableCommand {
             workerConfiguration.id = workerID
         }
         let wait = try parseDuration(warmWait, field: "--warm-wait")
-        workerConfiguration.warmRouting = warmRouting ? WarmRouting(longestWait: wait) : nil
+        guard warmShareAfter >= 0 else { throw ValidationError("--warm-share-after: must be 0 or more, got \(warmShareAfter)") }
+        workerConfiguration.warmRouting = warmRouting ? WarmRouting(longestWait: wait, shareAfter: warmShareAfter) : nil
         workerConfiguration.shutdownGrace = try parseDuration(shutdownGrace, field: "--shutdown-grace")
 
         var redisConfiguration = configuration.redis

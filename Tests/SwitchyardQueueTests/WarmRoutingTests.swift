@@ -104,6 +104,30 @@ struct WarmRoutingTests {
         #expect(late.deliveries.first?.attempt == 1)
     }
 
+    @Test func anIdleWorkerSharesAModelOnlyWhenItsBacklogIsLong() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        try await claim(f, "b", ["m2"])
+        let routing = WarmRouting(shareAfter: 4)
+        let first = (0..<4).map { job("m2", "\($0)") }
+        _ = try await f.queue.push(first)
+        // Four waiting for one warm worker is not more than four: leave them to it.
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 2, warm: [], cacheSize: 1, routing: routing).deliveries.isEmpty)
+        let more = [job("m2", "4"), job("m1", "5")]
+        _ = try await f.queue.push(more)
+        // A worker with its own work does not share.
+        let busy = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, routing: routing)
+        #expect(busy.deliveries.map(\.jobID) == [more[1].id])
+        // Five for one: an idle worker loads m2 too and takes the oldest.
+        let idle = try await f.queue.takeWarm(consumer: "c", count: 2, warm: [], cacheSize: 1, routing: routing)
+        #expect(idle.deliveries.map(\.jobID) == [first[0].id, first[1].id])
+        #expect(idle.claimedModel == "m2")
+        #expect(try await f.queue.warmHolders(of: "m2").sorted() == ["b", "c"])
+        // Now two hold it warm and three wait: nobody else joins.
+        #expect(try await f.queue.takeWarm(consumer: "d", count: 2, warm: [], cacheSize: 1, routing: routing).deliveries.isEmpty)
+    }
+
     @Test func claimsOfStoppedOrSilentWorkersHoldNothing() async throws {
         let f = try QueueFixture()
         defer { f.close() }
