@@ -27,7 +27,7 @@ public struct ModelCatalog: Sendable, Codable {
         /// A command of its own (argv template), instead of the profile's.
         public var command: [String]?
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case file, framework
             case memoryMB = "memory_mb"
             case contextSize = "context_size"
@@ -79,11 +79,20 @@ public struct ModelCatalog: Sendable, Codable {
         pinned = try c.decodeIfPresent([String].self, forKey: .pinned) ?? []
     }
 
-    enum CodingKeys: String, CodingKey { case models, pinned }
+    enum CodingKeys: String, CodingKey, CaseIterable { case models, pinned }
+
+    static let schema = FieldSchema.fields(CodingKeys.self, except: ["models": .map(.fields(Entry.CodingKeys.self))])
 
     public static func load(path: String) throws -> ModelCatalog {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError(field: "models file", problem: "cannot read \(path)")
+        }
+        if let json = try? JSONSerialization.jsonObject(with: data), let unknown = schema.firstUnknownField(in: json) {
+            throw ConfigurationError(
+                field: unknown,
+                problem:
+                    "is not a known setting (a catalog has models and pinned; a model has \(Entry.CodingKeys.allCases.map(\.stringValue).joined(separator: ", ")))"
+            )
         }
         let catalog: ModelCatalog
         do {

@@ -39,7 +39,7 @@ public struct ProviderConfiguration: Sendable, Codable, Hashable {
     /// Extra headers for every request (OpenRouter's HTTP-Referer and X-Title, say).
     public var headers: [String: String]
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case name, kind
         case baseURL = "base_url"
         case apiKeyEnv = "api_key_env"

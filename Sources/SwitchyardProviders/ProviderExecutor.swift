@@ -26,10 +26,16 @@ public struct ProvidersFile: Sendable, Codable {
     public var models: [String: ModelRoute]
     public var defaultProvider: String?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case providers, models
         case defaultProvider = "default_provider"
     }
+
+    static let schema = FieldSchema.object([
+        "providers": .array(.fields(ProviderConfiguration.CodingKeys.self, except: ["headers": .map(.any)])),
+        "models": .map(.object(["provider": .any, "model": .any])),
+        "default_provider": .any,
+    ])
 
     public init(providers: [ProviderConfiguration], models: [String: ModelRoute] = [:], defaultProvider: String? = nil) {
         self.providers = providers
@@ -44,20 +50,34 @@ public struct ProvidersFile: Sendable, Codable {
         defaultProvider = try c.decodeIfPresent(String.self, forKey: .defaultProvider)
     }
 
+    /// `providers[0].base_url`, from a decoder's coding path.
+    static func fieldPath(_ path: [any CodingKey]) -> String {
+        path.reduce(into: "") { out, key in
+            if let index = key.intValue {
+                out += "[\(index)]"
+            } else {
+                out += (out.isEmpty ? "" : ".") + key.stringValue
+            }
+        }
+    }
+
     public static func load(path: String) throws -> ProvidersFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ProviderError(.configuration, "cannot read the providers file \(path)", provider: nil)
         }
+        if let json = try? JSONSerialization.jsonObject(with: data), let unknown = schema.firstUnknownField(in: json) {
+            throw ProviderError(.configuration, "\(path): field '\(unknown)' is not a known setting", provider: nil)
+        }
         do {
             return try JSONDecoder().decode(ProvidersFile.self, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
-            let at = (context.codingPath + [key]).map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            let at = fieldPath(context.codingPath + [key])
             throw ProviderError(.configuration, "\(path): field '\(at)' is missing", provider: nil)
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            let at = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            let at = fieldPath(context.codingPath)
             throw ProviderError(.configuration, "\(path): field '\(at)' has the wrong type", provider: nil)
         } catch let DecodingError.dataCorrupted(context) {
-            let at = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            let at = fieldPath(context.codingPath)
             throw ProviderError(.configuration, "\(path): \(at.isEmpty ? "" : "field '\(at)': ")\(context.debugDescription)", provider: nil)
         }
     }

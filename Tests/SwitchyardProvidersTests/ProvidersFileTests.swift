@@ -1,0 +1,58 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardProviders
+import Testing
+
+@Suite("The providers file")
+struct ProvidersFileTests {
+    func load(_ text: String) throws -> ProvidersFile {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("providers-\(UUID().uuidString).json").path
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        return try ProvidersFile.load(path: path)
+    }
+
+    func message(_ text: String) -> String {
+        do {
+            _ = try load(text)
+            return "loaded"
+        } catch let error as ProviderError {
+            return error.message
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func aCompleteFileLoads() throws {
+        let file = try load(
+            """
+            {"providers": [{"name": "or", "kind": "openai", "base_url": "https://openrouter.ai/api/v1", "api_key_env": "OR_KEY",
+              "timeout_ms": 5000, "headers": {"X-Title": "switchyard"}}],
+             "models": {"gpt": {"provider": "or", "model": "openai/gpt-4o"}}, "default_provider": "or"}
+            """
+        )
+        #expect(file.providers.first?.timeoutMs == 5000 && file.providers.first?.headers["X-Title"] == "switchyard")
+        #expect(file.models["gpt"] == .init(provider: "or", model: "openai/gpt-4o"))
+    }
+
+    @Test func aMisspeltSettingIsRefusedWithItsPath() {
+        // Ignored, a misspelt timeout would silently leave the default in force.
+        #expect(
+            message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "timeout": 5}]}"#).contains(
+                "'providers[0].timeout' is not a known setting"
+            )
+        )
+        #expect(message(#"{"providers": [], "models": {"m": {"provider": "a", "modle": "x"}}}"#).contains("'models.m.modle'"))
+        #expect(message(#"{"providers": [], "defaults": {}}"#).contains("'defaults'"))
+        // Header names and model names are names, not settings.
+        #expect(message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "headers": {"Any-Name": "v"}}]}"#) == "loaded")
+    }
+
+    @Test func missingAndMistypedFieldsAreNamed() {
+        #expect(message(#"{"providers": [{"name": "a", "kind": "openai"}]}"#).contains("field 'providers[0].base_url' is missing"))
+        #expect(
+            message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "max_attempts": "four"}]}"#)
+                .contains("field 'providers[0].max_attempts' has the wrong type")
+        )
+    }
+}
