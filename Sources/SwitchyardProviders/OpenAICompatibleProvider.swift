@@ -23,7 +23,13 @@ public struct OpenAICompatibleProvider: Provider {
         case .embedding:
             return try await embeddings(model: model, texts: job.input.texts ?? [])
         case .image:
-            return try await images(model: model, prompt: job.input.prompt ?? "", size: job.input.size, count: job.input.count ?? 1)
+            return try await images(
+                model: model,
+                prompt: job.input.prompt ?? "",
+                size: job.input.size,
+                count: job.input.count ?? 1,
+                parameters: job.input.parameters ?? [:]
+            )
         }
     }
 
@@ -189,9 +195,13 @@ public struct OpenAICompatibleProvider: Provider {
         return JobOutput(output: .array(vectors), usage: Self.usage(reply["usage"]))
     }
 
-    /// POST /images/generations.
-    public func images(model: String, prompt: String, size: String?, count: Int) async throws -> JobOutput {
-        var body: [String: JSONValue] = ["model": .string(model), "prompt": .string(prompt), "n": .number(Double(count))]
+    /// POST /images/generations. `parameters` (quality, style, response_format, ...) go into the
+    /// body as they are; the job's own fields win over a parameter of the same name.
+    public func images(model: String, prompt: String, size: String?, count: Int, parameters: [String: JSONValue] = [:]) async throws -> JobOutput {
+        var body = parameters
+        body["model"] = .string(model)
+        body["prompt"] = .string(prompt)
+        body["n"] = .number(Double(count))
         if let size { body["size"] = .string(size) }
         let reply = try await transport.json(transport.request("POST", "/images/generations", body: .object(body)))
         guard let data = reply["data"]?.array else {

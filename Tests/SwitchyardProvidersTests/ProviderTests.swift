@@ -42,6 +42,15 @@ struct ProviderTests {
         #expect(embedded.output.array?.first?.array?.count == 8)
         let images = try await provider.images(model: "dall-e", prompt: "a cat", size: "512x512", count: 2)
         #expect(images.output["images"]?.array?.count == 2)
+        #expect(images.output["images"]?.array?.first?["url"]?.string?.hasPrefix("https://") == true)
+        // An image job's parameters reach the provider: here the format of the answer.
+        let imageJob = Job(
+            kind: .image,
+            model: "dall-e",
+            input: JobInput(parameters: ["response_format": .string("b64_json")], prompt: "a dog", count: 1)
+        )
+        let encoded = try await provider.run(imageJob, model: "dall-e")
+        #expect(encoded.output["images"]?.array?.first?["b64_json"]?.string == Data("standin image 0".utf8).base64EncodedString())
         let completion = try await provider.completion(model: "standin-chat", prompt: "once")
         #expect(completion.output["text"] == .string("echo: once"))
         #expect(try await provider.models().contains("standin-chat"))

@@ -193,8 +193,16 @@ class Handler(BaseHTTPRequestHandler):
                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
         if path == "/v1/images/generations":
             n = int(body.get("n", 1))
-            data = [{"url": "https://standin.invalid/images/%s.png" % uuid.uuid4().hex, "revised_prompt": body.get("prompt")}
-                    for _ in range(n)]
+            fmt = body.get("response_format", "url")
+            if fmt not in ("url", "b64_json"):
+                return self.openai_error(400, "Invalid value: '%s'. Supported values are: 'url' and 'b64_json'." % fmt,
+                                         code="invalid_value")
+            if fmt == "b64_json":
+                data = [{"b64_json": base64.b64encode(b"standin image %d" % i).decode(), "revised_prompt": body.get("prompt")}
+                        for i in range(n)]
+            else:
+                data = [{"url": "https://standin.invalid/images/%s.png" % uuid.uuid4().hex, "revised_prompt": body.get("prompt")}
+                        for _ in range(n)]
             return self.send_json(200, {"created": int(time.time()), "data": data})
         return self.openai_error(404, "Unknown request URL: POST %s" % path, code="unknown_url")
 
