@@ -22,25 +22,79 @@ public struct ProvidersFile: Sendable, Codable {
         }
     }
 
+    /// How the worker's pooled HTTP client connects to every provider.
+    public struct HTTPSettings: Sendable, Codable, Hashable {
+        public var maxConnectionsPerHost: Int?
+        public var maxConnections: Int?
+        public var http2: Bool?
+        /// A PEM bundle to trust instead of the system's (a corporate proxy's CA, say).
+        public var caFile: String?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case maxConnectionsPerHost = "max_connections_per_host"
+            case maxConnections = "max_connections"
+            case http2
+            case caFile = "ca_file"
+        }
+
+        public init(maxConnectionsPerHost: Int? = nil, maxConnections: Int? = nil, http2: Bool? = nil, caFile: String? = nil) {
+            self.maxConnectionsPerHost = maxConnectionsPerHost
+            self.maxConnections = maxConnections
+            self.http2 = http2
+            self.caFile = caFile
+        }
+
+        /// The client configuration these settings give; a value out of range is an error naming it.
+        public func clientConfiguration() throws -> HTTPClientConfiguration {
+            var configuration = HTTPClientConfiguration()
+            if let n = maxConnectionsPerHost {
+                guard n >= 1 else { throw ProviderError(.configuration, "field 'http.max_connections_per_host' must be at least 1", provider: nil) }
+                configuration.maxConnectionsPerHost = n
+            }
+            if let n = maxConnections {
+                guard n >= 1 else { throw ProviderError(.configuration, "field 'http.max_connections' must be at least 1", provider: nil) }
+                configuration.maxConnections = n
+                configuration.connectionCacheSize = max(configuration.connectionCacheSize, n)
+            }
+            if let http2 { configuration.http2 = http2 }
+            if let caFile {
+                guard FileManager.default.isReadableFile(atPath: caFile) else {
+                    throw ProviderError(.configuration, "field 'http.ca_file': cannot read \(caFile)", provider: nil)
+                }
+                configuration.caFile = caFile
+            }
+            return configuration
+        }
+    }
+
     public var providers: [ProviderConfiguration]
     public var models: [String: ModelRoute]
     public var defaultProvider: String?
+    public var http: HTTPSettings?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case providers, models
         case defaultProvider = "default_provider"
+        case http
     }
 
     static let schema = FieldSchema.object([
         "providers": .array(.fields(ProviderConfiguration.CodingKeys.self, except: ["headers": .map(.any)])),
         "models": .map(.object(["provider": .any, "model": .any])),
         "default_provider": .any,
+        "http": .fields(HTTPSettings.CodingKeys.self),
     ])
 
-    public init(providers: [ProviderConfiguration], models: [String: ModelRoute] = [:], defaultProvider: String? = nil) {
+    public init(
+        providers: [ProviderConfiguration],
+        models: [String: ModelRoute] = [:],
+        defaultProvider: String? = nil,
+        http: HTTPSettings? = nil
+    ) {
         self.providers = providers
         self.models = models
         self.defaultProvider = defaultProvider
+        self.http = http
     }
 
     public init(from decoder: any Decoder) throws {
@@ -48,6 +102,7 @@ public struct ProvidersFile: Sendable, Codable {
         providers = try c.decode([ProviderConfiguration].self, forKey: .providers)
         models = try c.decodeIfPresent([String: ModelRoute].self, forKey: .models) ?? [:]
         defaultProvider = try c.decodeIfPresent(String.self, forKey: .defaultProvider)
+        http = try c.decodeIfPresent(HTTPSettings.self, forKey: .http)
     }
 
     /// `providers[0].base_url`, from a decoder's coding path.

@@ -100,9 +100,10 @@ struct WorkerCommand: AsyncParsableCommand {
                 throw ValidationError("--executor provider needs --providers FILE (or SWITCHYARD_PROVIDERS_FILE)")
             }
             do {
-                let client = HTTPClient()
+                let file = try ProvidersFile.load(path: path)
+                let client = HTTPClient(configuration: try file.http?.clientConfiguration() ?? HTTPClientConfiguration())
                 httpClient = client
-                jobExecutor = try ProviderExecutor(file: try ProvidersFile.load(path: path), client: client)
+                jobExecutor = try ProviderExecutor(file: file, client: client)
             } catch let error as ProviderError {
                 throw ValidationError("--providers: \(error.message)")
             }

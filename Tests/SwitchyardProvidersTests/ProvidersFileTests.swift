@@ -48,6 +48,22 @@ struct ProvidersFileTests {
         #expect(message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "headers": {"Any-Name": "v"}}]}"#) == "loaded")
     }
 
+    @Test func httpSettingsConfigureTheClient() throws {
+        let file = try load(#"{"providers": [], "http": {"max_connections_per_host": 4, "max_connections": 128, "http2": false}}"#)
+        let configuration = try #require(try file.http?.clientConfiguration())
+        #expect(configuration.maxConnectionsPerHost == 4 && configuration.maxConnections == 128 && configuration.http2 == false)
+        #expect(configuration.connectionCacheSize >= 128)
+        #expect(message(#"{"providers": [], "http": {"max_connection": 4}}"#).contains("'http.max_connection' is not a known setting"))
+        let zero = try load(#"{"providers": [], "http": {"max_connections_per_host": 0}}"#)
+        #expect(throws: ProviderError.self) { try zero.http?.clientConfiguration() }
+        let missing = try load(#"{"providers": [], "http": {"ca_file": "/nonexistent/ca.pem"}}"#)
+        #expect {
+            try missing.http?.clientConfiguration()
+        } throws: { error in
+            (error as? ProviderError)?.message.contains("http.ca_file") == true
+        }
+    }
+
     @Test func missingAndMistypedFieldsAreNamed() {
         #expect(message(#"{"providers": [{"name": "a", "kind": "openai"}]}"#).contains("field 'providers[0].base_url' is missing"))
         #expect(
