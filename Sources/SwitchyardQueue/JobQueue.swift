@@ -66,7 +66,7 @@ public final class JobQueue: Sendable {
                         ],
                         arguments: [
                             job.id, json, job.maxAttempts, batch, idem, configuration.idempotencyTTL.wholeSeconds, due,
-                            job.priority.rawValue, now, configuration.resultTTL.wholeSeconds,
+                            job.priority.rawValue, now, configuration.resultTTL.wholeSeconds, job.model,
                         ]
                     )
                 )

@@ -2,13 +2,25 @@ import SwitchyardRedis
 
 /// The Lua scripts that make each queue transition atomic.
 ///
-/// Stream entries carry the fields `id`, `attempt`, `max`, `batch` and `job` (the job's JSON),
-/// so scripts can route, count and dead-letter without decoding JSON. Delayed-set members are the
+/// Stream entries carry the fields `id`, `attempt`, `max`, `batch`, `model` and `job` (the job's
+/// JSON), so scripts can route, count and dead-letter without decoding JSON. Delayed-set members are the
 /// same fields joined by the ASCII unit separator (31), which JSON never contains unescaped:
 /// `lane \31 id \31 attempt \31 max \31 batch \31 json`.
 enum QueueScripts {
+    /// Lua: the `model` of a job's JSON ('' when it has none or the JSON is broken). Decoding is
+    /// the expensive part of routing by model, so lanes carry the model as a field of its own and
+    /// this runs once per copy that lacks it (promoted retries, requeued dead letters).
+    static let modelOfJSON = """
+        local function modelOf(json)
+          local ok, job = pcall(cjson.decode, json)
+          if ok and type(job) == 'table' and type(job['model']) == 'string' then return job['model'] end
+          return ''
+        end
+
+        """
+
     /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job's batch.
-    /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, lane name, now ms, batch ttl.
+    /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, lane name, now ms, batch ttl, model.
     /// Returns {1, id} when queued, {0, existing id} for a duplicate idempotency key.
     static let push = RedisScript(
         """
@@ -21,7 +33,8 @@ enum QueueScripts {
           redis.call('ZADD', KEYS[2], ARGV[7],
             ARGV[8] .. '\\31' .. ARGV[1] .. '\\31' .. '1' .. '\\31' .. ARGV[3] .. '\\31' .. ARGV[4] .. '\\31' .. ARGV[2])
         else
-          redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', '1', 'max', ARGV[3], 'batch', ARGV[4], 'job', ARGV[2])
+          redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', '1', 'max', ARGV[3], 'batch', ARGV[4], 'model', ARGV[11],
+            'job', ARGV[2])
         end
         if ARGV[4] ~= '' then
           redis.call('HINCRBY', KEYS[4], 'total', 1)
@@ -80,111 +93,112 @@ enum QueueScripts {
     /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
     /// model claimed or ''}.
     static let takeWarm = RedisScript(
-        """
-        local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-        local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-        local cacheSize, nWarm = tonumber(ARGV[10]), tonumber(ARGV[11])
-        local mine, order = {}, {}
-        for i = 1, nWarm do
-          local m = ARGV[11 + i]
-          mine[m] = true
-          order[#order + 1] = m
-          redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
-        end
-        for i = 13 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
-        local shareAfter = tonumber(ARGV[12 + nWarm])
-        local elsewhere = {}
-        -- How many other live workers hold m warm (claims that ran out are dropped on the way).
-        local function warmElsewhere(m)
-          if elsewhere[m] == nil then
-            local key = prefix .. 'warm:' .. m
-            redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
-            local n = 0
-            for _, w in ipairs(redis.call('ZRANGE', key, 0, -1)) do if w ~= me then n = n + 1 end end
-            elsewhere[m] = n
-          end
-          return elsewhere[m]
-        end
-        local out, wake, claimed = {}, -1, ''
-        for i, lane in ipairs(KEYS) do
-          if want <= 0 then break end
-          local cands = {}
-          local held = redis.call('XPENDING', lane, group, '-', '+', lookahead, parked)
-          for _, p in ipairs(held) do
-            local r = redis.call('XRANGE', lane, p[1], p[1])
-            if r[1] then cands[#cands + 1] = {p[1], r[1][2], tonumber(p[3])} else redis.call('XACK', lane, group, p[1]) end
-          end
-          if #held < lookahead then
-            local r = redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', lookahead - #held, 'STREAMS', lane, '>')
-            if r then for _, e in ipairs(r[1][2]) do cands[#cands + 1] = {e[1], e[2], 0} end end
-          end
-          local overdue, warm, cold, away = {}, {}, {}, {}
-          for _, c in ipairs(cands) do
-            local id, model = nil, nil
-            local f = c[2]
-            for k = 1, #f, 2 do
-              if f[k] == 'id' then id = f[k + 1] end
-              if f[k] == 'job' then
-                local ok, job = pcall(cjson.decode, f[k + 1])
-                if ok and type(job) == 'table' and type(job['model']) == 'string' and job['model'] ~= '' then model = job['model'] end
+        modelOfJSON + """
+            local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+            local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+            local cacheSize, nWarm = tonumber(ARGV[10]), tonumber(ARGV[11])
+            local mine, order = {}, {}
+            for i = 1, nWarm do
+              local m = ARGV[11 + i]
+              mine[m] = true
+              order[#order + 1] = m
+              redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
+            end
+            for i = 13 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+            local shareAfter = tonumber(ARGV[12 + nWarm])
+            local elsewhere = {}
+            -- How many other live workers hold m warm (claims that ran out are dropped on the way).
+            local function warmElsewhere(m)
+              if elsewhere[m] == nil then
+                local key = prefix .. 'warm:' .. m
+                redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
+                local n = 0
+                for _, w in ipairs(redis.call('ZRANGE', key, 0, -1)) do if w ~= me then n = n + 1 end end
+                elsewhere[m] = n
+              end
+              return elsewhere[m]
+            end
+            local out, wake, claimed = {}, -1, ''
+            for i, lane in ipairs(KEYS) do
+              if want <= 0 then break end
+              local cands = {}
+              local held = redis.call('XPENDING', lane, group, '-', '+', lookahead, parked)
+              for _, p in ipairs(held) do
+                local r = redis.call('XRANGE', lane, p[1], p[1])
+                if r[1] then cands[#cands + 1] = {p[1], r[1][2], tonumber(p[3])} else redis.call('XACK', lane, group, p[1]) end
+              end
+              if #held < lookahead then
+                local r = redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', lookahead - #held, 'STREAMS', lane, '>')
+                if r then for _, e in ipairs(r[1][2]) do cands[#cands + 1] = {e[1], e[2], 0} end end
+              end
+              local overdue, warm, cold, away = {}, {}, {}, {}
+              for _, c in ipairs(cands) do
+                local id, model, json = nil, nil, nil
+                local f = c[2]
+                for k = 1, #f, 2 do
+                  if f[k] == 'id' then id = f[k + 1] end
+                  if f[k] == 'model' then model = f[k + 1] end
+                  if f[k] == 'job' then json = f[k + 1] end
+                end
+                -- Entries written by older versions or other producers lack the field: decode.
+                if model == nil and json then model = modelOf(json) end
+                if model == '' then model = nil end
+                c[4] = model
+                if id and redis.call('EXISTS', prefix .. 'result:' .. id) == 1 then
+                  redis.call('XACK', lane, group, c[1])
+                  redis.call('XDEL', lane, c[1])
+                elseif c[3] >= maxWait then
+                  overdue[#overdue + 1] = c
+                elseif model == nil or mine[model] then
+                  warm[#warm + 1] = c
+                elseif warmElsewhere(model) > 0 then
+                  if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
+                  away[model] = away[model] or {}
+                  table.insert(away[model], c)
+                else
+                  cold[#cold + 1] = c
+                end
+              end
+              local function take(c)
+                redis.call('XCLAIM', lane, group, me, 0, c[1], 'JUSTID')
+                out[#out + 1] = {i, c[1], c[2]}
+                want = want - 1
+              end
+              for _, c in ipairs(overdue) do if want > 0 then take(c) end end
+              for _, c in ipairs(warm) do if want > 0 then take(c) end end
+              -- At most one cold model per take, so one worker does not start loading several.
+              if want > 0 and #cold > 0 and claimed == '' then
+                local m = cold[1][4]
+                for _, c in ipairs(cold) do if want > 0 and c[4] == m then take(c) end end
+                -- Claim the model at once, so other workers leave its jobs to us; with a full cache
+                -- the least recently used model goes.
+                if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
+                redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
+                mine[m] = true
+                claimed = m
+              end
+              -- Nothing else to do here: share the model with the longest backlog set aside for other
+              -- workers, when it exceeds shareAfter jobs per worker holding it warm.
+              if want > 0 and #out == 0 and claimed == '' and shareAfter > 0 then
+                local best, most = nil, 0
+                for m, list in pairs(away) do
+                  if #list > warmElsewhere(m) * shareAfter and #list > most then best, most = m, #list end
+                end
+                if best then
+                  for _, c in ipairs(away[best]) do if want > 0 then take(c) end end
+                  if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
+                  redis.call('ZADD', prefix .. 'warm:' .. best, expiry, me)
+                  claimed = best
+                end
               end
             end
-            c[4] = model
-            if id and redis.call('EXISTS', prefix .. 'result:' .. id) == 1 then
-              redis.call('XACK', lane, group, c[1])
-              redis.call('XDEL', lane, c[1])
-            elseif c[3] >= maxWait then
-              overdue[#overdue + 1] = c
-            elseif model == nil or mine[model] then
-              warm[#warm + 1] = c
-            elseif warmElsewhere(model) > 0 then
-              if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
-              away[model] = away[model] or {}
-              table.insert(away[model], c)
-            else
-              cold[#cold + 1] = c
+            local last = {}
+            for i, lane in ipairs(KEYS) do
+              local r = redis.call('XREVRANGE', lane, '+', '-', 'COUNT', 1)
+              last[i] = r[1] and r[1][1] or '0-0'
             end
-          end
-          local function take(c)
-            redis.call('XCLAIM', lane, group, me, 0, c[1], 'JUSTID')
-            out[#out + 1] = {i, c[1], c[2]}
-            want = want - 1
-          end
-          for _, c in ipairs(overdue) do if want > 0 then take(c) end end
-          for _, c in ipairs(warm) do if want > 0 then take(c) end end
-          -- At most one cold model per take, so one worker does not start loading several.
-          if want > 0 and #cold > 0 and claimed == '' then
-            local m = cold[1][4]
-            for _, c in ipairs(cold) do if want > 0 and c[4] == m then take(c) end end
-            -- Claim the model at once, so other workers leave its jobs to us; with a full cache
-            -- the least recently used model goes.
-            if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
-            redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
-            mine[m] = true
-            claimed = m
-          end
-          -- Nothing else to do here: share the model with the longest backlog set aside for other
-          -- workers, when it exceeds shareAfter jobs per worker holding it warm.
-          if want > 0 and #out == 0 and claimed == '' and shareAfter > 0 then
-            local best, most = nil, 0
-            for m, list in pairs(away) do
-              if #list > warmElsewhere(m) * shareAfter and #list > most then best, most = m, #list end
-            end
-            if best then
-              for _, c in ipairs(away[best]) do if want > 0 then take(c) end end
-              if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
-              redis.call('ZADD', prefix .. 'warm:' .. best, expiry, me)
-              claimed = best
-            end
-          end
-        end
-        local last = {}
-        for i, lane in ipairs(KEYS) do
-          local r = redis.call('XREVRANGE', lane, '+', '-', 'COUNT', 1)
-          last[i] = r[1] and r[1][1] or '0-0'
-        end
-        return {out, last, wake, claimed}
-        """
+            return {out, last, wake, claimed}
+            """
     )
 
     /// Finish many jobs: write each result unless one is already final (first final result wins),
@@ -295,8 +309,14 @@ enum QueueScripts {
               redis.call('HINCRBY', KEYS[3], 'dead', 1)
               dead = dead + 1
             else
-              redis.call('XADD', KEYS[1], '*', 'id', id, 'attempt', attempt + 1, 'max', max, 'batch', h['batch'] or '',
-                'job', h['job'] or '')
+              local copy = {'id', id, 'attempt', attempt + 1, 'max', max, 'batch', h['batch'] or ''}
+              if h['model'] then
+                copy[#copy + 1] = 'model'
+                copy[#copy + 1] = h['model']
+              end
+              copy[#copy + 1] = 'job'
+              copy[#copy + 1] = h['job'] or ''
+              redis.call('XADD', KEYS[1], '*', unpack(copy))
               moved = moved + 1
             end
           end
@@ -312,22 +332,22 @@ enum QueueScripts {
     /// Move due members of the delayed set onto their lanes. KEYS: delayed.
     /// ARGV: now ms, limit, key prefix. Returns {moved, next due ms or false}.
     static let promote = RedisScript(
-        """
-        local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-        local moved = 0
-        for _, m in ipairs(due) do
-          redis.call('ZREM', KEYS[1], m)
-          local lane, id, attempt, max, batch, job =
-            string.match(m, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')
-          if lane and redis.call('EXISTS', ARGV[3] .. 'result:' .. id) == 0 then
-            redis.call('XADD', ARGV[3] .. 'lane:' .. lane, '*', 'id', id, 'attempt', attempt, 'max', max, 'batch', batch,
-              'job', job)
-            moved = moved + 1
-          end
-        end
-        local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-        return {moved, nxt[2] or false}
-        """
+        modelOfJSON + """
+            local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+            local moved = 0
+            for _, m in ipairs(due) do
+              redis.call('ZREM', KEYS[1], m)
+              local lane, id, attempt, max, batch, job =
+                string.match(m, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')
+              if lane and redis.call('EXISTS', ARGV[3] .. 'result:' .. id) == 0 then
+                redis.call('XADD', ARGV[3] .. 'lane:' .. lane, '*', 'id', id, 'attempt', attempt, 'max', max, 'batch', batch,
+                  'model', modelOf(job), 'job', job)
+                moved = moved + 1
+              end
+            end
+            local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+            return {moved, nxt[2] or false}
+            """
     )
 
     /// Hand entries back for another worker to run now, without counting an attempt (a draining
@@ -385,22 +405,22 @@ enum QueueScripts {
     /// Put a dead letter back on its lane as a fresh job (attempt 1), clearing its `dead` result.
     /// KEYS: dead. ARGV: entry id, key prefix. Returns the job id, or false when there is no such entry.
     static let retryDeadLetter = RedisScript(
-        """
-        local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-        if not r[1] then return false end
-        local h = {}
-        local f = r[1][2]
-        for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
-        local id, lane, batch = h['id'] or '', h['lane'] or 'default', h['batch'] or ''
-        if id ~= '' then
-          redis.call('DEL', ARGV[2] .. 'result:' .. id)
-          local bkey = ARGV[2] .. 'batch:' .. batch
-          if batch ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'dead', -1) end
-        end
-        redis.call('XADD', ARGV[2] .. 'lane:' .. lane, '*', 'id', id, 'attempt', 1, 'max', h['max'] or '3', 'batch', batch,
-          'job', h['job'] or '')
-        redis.call('XDEL', KEYS[1], ARGV[1])
-        return id
-        """
+        modelOfJSON + """
+            local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+            if not r[1] then return false end
+            local h = {}
+            local f = r[1][2]
+            for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
+            local id, lane, batch = h['id'] or '', h['lane'] or 'default', h['batch'] or ''
+            if id ~= '' then
+              redis.call('DEL', ARGV[2] .. 'result:' .. id)
+              local bkey = ARGV[2] .. 'batch:' .. batch
+              if batch ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'dead', -1) end
+            end
+            redis.call('XADD', ARGV[2] .. 'lane:' .. lane, '*', 'id', id, 'attempt', 1, 'max', h['max'] or '3', 'batch', batch,
+              'model', modelOf(h['job'] or ''), 'job', h['job'] or '')
+            redis.call('XDEL', KEYS[1], ARGV[1])
+            return id
+            """
     )
 }

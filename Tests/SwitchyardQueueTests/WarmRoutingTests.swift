@@ -128,6 +128,39 @@ struct WarmRoutingTests {
         #expect(try await f.queue.takeWarm(consumer: "d", count: 2, warm: [], cacheSize: 1, routing: routing).deliveries.isEmpty)
     }
 
+    @Test func entriesCarryTheirModelThroughRetriesAndOldEntriesAreDecoded() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let lane = f.queue.keys.lane(.default)
+        func modelField() async throws -> String? {
+            let entries = try await f.pool.send("XRANGE", lane, "-", "+").array ?? []
+            let fields = entries.first?.array?[1].array?.compactMap(\.string) ?? []
+            return stride(from: 0, to: fields.count - 1, by: 2).first { fields[$0] == "model" }.map { fields[$0 + 1] }
+        }
+        let retried = job("m5")
+        _ = try await f.queue.push(retried)
+        #expect(try await modelField() == "m5")
+        let taken = try await f.queue.take(consumer: "a", count: 1)
+        _ = try await f.queue.retry(try #require(taken.first), after: .zero)
+        _ = try await f.queue.promoteDue()
+        #expect(try await modelField() == "m5")
+        for delivery in try await f.queue.take(consumer: "a", count: 1) { _ = try await f.queue.finish([succeeded(delivery)]) }
+
+        // An entry from an older producer, without the field: its JSON is read instead.
+        try await claim(f, "b", ["m2"])
+        let old = job("m2")
+        try await f.pool.send(
+            RedisCommand("XADD", arguments: [lane, "*", "id", old.id, "attempt", "1", "max", "3", "batch", "", "job", old.encodedJSON()])
+        )
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: WarmRouting()).deliveries.isEmpty)
+        #expect(
+            try await f.queue.takeWarm(consumer: "b", count: 1, warm: ["m2"], cacheSize: 1, routing: WarmRouting()).deliveries.map(\.jobID) == [
+                old.id
+            ]
+        )
+    }
+
     @Test func claimsOfStoppedOrSilentWorkersHoldNothing() async throws {
         let f = try QueueFixture()
         defer { f.close() }
