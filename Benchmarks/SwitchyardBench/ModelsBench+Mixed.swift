@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import SwitchyardCore
 import SwitchyardQueue
@@ -47,9 +48,16 @@ extension ModelsBench {
         let start = clock.now
         _ = try await queue.push(jobs)
         var results: [JobResult] = []
+        let deadline = clock.now + .seconds(600)
         while true {
             results = try await queue.results(of: jobs.map(\.id)).compactMap { $0 }
             if results.count == jobs.count { break }
+            if clock.now > deadline {
+                for worker in workers { _ = worker.terminate() }
+                throw ValidationError(
+                    "the mixed workload did not finish in 10 minutes (\(results.count) of \(jobs.count) results); see \(workers.map(\.logPath))"
+                )
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
         let elapsed = clock.now - start

@@ -119,8 +119,8 @@ struct ModelsBench: AsyncParsableCommand {
 
         // Cold starts: alternate two catalog names over one cache slot, so each use loads.
         for i in 0..<loads { _ = try await manager.withServer(i % 2 == 0 ? "tiny" : "other") { $0.pid } }
-        _ = try await manager.withServer("tiny") { $0.pid }  // warm "tiny" again for the next part
         let coldStarts = (await manager.statistics.coldStarts).map(milliseconds).sorted()
+        _ = try await manager.withServer("tiny") { $0.pid }  // warm "tiny" again for the next part (not counted)
 
         // Warm: the same request through the manager and straight to the server, interleaved.
         let direct = try await manager.withServer("tiny") { $0.baseURL }

@@ -135,8 +135,8 @@ public struct QueueStatus: Sendable, Codable {
         public var waiting: Int
         /// Entries delivered and not finished (in flight, or held by a lost worker until reclaimed).
         public var pending: Int
-        /// Of the waiting entries, those set aside by warm-model routing for a worker that holds
-        /// their model warm.
+        /// Of the waiting entries, those parked by warm-model routing: read by a routing take and
+        /// not taken yet (waiting for a worker with their model warm, or for a free slot).
         public var parked: Int = 0
     }
 

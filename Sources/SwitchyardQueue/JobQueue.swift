@@ -123,6 +123,7 @@ public final class JobQueue: Sendable {
         warm: [String],
         released: [String] = [],
         cacheSize: Int,
+        mayLoad: Bool = true,
         routing: WarmRouting
     ) async throws -> WarmTake {
         let now = Self.nowMs()
@@ -132,7 +133,7 @@ public final class JobQueue: Sendable {
             arguments: [
                 QueueKeys.group, consumer, max(0, count), keys.prefix, QueueKeys.parkedConsumer, routing.lookahead,
                 routing.longestWait.milliseconds, now, now + routing.claimTTL.milliseconds, max(1, cacheSize), warm.count,
-            ] + warm + [routing.shareAfter] + released
+            ] + warm + [routing.shareAfter, mayLoad ? 1 : 0] + released
         )
         try reply.throwingServerError()
         let parts = reply.array ?? []
@@ -313,7 +314,7 @@ public final class JobQueue: Sendable {
                 arguments: [
                     QueueKeys.group, consumer, configuration.lease.milliseconds, limit, lane.rawValue,
                     configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit, now, keys.prefix,
-                    QueueKeys.parkedConsumer, max(1, configuration.lease.milliseconds / 2),
+                    QueueKeys.parkedConsumer, max(1, configuration.lease.milliseconds / 2), max(1, configuration.lease.milliseconds / 4),
                 ]
             )
         }

@@ -39,9 +39,13 @@ public struct QueueKeys: Sendable, Hashable {
     /// Sorted set of the workers holding `model` warm (loaded or loading), scored by when that
     /// claim expires (ms). Read by warm-model routing.
     public func warm(_ model: String) -> String { prefix + "warm:" + model }
+    /// Set by every take of a worker with warm-model routing, expiring after its claim TTL: while
+    /// it exists, the reclaim keeps parked entries in place instead of handing them back.
+    public var routing: String { prefix + "routing" }
     /// The consumer group every worker of the queue reads with.
     public static let group = "workers"
-    /// The consumer that holds entries set aside by warm-model routing until a worker takes them.
+    /// The consumer that holds entries parked by warm-model routing (read by a routing take but
+    /// not taken yet) until a worker takes them.
     /// Not a worker: worker ids may not take this name.
     public static let parkedConsumer = "~parked"
 }

@@ -89,7 +89,8 @@ enum QueueScripts {
     /// per worker holding it (so one warm worker does not serve a long queue alone).
     /// KEYS: lanes in order. ARGV: group, consumer, count, key prefix, parked consumer, lookahead,
     /// longest wait ms, now ms, warm claim expiry ms, model cache size, n, then n warm models
-    /// (most recently used first), share after (0: never), then models no longer warm here.
+    /// (most recently used first), share after (0: never), may load ('1': the worker has room to
+    /// load a model; '0': cold and shared models are left alone), then models no longer warm here.
     /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
     /// model claimed or ''}.
     static let takeWarm = RedisScript(
@@ -104,8 +105,10 @@ enum QueueScripts {
               order[#order + 1] = m
               redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
             end
-            for i = 13 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
-            local shareAfter = tonumber(ARGV[12 + nWarm])
+            for i = 14 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+            local shareAfter, mayLoad = tonumber(ARGV[12 + nWarm]), ARGV[13 + nWarm] == '1'
+            -- Routing workers are alive: the reclaim keeps parked entries in place rather than hand them back.
+            redis.call('SET', prefix .. 'routing', me, 'PX', math.max(1, tonumber(expiry) - now))
             local elsewhere = {}
             -- How many other live workers hold m warm (claims that ran out are dropped on the way).
             local function warmElsewhere(m)
@@ -167,7 +170,7 @@ enum QueueScripts {
               for _, c in ipairs(overdue) do if want > 0 then take(c) end end
               for _, c in ipairs(warm) do if want > 0 then take(c) end end
               -- At most one cold model per take, so one worker does not start loading several.
-              if want > 0 and #cold > 0 and claimed == '' then
+              if want > 0 and #cold > 0 and claimed == '' and mayLoad then
                 local m = cold[1][4]
                 for _, c in ipairs(cold) do if want > 0 and c[4] == m then take(c) end end
                 -- Claim the model at once, so other workers leave its jobs to us; with a full cache
@@ -179,7 +182,7 @@ enum QueueScripts {
               end
               -- Nothing else to do here: share the model with the longest backlog set aside for other
               -- workers, when it exceeds shareAfter jobs per worker holding it warm.
-              if want > 0 and #out == 0 and claimed == '' and shareAfter > 0 then
+              if want > 0 and #out == 0 and claimed == '' and shareAfter > 0 and mayLoad then
                 local best, most = nil, 0
                 for m, list in pairs(away) do
                   if #list > warmElsewhere(m) * shareAfter and #list > most then best, most = m, #list end
@@ -261,18 +264,27 @@ enum QueueScripts {
 
     /// Reclaim entries whose lease ran out (their worker is gone): each goes back on its lane as
     /// its next attempt, or to the dead-letter stream when it has no attempts left.
-    /// Entries set aside by warm-model routing for longer than the release age go back on the
-    /// lane as they are (no attempt counted) first, so they are never mistaken for lost ones.
+    /// First, entries parked by warm-model routing for longer than the release age, so they are
+    /// never mistaken for lost ones: while a routing worker is alive they keep their place and
+    /// their idle time is set back to the keep age (they stay overdue, so they are taken first);
+    /// with none alive they go back on the lane as they are, for any worker (no attempt counted).
     /// KEYS: lane, dead, stats. ARGV: group, consumer, min idle ms, count, lane name, ttl,
-    /// dead max length, now ms, key prefix, parked consumer, release age ms. Returns {requeued, dead}.
+    /// dead max length, now ms, key prefix, parked consumer, release age ms, keep age ms.
+    /// Returns {requeued, dead}.
     static let reclaim = RedisScript(
         """
         local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[11], '-', '+', ARGV[4], ARGV[10])
+        local routing = redis.call('EXISTS', ARGV[9] .. 'routing') == 1
         for _, p in ipairs(stale) do
-          local r = redis.call('XRANGE', KEYS[1], p[1], p[1])
-          if r[1] then redis.call('XADD', KEYS[1], '*', unpack(r[1][2])) end
-          redis.call('XACK', KEYS[1], ARGV[1], p[1])
-          redis.call('XDEL', KEYS[1], p[1])
+          if routing then
+            redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[10], 0, p[1], 'IDLE', ARGV[12], 'JUSTID')
+          else
+            local r = redis.call('XRANGE', KEYS[1], p[1], p[1])
+            if r[1] then redis.call('XADD', KEYS[1], '*', unpack(r[1][2])) end
+            redis.call('XACK', KEYS[1], ARGV[1], p[1])
+            redis.call('XDEL', KEYS[1], p[1])
+            redis.call('HINCRBY', KEYS[3], 'unparked', 1)
+          end
         end
         local moved, dead = 0, 0
         local claimed = {}

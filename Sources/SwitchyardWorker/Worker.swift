@@ -36,6 +36,8 @@ public final class Worker: Service, Sendable {
 
     struct InFlight: Sendable {
         var delivery: Delivery
+        /// The job's model ('' until decoded, or for a bad payload).
+        var model = ""
         var task: Task<Void, Never>?
         var deadline: ContinuousClock.Instant
         var running = true
@@ -193,7 +195,7 @@ public final class Worker: Service, Sendable {
                 continue
             }
             do {
-                let warm = await source.warmModels()
+                let (warm, busy) = await warmModels(source)
                 let released = state.withLock { Array($0.publishedWarm.subtracting(warm)) }
                 let take = try await queue.takeWarm(
                     consumer: configuration.id,
@@ -201,6 +203,8 @@ public final class Worker: Service, Sendable {
                     warm: warm,
                     released: released,
                     cacheSize: source.modelCacheSize,
+                    // Every slot of the cache serves a running job: taking a job for another model would only make it wait.
+                    mayLoad: busy < source.modelCacheSize,
                     routing: routing
                 )
                 state.withLock { s in
@@ -224,11 +228,22 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// Models of running jobs first (a job just taken may not have reached the manager yet), then
+    /// the executor's warm models, most recently used first; and how many distinct models run now.
+    private func warmModels(_ source: any WarmModelReporting) async -> (warm: [String], busy: Int) {
+        let running = state.withLock { s in s.inFlight.values.filter { $0.running && !$0.model.isEmpty }.map(\.model) }
+        var warm: [String] = []
+        for model in running + (await source.warmModels()) where !warm.contains(model) { warm.append(model) }
+        return (warm, Set(running).count)
+    }
+
     /// Entries set aside must be taken (or given back by the reclaim at half a lease) well before
     /// a lease runs out, so the longest wait is at most a quarter of the lease.
     private func effective(_ routing: WarmRouting) -> WarmRouting {
         var routing = routing
         routing.longestWait = min(routing.longestWait, queue.configuration.lease / 4)
+        // The reclaim looks at up to 100 parked entries per lane; more could age into "lost".
+        routing.lookahead = min(max(routing.lookahead, 1), 100)
         routing.claimTTL = max(routing.claimTTL, configuration.heartbeatTTL)
         return routing
     }
@@ -265,7 +280,7 @@ public final class Worker: Service, Sendable {
             return
         }
         let deadline = ContinuousClock.now + .milliseconds(Int64(job.timeout * 1000))
-        state.withLock { $0.inFlight[delivery.entryID] = InFlight(delivery: delivery, task: nil, deadline: deadline) }
+        state.withLock { $0.inFlight[delivery.entryID] = InFlight(delivery: delivery, model: job.model, task: nil, deadline: deadline) }
         let task = Task { await self.runJob(job, delivery: delivery) }
         let stoppedAlready = state.withLock { s -> Bool in
             guard s.inFlight[delivery.entryID]?.running == true else { return false }
@@ -473,7 +488,8 @@ public final class Worker: Service, Sendable {
         while !Task.isCancelled {
             // Read outside the lock: /proc and the host name can block.
             let rss = residentMemoryBytes()
-            let models = await warmSource?.warmModels()
+            var models: [String]?
+            if let source = warmSource { models = await warmModels(source).warm }
             let info = state.withLock { s in
                 WorkerInfo(
                     id: configuration.id,
@@ -494,6 +510,8 @@ public final class Worker: Service, Sendable {
             try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL)
             // A worker busy with long jobs takes nothing for a while: keep its warm claims alive.
             if let models, let routing = configuration.warmRouting, !models.isEmpty {
+                // Recorded as published, so stopping withdraws them too.
+                state.withLock { $0.publishedWarm.formUnion(models) }
                 try? await queue.renewWarm(workerID: configuration.id, models: models, ttl: effective(routing).claimTTL)
             }
             try? await Task.sleep(for: configuration.heartbeatInterval)

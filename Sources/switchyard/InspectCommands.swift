@@ -59,7 +59,7 @@ struct StatusCommand: AsyncParsableCommand {
                 return
             }
             print("queue \(status.queue)")
-            print("  lane      waiting  pending  set aside for a warm worker")
+            print("  lane      waiting  pending  (of waiting: parked by warm-model routing)")
             for lane in status.lanes {
                 print(
                     "  " + lane.name.padding(toLength: 8, withPad: " ", startingAt: 0)

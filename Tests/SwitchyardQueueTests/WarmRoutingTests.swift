@@ -194,7 +194,31 @@ struct WarmRoutingTests {
         #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 0)
     }
 
-    @Test func theReclaimGivesBackJobsSetAsideWithoutCountingAnAttempt() async throws {
+    @Test func whileRoutingWorkersLiveTheReclaimKeepsParkedJobsInPlace() async throws {
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        // As a worker would run it: the longest wait at most a quarter of the lease.
+        let routing = WarmRouting(longestWait: .milliseconds(250), claimTTL: .seconds(60))
+        try await claim(f, "b", ["m2"], routing: routing)
+        let older = job("m2", "older")
+        _ = try await f.queue.push(older)
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: routing).deliveries.isEmpty)
+        let entry = try await f.pool.send("XRANGE", f.queue.keys.lane(.default), "-", "+").array?.first?.array?.first?.string
+        let newer = job("m7", "newer")
+        _ = try await f.queue.push(newer)
+        try await Task.sleep(for: .milliseconds(600))
+        let (requeued, dead) = try await f.queue.reclaimExpired(consumer: "a")
+        #expect(requeued == 0 && dead == 0)
+        // Same entry, same place: not re-added behind the newer job, and not claimed as lost.
+        #expect(try await f.pool.send("XRANGE", f.queue.keys.lane(.default), "-", "+").array?.first?.array?.first?.string == entry)
+        // Overdue, so the next routing take runs it first, as attempt 1.
+        let taken = try await f.queue.takeWarm(consumer: "c", count: 1, warm: ["m7"], cacheSize: 1, routing: routing)
+        #expect(taken.deliveries.map(\.jobID) == [older.id])
+        #expect(taken.deliveries.first?.attempt == 1)
+    }
+
+    @Test func withNoRoutingWorkerLeftTheReclaimGivesParkedJobsBack() async throws {
         let f = try QueueFixture { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
@@ -203,16 +227,34 @@ struct WarmRoutingTests {
         _ = try await f.queue.push(waiting)
         let routing = WarmRouting(longestWait: .seconds(60))
         #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: routing).deliveries.isEmpty)
-        // Not yet half a lease: it stays set aside.
+        // Not yet half a lease: it stays parked.
         _ = try await f.queue.reclaimExpired(consumer: "a")
         #expect(try await f.queue.status().lanes.first { $0.name == "default" }?.parked == 1)
+        // The routing workers are gone (their mark ran out).
+        try await f.pool.send("DEL", f.queue.keys.routing)
         try await Task.sleep(for: .milliseconds(600))
         let (requeued, dead) = try await f.queue.reclaimExpired(consumer: "a")
         #expect(requeued == 0 && dead == 0)
+        #expect(try await f.queue.status().counters["unparked"] == 1)
         // Back on the lane as it was: a plain take gets attempt 1.
         let taken = try await f.queue.take(consumer: "c", count: 1)
         #expect(taken.map(\.jobID) == [waiting.id])
         #expect(taken.first?.attempt == 1)
+    }
+
+    @Test func aWorkerWithEveryCacheSlotBusyTakesOnlyWarmJobs() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let cold = job("m3")
+        let warm = job("m1")
+        _ = try await f.queue.push([cold, warm])
+        let busy = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, mayLoad: false, routing: WarmRouting())
+        #expect(busy.deliveries.map(\.jobID) == [warm.id])
+        #expect(busy.claimedModel == nil)
+        #expect(try await f.queue.warmHolders(of: "m1") == ["a"])
+        let free = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, mayLoad: true, routing: WarmRouting())
+        #expect(free.deliveries.map(\.jobID) == [cold.id])
     }
 
     @Test func waitingForNewEntriesIgnoresJobsSetAside() async throws {
