@@ -35,6 +35,9 @@ struct ModelsBench: AsyncParsableCommand {
 
     func run() async throws {
         guard ["all", "single", "mixed"].contains(part) else { throw ValidationError("--part: '\(part)' is not all, single or mixed") }
+        guard requests >= 1, loads >= 1, mixedJobs >= 3 else {
+            throw ValidationError("--requests and --loads must be at least 1, --mixed-jobs at least 3")
+        }
         var report: [String: Any] = ["benchmark": "models"]
         if part != "mixed" { report.merge(try await single(), uniquingKeysWith: { $1 }) }
         if part != "single" { report.merge(try await mixed(), uniquingKeysWith: { $1 }) }

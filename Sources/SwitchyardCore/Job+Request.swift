@@ -96,6 +96,16 @@ extension Job {
             guard let o = p.object else { throw JobValidationError(field: "parameters", problem: "expected an object, got \(p.typeName)") }
             parameters = o
         }
+        // Sampling settings mean nothing to an image or embedding endpoint, and strict APIs refuse
+        // unknown body fields: say so at push rather than fail at the provider.
+        if kind != .chat {
+            for field in ["temperature", "max_tokens", "top_p", "stop"] where object[field] != nil && object[field] != .null {
+                throw JobValidationError(
+                    field: field,
+                    problem: "applies to chat jobs only; put settings for a \(kind.rawValue) provider in parameters"
+                )
+            }
+        }
         if let t = try number("temperature", 0...2) { parameters["temperature"] = .number(t) }
         if let m = try integer("max_tokens", 1...1_000_000) { parameters["max_tokens"] = .number(Double(m)) }
         if let s = try integer("seed", Int(Int32.min)...Int(Int32.max)) { parameters["seed"] = .number(Double(s)) }

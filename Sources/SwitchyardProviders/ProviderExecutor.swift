@@ -56,6 +56,13 @@ public struct ProvidersFile: Sendable, Codable {
                 configuration.maxConnections = n
                 configuration.connectionCacheSize = max(configuration.connectionCacheSize, n)
             }
+            if configuration.maxConnectionsPerHost > configuration.maxConnections {
+                throw ProviderError(
+                    .configuration,
+                    "field 'http.max_connections_per_host' (\(configuration.maxConnectionsPerHost)) is more than http.max_connections (\(configuration.maxConnections))",
+                    provider: nil
+                )
+            }
             if let http2 { configuration.http2 = http2 }
             if let caFile {
                 guard FileManager.default.isReadableFile(atPath: caFile) else {

@@ -169,11 +169,14 @@ public final class JobQueue: Sendable {
         _ = try await redis.pipeline(models.map { RedisCommand("ZREM", keys.warm($0), workerID) })
     }
 
-    /// Renews a worker's claims in the warm-model index for `ttl`.
+    /// Renews a worker's claims in the warm-model index for `ttl`, and the mark that a routing
+    /// worker is alive (so a busy one that takes nothing for a while still keeps parked entries in place).
     public func renewWarm(workerID: String, models: [String], ttl: Duration) async throws {
-        guard !models.isEmpty else { return }
         let expiry = Self.nowMs() + ttl.milliseconds
-        _ = try await redis.pipeline(models.map { RedisCommand("ZADD", keys.warm($0), expiry, workerID) })
+        _ = try await redis.pipeline(
+            models.map { RedisCommand("ZADD", keys.warm($0), expiry, workerID) }
+                + [RedisCommand("SET", keys.routing, workerID, "PX", max(1, ttl.milliseconds))]
+        )
     }
 
     /// Live workers holding `model` warm, from the warm-model index.

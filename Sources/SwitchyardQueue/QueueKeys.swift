@@ -30,7 +30,8 @@ public struct QueueKeys: Sendable, Hashable {
     public func batchJobs(_ id: String) -> String { prefix + "batchjobs:" + id }
     /// The dead-letter stream.
     public var dead: String { prefix + "dead" }
-    /// Hash of cumulative counters: pushed, succeeded, failed, dead, cancelled, retried, reclaimed.
+    /// Hash of cumulative counters: pushed, succeeded, failed, dead, cancelled, retried, reclaimed,
+    /// unparked.
     public var stats: String { prefix + "stats" }
     /// Sorted set of worker ids scored by last heartbeat (ms).
     public var workers: String { prefix + "workers" }
@@ -39,7 +40,7 @@ public struct QueueKeys: Sendable, Hashable {
     /// Sorted set of the workers holding `model` warm (loaded or loading), scored by when that
     /// claim expires (ms). Read by warm-model routing.
     public func warm(_ model: String) -> String { prefix + "warm:" + model }
-    /// Set by every take of a worker with warm-model routing, expiring after its claim TTL: while
+    /// Set by every take and heartbeat of a worker with warm-model routing, expiring after its claim TTL: while
     /// it exists, the reclaim keeps parked entries in place instead of handing them back.
     public var routing: String { prefix + "routing" }
     /// The consumer group every worker of the queue reads with.

@@ -150,7 +150,7 @@ enum QueueScripts {
                 if id and redis.call('EXISTS', prefix .. 'result:' .. id) == 1 then
                   redis.call('XACK', lane, group, c[1])
                   redis.call('XDEL', lane, c[1])
-                elseif c[3] >= maxWait then
+                elseif c[3] >= maxWait and (mayLoad or model == nil or mine[model]) then
                   overdue[#overdue + 1] = c
                 elseif model == nil or mine[model] then
                   warm[#warm + 1] = c

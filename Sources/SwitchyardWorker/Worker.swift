@@ -509,7 +509,7 @@ public final class Worker: Service, Sendable {
             }
             try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL)
             // A worker busy with long jobs takes nothing for a while: keep its warm claims alive.
-            if let models, let routing = configuration.warmRouting, !models.isEmpty {
+            if let models, let routing = configuration.warmRouting {
                 // Recorded as published, so stopping withdraws them too.
                 state.withLock { $0.publishedWarm.formUnion(models) }
                 try? await queue.renewWarm(workerID: configuration.id, models: models, ttl: effective(routing).claimTTL)

@@ -22,7 +22,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var concurrency: Int?
 
     @Option(
-        help: "What runs the jobs: provider (the providers file), echo (test executor: answers with the input, calls no model) or noop (benchmarks)."
+        help:
+            "What runs the jobs: local (model servers from --models), provider (the providers file), echo (test executor: answers with the input, calls no model) or noop (benchmarks)."
     )
     var executor = "echo"
 

@@ -54,6 +54,8 @@ struct ProvidersFileTests {
         #expect(configuration.maxConnectionsPerHost == 4 && configuration.maxConnections == 128 && configuration.http2 == false)
         #expect(configuration.connectionCacheSize >= 128)
         #expect(message(#"{"providers": [], "http": {"max_connection": 4}}"#).contains("'http.max_connection' is not a known setting"))
+        let inverted = try load(#"{"providers": [], "http": {"max_connections_per_host": 32, "max_connections": 8}}"#)
+        #expect(throws: ProviderError.self) { try inverted.http?.clientConfiguration() }
         let zero = try load(#"{"providers": [], "http": {"max_connections_per_host": 0}}"#)
         #expect(throws: ProviderError.self) { try zero.http?.clientConfiguration() }
         let missing = try load(#"{"providers": [], "http": {"ca_file": "/nonexistent/ca.pem"}}"#)

@@ -269,6 +269,8 @@ struct JobRequestTests {
         (#"{"model":"m","prompt":"x","modle":"typo"}"#, "modle"),
         (#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#, "messages[0].role"),
         (#"{"model":"m","kind":"image","prompt":"x","size":"big"}"#, "size"),
+        (#"{"model":"m","kind":"image","prompt":"x","temperature":0.5}"#, "temperature"),
+        (#"{"model":"m","kind":"embedding","input":["a"],"max_tokens":5}"#, "max_tokens"),
         (#"{"model":"m","kind":"embedding"}"#, "input"),
         (#"{"model":"m","prompt":"x","temperature":7}"#, "temperature"),
         (#"{"model":"m","prompt":"x","id":"has space"}"#, "id"),

@@ -255,6 +255,14 @@ struct WarmRoutingTests {
         #expect(try await f.queue.warmHolders(of: "m1") == ["a"])
         let free = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, mayLoad: true, routing: WarmRouting())
         #expect(free.deliveries.map(\.jobID) == [cold.id])
+        // Overdue jobs for another model wait for a worker that can load it.
+        let noWait = WarmRouting(longestWait: .zero)
+        try await claim(f, "b", ["m2"], routing: noWait)
+        let overdue = job("m2")
+        _ = try await f.queue.push(overdue)
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, mayLoad: false, routing: noWait).deliveries.isEmpty)
+        let loads = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, mayLoad: true, routing: noWait)
+        #expect(loads.deliveries.map(\.jobID) == [overdue.id])
     }
 
     @Test func waitingForNewEntriesIgnoresJobsSetAside() async throws {
