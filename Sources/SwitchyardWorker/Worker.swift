@@ -103,9 +103,10 @@ public final class Worker: Service, Sendable {
                 }
                 if self.isDraining { return }
                 if let source = self.warmSource, let routing = self.configuration.warmRouting {
-                    await self.warmFetchLoop(source: source, routing: self.effective(routing))
+                    let routing = self.effective(routing)
+                    await self.fetchLoop { try await self.takeWarm(free: $0, source: source, routing: routing) }
                 } else {
-                    await self.fetchLoop()
+                    await self.fetchLoop { try await self.takeInOrder(free: $0) }
                 }
             }
             state.withLock { $0.fetchTask = fetch }
@@ -150,7 +151,9 @@ public final class Worker: Service, Sendable {
         slotFreed.notify()
     }
 
-    private func fetchLoop() async {
+    /// Takes jobs while there are free slots, waiting for one when all are busy; `fill` takes up
+    /// to the given number of jobs (or waits a while for some). Survives Redis going away.
+    private func fetchLoop(_ fill: (_ free: Int) async throws -> Void) async {
         var failures = 0
         while !isDraining && !Task.isCancelled {
             let free = configuration.concurrency - inFlightCount
@@ -159,19 +162,7 @@ public final class Worker: Service, Sendable {
                 continue
             }
             do {
-                var deliveries = try await queue.take(consumer: configuration.id, count: free)
-                if deliveries.isEmpty {
-                    deliveries = try await queue.waitForWork(
-                        on: blocking,
-                        consumer: configuration.id,
-                        count: free,
-                        block: configuration.blockTimeout
-                    )
-                }
-                // COUNT applies per stream, so a read over three lanes can bring up to three times
-                // the free slots: keep what fits, hand the rest straight back.
-                for delivery in deliveries.prefix(free) { start(delivery) }
-                if deliveries.count > free { try await queue.handBack(Array(deliveries[free...])) }
+                try await fill(free)
                 if failures > 0 { logger.info("reading jobs again") }
                 failures = 0
             } catch is CancellationError {
@@ -184,47 +175,41 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    /// Warm-model routing's take loop: the take script picks jobs by model; when it finds none,
-    /// wait for a new entry on any lane, or until a job set aside for another worker is overdue.
-    private func warmFetchLoop(source: any WarmModelReporting, routing: WarmRouting) async {
-        var failures = 0
-        while !isDraining && !Task.isCancelled {
-            let free = configuration.concurrency - inFlightCount
-            if free <= 0 {
-                _ = await slotFreed.wait()
-                continue
-            }
-            do {
-                let (warm, busy) = await warmModels(source)
-                let released = state.withLock { Array($0.publishedWarm.subtracting(warm)) }
-                let take = try await queue.takeWarm(
-                    consumer: configuration.id,
-                    count: free,
-                    warm: warm,
-                    released: released,
-                    cacheSize: source.modelCacheSize,
-                    // Every slot of the cache serves a running job: taking a job for another model would only make it wait.
-                    mayLoad: busy < source.modelCacheSize,
-                    routing: routing
-                )
-                state.withLock { s in
-                    s.publishedWarm = Set(warm)
-                    if let claimed = take.claimedModel { s.publishedWarm.insert(claimed) }
-                }
-                for delivery in take.deliveries { start(delivery) }
-                if take.deliveries.isEmpty {
-                    let block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
-                    _ = try await queue.waitForNewEntries(on: blocking, after: take.lastEntryIDs, block: block)
-                }
-                if failures > 0 { logger.info("reading jobs again") }
-                failures = 0
-            } catch is CancellationError {
-                return
-            } catch {
-                if isDraining { return }
-                failures += 1
-                await handleLoopError(error, in: "read jobs", failures: failures)
-            }
+    /// Jobs in queue order: the take script, then a blocking read when it finds nothing.
+    private func takeInOrder(free: Int) async throws {
+        var deliveries = try await queue.take(consumer: configuration.id, count: free)
+        if deliveries.isEmpty {
+            deliveries = try await queue.waitForWork(on: blocking, consumer: configuration.id, count: free, block: configuration.blockTimeout)
+        }
+        // COUNT applies per stream, so a read over three lanes can bring up to three times
+        // the free slots: keep what fits, hand the rest straight back.
+        for delivery in deliveries.prefix(free) { start(delivery) }
+        if deliveries.count > free { try await queue.handBack(Array(deliveries[free...])) }
+    }
+
+    /// Warm-model routing: the take script picks jobs by model; when it finds none, wait for a new
+    /// entry on any lane, or until a job set aside for another worker is overdue.
+    private func takeWarm(free: Int, source: any WarmModelReporting, routing: WarmRouting) async throws {
+        let (warm, busy) = await warmModels(source)
+        let released = state.withLock { Array($0.publishedWarm.subtracting(warm)) }
+        let take = try await queue.takeWarm(
+            consumer: configuration.id,
+            count: free,
+            warm: warm,
+            released: released,
+            cacheSize: source.modelCacheSize,
+            // Every slot of the cache serves a running job: taking a job for another model would only make it wait.
+            mayLoad: busy < source.modelCacheSize,
+            routing: routing
+        )
+        state.withLock { s in
+            s.publishedWarm = Set(warm)
+            if let claimed = take.claimedModel { s.publishedWarm.insert(claimed) }
+        }
+        for delivery in take.deliveries { start(delivery) }
+        if take.deliveries.isEmpty {
+            let block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
+            _ = try await queue.waitForNewEntries(on: blocking, after: take.lastEntryIDs, block: block)
         }
     }
 

@@ -244,18 +244,12 @@ struct WorkerProcessTests {
     @Test func workerKeepsALocalModelServerWarmAndStopsItOnSIGTERM() async throws {
         let f = try QueueFixture()
         defer { f.close() }
-        let model = try LlamaServer.tinyModel()
-        let catalog = FileManager.default.temporaryDirectory.appendingPathComponent("models-\(UUID().uuidString).json")
-        let command = HardwareProfile.llamaCppPythonServer(python: LlamaServer.python)
-        let json = try JSONSerialization.data(withJSONObject: [
-            "models": ["tiny": ["file": model, "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 256, "command": command]]
-        ])
-        try json.write(to: catalog)
-        defer { try? FileManager.default.removeItem(at: catalog) }
+        let catalog = try LlamaServer.catalogFile(models: ["tiny"])
+        defer { try? FileManager.default.removeItem(atPath: catalog) }
         let w = try WorkerProcess(
             redisURL: f.server.url,
             id: "local",
-            arguments: ["--queue", "test", "--executor", "local", "--models", catalog.path, "--profile", "cpu", "--concurrency", "2"]
+            arguments: ["--queue", "test", "--executor", "local", "--models", catalog, "--profile", "cpu", "--concurrency", "2"]
         )
         let jobs = (0..<6).map { i -> Job in
             var job = chatJob("local \(i)")
