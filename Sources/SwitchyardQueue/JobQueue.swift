@@ -133,7 +133,7 @@ public final class JobQueue: Sendable {
             arguments: [
                 QueueKeys.group, consumer, max(0, count), keys.prefix, QueueKeys.parkedConsumer, routing.lookahead,
                 routing.longestWait.milliseconds, now, now + routing.claimTTL.milliseconds, max(1, cacheSize), warm.count,
-            ] + warm + [routing.shareAfter, mayLoad ? 1 : 0] + released
+            ] + warm + [routing.shareAfter, mayLoad ? 1 : 0, max(1, configuration.lease.milliseconds / 4)] + released
         )
         try reply.throwingServerError()
         let parts = reply.array ?? []

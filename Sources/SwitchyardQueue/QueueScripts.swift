@@ -78,19 +78,20 @@ enum QueueScripts {
         """
     )
 
-    /// Take with warm-model routing. Candidates per lane are the entries set aside earlier (pending
+    /// Take with warm-model routing. Candidates per lane are the entries parked earlier (pending
     /// for the parked consumer, oldest first) topped up with new entries read as that consumer, up
-    /// to a lookahead. They are taken, up to COUNT, in this order: entries set aside for at least
-    /// the longest wait (anyone may run them now); entries without a model or for a model warm
-    /// here; then entries of one model that no live worker holds warm (whose model this worker
-    /// claims). Entries for a model another live worker holds warm stay set aside for it. Lanes
-    /// are visited in priority order. Final entries (cancelled) are dropped on the way. A worker
-    /// that found nothing else shares a model whose set-aside backlog exceeds `share after` jobs
-    /// per worker holding it (so one warm worker does not serve a long queue alone).
+    /// to a lookahead. A candidate is warm (no model, or a model warm here), away (its model is
+    /// warm on another live worker, and it has waited less than the longest wait: it stays parked
+    /// for that worker) or cold (anyone may load its model). Taken, up to COUNT: candidates of
+    /// other models that have waited longer than the oldest warm one by more than the starve gap;
+    /// then warm ones; then the cold ones of one model, the oldest's, whose model this worker
+    /// claims; and a worker that found nothing else shares a model whose away backlog exceeds
+    /// `share after` jobs per worker holding it. A worker that may not load takes only warm ones.
+    /// Lanes are visited in priority order. Final entries (cancelled) are dropped on the way.
     /// KEYS: lanes in order. ARGV: group, consumer, count, key prefix, parked consumer, lookahead,
     /// longest wait ms, now ms, warm claim expiry ms, model cache size, n, then n warm models
     /// (most recently used first), share after (0: never), may load ('1': the worker has room to
-    /// load a model; '0': cold and shared models are left alone), then models no longer warm here.
+    /// load a model), starve gap ms, then models no longer warm here.
     /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
     /// model claimed or ''}.
     static let takeWarm = RedisScript(
@@ -105,8 +106,8 @@ enum QueueScripts {
               order[#order + 1] = m
               redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
             end
-            for i = 14 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
-            local shareAfter, mayLoad = tonumber(ARGV[12 + nWarm]), ARGV[13 + nWarm] == '1'
+            for i = 15 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+            local shareAfter, mayLoad, starveGap = tonumber(ARGV[12 + nWarm]), ARGV[13 + nWarm] == '1', tonumber(ARGV[14 + nWarm])
             -- Routing workers are alive: the reclaim keeps parked entries in place rather than hand them back.
             redis.call('SET', prefix .. 'routing', me, 'PX', math.max(1, tonumber(expiry) - now))
             local elsewhere = {}
@@ -134,7 +135,8 @@ enum QueueScripts {
                 local r = redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', lookahead - #held, 'STREAMS', lane, '>')
                 if r then for _, e in ipairs(r[1][2]) do cands[#cands + 1] = {e[1], e[2], 0} end end
               end
-              local overdue, warm, cold, away = {}, {}, {}, {}
+              local warm, cold, away, others = {}, {}, {}, {}
+              local oldestWarm = nil
               for _, c in ipairs(cands) do
                 local id, model, json = nil, nil, nil
                 local f = c[2]
@@ -150,16 +152,19 @@ enum QueueScripts {
                 if id and redis.call('EXISTS', prefix .. 'result:' .. id) == 1 then
                   redis.call('XACK', lane, group, c[1])
                   redis.call('XDEL', lane, c[1])
-                elseif c[3] >= maxWait and (mayLoad or model == nil or mine[model]) then
-                  overdue[#overdue + 1] = c
                 elseif model == nil or mine[model] then
                   warm[#warm + 1] = c
-                elseif warmElsewhere(model) > 0 then
+                  if oldestWarm == nil or c[3] > oldestWarm then oldestWarm = c[3] end
+                elseif c[3] < maxWait and warmElsewhere(model) > 0 then
                   if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
                   away[model] = away[model] or {}
                   table.insert(away[model], c)
+                  others[#others + 1] = c
                 else
+                  -- No live worker holds it warm, or the one that does has not taken it within
+                  -- the longest wait: any worker may load its model now.
                   cold[#cold + 1] = c
+                  others[#others + 1] = c
                 end
               end
               local function take(c)
@@ -167,7 +172,14 @@ enum QueueScripts {
                 out[#out + 1] = {i, c[1], c[2]}
                 want = want - 1
               end
-              for _, c in ipairs(overdue) do if want > 0 then take(c) end end
+              -- No starving: a job for another model that has waited longer than the oldest warm
+              -- one by more than the gap goes first, so a steady stream of warm jobs cannot hold
+              -- it back for ever. Ages alone would not do: under a long queue every job is old.
+              if mayLoad and oldestWarm then
+                for _, c in ipairs(others) do
+                  if want > 0 and c[3] > oldestWarm + starveGap then take(c) end
+                end
+              end
               for _, c in ipairs(warm) do if want > 0 then take(c) end end
               -- At most one cold model per take, so one worker does not start loading several.
               if want > 0 and #cold > 0 and claimed == '' and mayLoad then

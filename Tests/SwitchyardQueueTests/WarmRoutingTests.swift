@@ -161,6 +161,42 @@ struct WarmRoutingTests {
         )
     }
 
+    @Test func jobsPastTheLongestWaitGoOneModelAtATimeNotInQueueOrder() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let routing = WarmRouting(longestWait: .milliseconds(100))
+        try await claim(f, "b", ["m2", "m3"], routing: routing)
+        let jobs = [job("m2", "0"), job("m3", "1"), job("m2", "2"), job("m3", "3")]
+        _ = try await f.queue.push(jobs)
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 4, warm: [], cacheSize: 1, routing: routing).deliveries.isEmpty)
+        try await Task.sleep(for: .milliseconds(200))
+        // All four waited too long for "b": "a" loads one model and takes its jobs, not all four.
+        let taken = try await f.queue.takeWarm(consumer: "a", count: 4, warm: [], cacheSize: 1, routing: routing)
+        #expect(taken.deliveries.map(\.jobID) == [jobs[0].id, jobs[2].id])
+        #expect(taken.claimedModel == "m2")
+    }
+
+    @Test func aColdJobDoesNotStarveBehindAStreamOfWarmOnes() async throws {
+        // The starve gap is a quarter of the lease: 250 ms here.
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let cold = job("m3")
+        _ = try await f.queue.push([cold, job("m1")])
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: WarmRouting()).deliveries.count == 1)
+        try await Task.sleep(for: .milliseconds(400))
+        let fresh = job("m1", "fresh")
+        _ = try await f.queue.push(fresh)
+        let taken = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
+        #expect(taken.deliveries.map(\.jobID) == [cold.id])
+        #expect(
+            try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: WarmRouting()).deliveries.map(\.jobID) == [
+                fresh.id
+            ]
+        )
+    }
+
     @Test func claimsOfStoppedOrSilentWorkersHoldNothing() async throws {
         let f = try QueueFixture()
         defer { f.close() }
@@ -212,8 +248,8 @@ struct WarmRoutingTests {
         #expect(requeued == 0 && dead == 0)
         // Same entry, same place: not re-added behind the newer job, and not claimed as lost.
         #expect(try await f.pool.send("XRANGE", f.queue.keys.lane(.default), "-", "+").array?.first?.array?.first?.string == entry)
-        // Overdue, so the next routing take runs it first, as attempt 1.
-        let taken = try await f.queue.takeWarm(consumer: "c", count: 1, warm: ["m7"], cacheSize: 1, routing: routing)
+        // Past the longest wait, so a worker without work of its own loads m2 for it, as attempt 1.
+        let taken = try await f.queue.takeWarm(consumer: "c", count: 1, warm: [], cacheSize: 1, routing: routing)
         #expect(taken.deliveries.map(\.jobID) == [older.id])
         #expect(taken.deliveries.first?.attempt == 1)
     }
