@@ -112,9 +112,11 @@ public final class JobQueue: Sendable {
 
     /// Takes up to `count` entries with warm-model routing: jobs for models in `warm` first, then
     /// jobs of one model no live worker holds warm; jobs for a model another live worker holds
-    /// warm are set aside for it for up to `routing.longestWait`, after which anyone takes them;
-    /// a worker with nothing else to do shares a model whose set-aside backlog exceeds
-    /// `routing.shareAfter` jobs per worker holding it.
+    /// warm are parked for it for up to `routing.longestWait`, after which they count as cold (a
+    /// model at a time); a job of another model that has waited longer than the oldest warm one
+    /// by more than a quarter of the lease goes first (no starving); a worker with nothing else to
+    /// do shares a model whose parked backlog exceeds `routing.shareAfter` jobs per worker holding
+    /// it. Keep `longestWait` at most a quarter of the lease, as workers do.
     /// Also publishes `warm` (and withdraws `released`) in the warm-model index.
     /// See docs/ARCHITECTURE.md, "Warm-model routing".
     public func takeWarm(

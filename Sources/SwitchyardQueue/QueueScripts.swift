@@ -83,8 +83,8 @@ enum QueueScripts {
     /// to a lookahead. A candidate is warm (no model, or a model warm here), away (its model is
     /// warm on another live worker, and it has waited less than the longest wait: it stays parked
     /// for that worker) or cold (anyone may load its model). Taken, up to COUNT: candidates of
-    /// other models that have waited longer than the oldest warm one by more than the starve gap;
-    /// then warm ones; then the cold ones of one model, the oldest's, whose model this worker
+    /// one other model that have waited longer than the oldest warm one by more than the starve
+    /// gap (its model claimed); then warm ones; then the cold ones of one model, the oldest's, whose model this worker
     /// claims; and a worker that found nothing else shares a model whose away backlog exceeds
     /// `share after` jobs per worker holding it. A worker that may not load takes only warm ones.
     /// Lanes are visited in priority order. Final entries (cancelled) are dropped on the way.
@@ -172,25 +172,34 @@ enum QueueScripts {
                 out[#out + 1] = {i, c[1], c[2]}
                 want = want - 1
               end
+              -- Claim model m for this worker at once, so other workers leave its jobs to it; with a
+              -- full cache the least recently used model's claim goes.
+              local function claim(m)
+                if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
+                redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
+                mine[m] = true
+                claimed = m
+              end
               -- No starving: a job for another model that has waited longer than the oldest warm
-              -- one by more than the gap goes first, so a steady stream of warm jobs cannot hold
-              -- it back for ever. Ages alone would not do: under a long queue every job is old.
-              if mayLoad and oldestWarm then
+              -- one by more than the gap goes first (with the other starving jobs of its model), so
+              -- a steady stream of warm jobs cannot hold it back for ever. Ages alone would not do:
+              -- under a long queue every job is old.
+              if want > 0 and mayLoad and oldestWarm and claimed == '' then
+                local m = nil
                 for _, c in ipairs(others) do
-                  if want > 0 and c[3] > oldestWarm + starveGap then take(c) end
+                  if c[3] > oldestWarm + starveGap and (m == nil or c[4] == m) and want > 0 then
+                    m = c[4]
+                    take(c)
+                  end
                 end
+                if m then claim(m) end
               end
               for _, c in ipairs(warm) do if want > 0 then take(c) end end
               -- At most one cold model per take, so one worker does not start loading several.
               if want > 0 and #cold > 0 and claimed == '' and mayLoad then
                 local m = cold[1][4]
                 for _, c in ipairs(cold) do if want > 0 and c[4] == m then take(c) end end
-                -- Claim the model at once, so other workers leave its jobs to us; with a full cache
-                -- the least recently used model goes.
-                if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
-                redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
-                mine[m] = true
-                claimed = m
+                claim(m)
               end
               -- Nothing else to do here: share the model with the longest backlog set aside for other
               -- workers, when it exceeds shareAfter jobs per worker holding it warm.
@@ -201,9 +210,7 @@ enum QueueScripts {
                 end
                 if best then
                   for _, c in ipairs(away[best]) do if want > 0 then take(c) end end
-                  if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
-                  redis.call('ZADD', prefix .. 'warm:' .. best, expiry, me)
-                  claimed = best
+                  claim(best)
                 end
               end
             end

@@ -188,7 +188,7 @@ public final class Worker: Service, Sendable {
     }
 
     /// Warm-model routing: the take script picks jobs by model; when it finds none, wait for a new
-    /// entry on any lane, or until a job set aside for another worker is overdue.
+    /// entry on any lane, or until a job parked for another worker reaches the longest wait.
     private func takeWarm(free: Int, source: any WarmModelReporting, routing: WarmRouting) async throws {
         let (warm, busy) = await warmModels(source)
         let released = state.withLock { Array($0.publishedWarm.subtracting(warm)) }

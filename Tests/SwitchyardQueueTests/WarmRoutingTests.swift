@@ -190,6 +190,7 @@ struct WarmRoutingTests {
         _ = try await f.queue.push(fresh)
         let taken = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
         #expect(taken.deliveries.map(\.jobID) == [cold.id])
+        #expect(taken.claimedModel == "m3")
         #expect(
             try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: WarmRouting()).deliveries.map(\.jobID) == [
                 fresh.id
@@ -291,7 +292,7 @@ struct WarmRoutingTests {
         #expect(try await f.queue.warmHolders(of: "m1") == ["a"])
         let free = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, mayLoad: true, routing: WarmRouting())
         #expect(free.deliveries.map(\.jobID) == [cold.id])
-        // Overdue jobs for another model wait for a worker that can load it.
+        // Jobs past the longest wait, for another model, wait for a worker that can load it.
         let noWait = WarmRouting(longestWait: .zero)
         try await claim(f, "b", ["m2"], routing: noWait)
         let overdue = job("m2")
