@@ -5,6 +5,9 @@ import SwitchyardQueue
 import SwitchyardRedis
 
 struct DemoCommand: AsyncParsableCommand {
+    /// Catalog names the demo's jobs alternate between.
+    static let models = ["tiny-a", "tiny-b"]
+
     static let configuration = CommandConfiguration(
         commandName: "demo",
         abstract: "Start a local cluster with a real llama.cpp server, push a batch of chat jobs, and show what happened.",
@@ -34,23 +37,24 @@ struct DemoCommand: AsyncParsableCommand {
         }
         let model = try modelFile ?? generateTinyModel(python: python, say: say)
 
-        // The catalog the workers load: one model, served by llama-cpp-python's server.
+        // The catalog the workers load: two models (the same file under two names, so each costs a
+        // real load), served by llama-cpp-python's server. Each worker fits one, so warm-model
+        // routing has something to do: each worker keeps one model and gets that model's jobs.
         let catalogPath = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-demo-models-\(getpid()).json")
-        let catalog: [String: Any] = [
-            "models": [
-                "tiny": [
-                    "file": model, "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 512,
-                    "command": HardwareProfile.llamaCppPythonServer(python: python),
-                ]
-            ]
+        let entry: [String: Any] = [
+            "file": model, "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 512,
+            "command": HardwareProfile.llamaCppPythonServer(python: python),
         ]
+        let catalog: [String: Any] = ["models": Dictionary(uniqueKeysWithValues: Self.models.map { ($0, entry) })]
         try JSONSerialization.data(withJSONObject: catalog, options: [.prettyPrinted]).write(to: catalogPath)
         defer { try? FileManager.default.removeItem(at: catalogPath) }
 
         let cluster = try await LocalCluster.start(
             options: redis,
             workers: workers,
-            workerArguments: ["--executor", "local", "--models", catalogPath.path, "--profile", "cpu", "--concurrency", "2"],
+            workerArguments: [
+                "--executor", "local", "--models", catalogPath.path, "--profile", "cpu", "--concurrency", "2", "--set", "model_cache_size=1",
+            ],
             say: say
         )
         do {
@@ -69,7 +73,10 @@ struct DemoCommand: AsyncParsableCommand {
                 coldStarts.append("\(file.replacingOccurrences(of: ".log", with: "")): \(String(format: "%.2f", Double(seconds) ?? 0)) s")
             }
         }
-        say("model loads: \(coldStarts.count) (one per worker; every later job found its model warm)")
+        say(
+            "model loads: \(coldStarts.count) for \(Self.models.count) models on \(workers) workers with room for one each "
+                + "(warm-model routing gives each job to a worker that has its model loaded)"
+        )
         for line in coldStarts { say("  cold start \(line)") }
     }
 
@@ -100,7 +107,7 @@ struct DemoCommand: AsyncParsableCommand {
         let jobList = (0..<jobs).map { i -> Job in
             Job(
                 kind: .chat,
-                model: "tiny",
+                model: Self.models[i % Self.models.count],
                 input: JobInput(
                     messages: [ChatMessage(role: "user", content: prompts[i % prompts.count])],
                     parameters: ["max_tokens": .number(16), "temperature": .number(0)]
@@ -108,7 +115,7 @@ struct DemoCommand: AsyncParsableCommand {
                 batch: batch
             )
         }
-        say("pushing \(jobs) chat jobs as batch \(batch)")
+        say("pushing \(jobs) chat jobs for \(Self.models.joined(separator: " and ")), alternating, as batch \(batch)")
         _ = try await queue.push(jobList)
         let progress = ProgressBar(total: jobs)
         let deadline = Date().addingTimeInterval(300)
@@ -122,11 +129,14 @@ struct DemoCommand: AsyncParsableCommand {
         let results = try await queue.results(of: jobList.map(\.id)).compactMap { $0 }
         var byStatus: [String: Int] = [:]
         var byWorker: [String: Int] = [:]
+        var byModel: [String: [String: Int]] = [:]
+        let models = Dictionary(uniqueKeysWithValues: jobList.map { ($0.id, $0.model) })
         var waits: [Double] = []
         var runs: [Double] = []
         for r in results {
             byStatus[r.status.rawValue, default: 0] += 1
             byWorker[r.worker ?? "?", default: 0] += 1
+            byModel[models[r.id] ?? "?", default: [:]][r.worker ?? "?", default: 0] += 1
             if let q = r.timings.queued, let s = r.timings.started, let f = r.timings.finished {
                 waits.append((s - q) * 1000)
                 runs.append((f - s) * 1000)
@@ -137,6 +147,9 @@ struct DemoCommand: AsyncParsableCommand {
         func pct(_ xs: [Double], _ p: Int) -> String { xs.isEmpty ? "-" : String(format: "%.1f ms", xs[min(xs.count - 1, xs.count * p / 100)]) }
         say("results: \(byStatus.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
         say("by worker: \(byWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
+        for (model, workers) in byModel.sorted(by: { $0.key < $1.key }) {
+            say("  \(model) ran on: \(workers.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
+        }
         say("queue wait: p50 \(pct(waits, 50)), p95 \(pct(waits, 95)); inference: p50 \(pct(runs, 50)), p95 \(pct(runs, 95))")
         for r in results.prefix(3) {
             let content = r.output?["content"]?.string ?? ""

@@ -322,7 +322,10 @@ struct WorkerProcessTests {
         let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
         #expect(demo.waitForExit() == 0, "\(text.suffix(1500))")
         #expect(text.contains("results: succeeded 4"))
-        #expect(text.contains("model loads: 1"))
+        // One worker with room for one model, jobs alternating over two: routing takes one
+        // model's jobs, then the other's, so each model is loaded once.
+        #expect(text.contains("model loads: 2 "))
+        #expect(text.contains("tiny-a ran on: ") && text.contains("tiny-b ran on: "))
         #expect(text.contains("redis-server stopped"))
         // Nothing left listening on the port it used.
         #expect(!RedisServer.isListening(port: port))
