@@ -123,6 +123,11 @@ enum QueueScripts {
               return elsewhere[m]
             end
             local out, wake, claimed = {}, -1, ''
+            -- How long ago an entry was added, from its id (the server's clock). The starve test
+            -- uses it rather than the parked time, which the reclaim resets.
+            local time = redis.call('TIME')
+            local serverMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+            local function queuedFor(entry) return serverMs - (tonumber(string.match(entry, '^(%d+)')) or serverMs) end
             for i, lane in ipairs(KEYS) do
               if want <= 0 then break end
               local cands = {}
@@ -154,7 +159,7 @@ enum QueueScripts {
                   redis.call('XDEL', lane, c[1])
                 elseif model == nil or mine[model] then
                   warm[#warm + 1] = c
-                  if oldestWarm == nil or c[3] > oldestWarm then oldestWarm = c[3] end
+                  if oldestWarm == nil or queuedFor(c[1]) > oldestWarm then oldestWarm = queuedFor(c[1]) end
                 elseif c[3] < maxWait and warmElsewhere(model) > 0 then
                   if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
                   away[model] = away[model] or {}
@@ -187,7 +192,7 @@ enum QueueScripts {
               if want > 0 and mayLoad and oldestWarm and claimed == '' then
                 local m = nil
                 for _, c in ipairs(others) do
-                  if c[3] > oldestWarm + starveGap and (m == nil or c[4] == m) and want > 0 then
+                  if queuedFor(c[1]) > oldestWarm + starveGap and (m == nil or c[4] == m) and want > 0 then
                     m = c[4]
                     take(c)
                   end

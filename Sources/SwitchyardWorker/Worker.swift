@@ -131,6 +131,10 @@ public final class Worker: Service, Sendable {
         blocking.close()
         do {
             try await queue.withdrawWarm(workerID: configuration.id, models: Array(state.withLock { $0.publishedWarm }))
+        } catch {
+            logger.warning("could not withdraw warm-model claims (they run out by themselves): \(error)")
+        }
+        do {
             try await queue.deregister(workerID: configuration.id)
         } catch {
             logger.warning("could not deregister: \(error)")
@@ -203,12 +207,17 @@ public final class Worker: Service, Sendable {
             routing: routing
         )
         state.withLock { s in
-            s.publishedWarm = Set(warm)
+            // Merged, not assigned: the heartbeat may have published more meanwhile.
+            s.publishedWarm.subtract(released)
+            s.publishedWarm.formUnion(warm)
             if let claimed = take.claimedModel { s.publishedWarm.insert(claimed) }
         }
         for delivery in take.deliveries { start(delivery) }
         if take.deliveries.isEmpty {
-            let block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
+            var block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
+            // Jobs this worker could not load for now become takeable when a running job ends,
+            // which no new entry announces: look again soon.
+            if busy >= source.modelCacheSize { block = min(block, .milliseconds(100)) }
             _ = try await queue.waitForNewEntries(on: blocking, after: take.lastEntryIDs, block: block)
         }
     }

@@ -109,7 +109,7 @@ struct WarmRoutingTests {
         defer { f.close() }
         try await f.queue.ensureGroups()
         try await claim(f, "b", ["m2"])
-        let routing = WarmRouting(shareAfter: 4)
+        let routing = WarmRouting(longestWait: .seconds(60), shareAfter: 4)
         let first = (0..<4).map { job("m2", "\($0)") }
         _ = try await f.queue.push(first)
         // Four waiting for one warm worker is not more than four: leave them to it.

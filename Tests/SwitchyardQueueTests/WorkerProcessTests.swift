@@ -279,7 +279,7 @@ struct WorkerProcessTests {
         // warm on a busy worker wait for it rather than load the model a second time.
         let arguments = [
             "--queue", "test", "--executor", "local", "--models", catalog, "--profile", "cpu", "--set", "model_cache_size=1",
-            "--concurrency", "1", "--warm-wait", "1m", "--lease", "5m",
+            "--concurrency", "1", "--warm-wait", "5m", "--lease", "20m",
         ]
         let jobs = (0..<12).map { i -> Job in
             var job = chatJob("mixed \(i)")
