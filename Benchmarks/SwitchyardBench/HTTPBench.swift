@@ -110,8 +110,8 @@ struct HTTPBench: AsyncParsableCommand {
         let total = milliseconds(clock.now - start)
         return Measurement(
             opsPerSecond: Double(samples.count) / (total / 1000),
-            p50: samples[samples.count / 2],
-            p99: samples[min(samples.count - 1, samples.count * 99 / 100)]
+            p50: percentile(samples, 50),
+            p99: percentile(samples, 99)
         )
     }
 

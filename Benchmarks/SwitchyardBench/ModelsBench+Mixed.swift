@@ -66,7 +66,7 @@ extension ModelsBench {
         return MixedRun(
             warmRouting: warmRouting,
             loads: workers.map { $0.log.components(separatedBy: "ready after").count - 1 },
-            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+            seconds: seconds(elapsed),
             latencies: latencies,
             succeeded: results.filter { $0.status == .succeeded }.count
         )

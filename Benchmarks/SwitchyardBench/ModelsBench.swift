@@ -55,7 +55,6 @@ struct ModelsBench: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: catalog) }
         var runs: [MixedRun] = []
         for routing in [false, true] { runs.append(try await mixedWorkload(redisURL: server.url, catalog: catalog, warmRouting: routing)) }
-        func p(_ xs: [Double], _ q: Int) -> Double { xs.isEmpty ? 0 : xs[min(xs.count - 1, xs.count * q / 100)] }
         print("")
         print("Mixed workload: \(mixedJobs) chat jobs for m1 m2 m3 interleaved, 2 workers, 1 model each, concurrency 1")
         print(pad("warm-model routing", 22) + pad("loads", 14) + pad("seconds", 10) + pad("jobs/s", 9) + pad("p50 ms", 10) + "p99 ms")
@@ -64,7 +63,7 @@ struct ModelsBench: AsyncParsableCommand {
                 pad(run.warmRouting ? "on (wait \(warmWait))" : "off", 22)
                     + pad("\(run.totalLoads) (\(run.loads.map(String.init).joined(separator: "+")))", 14)
                     + pad(String(format: "%.2f", run.seconds), 10) + pad(String(format: "%.1f", Double(run.succeeded) / run.seconds), 9)
-                    + pad(String(format: "%.0f", p(run.latencies, 50)), 10) + String(format: "%.0f", p(run.latencies, 99))
+                    + pad(String(format: "%.0f", percentile(run.latencies, 50)), 10) + String(format: "%.0f", percentile(run.latencies, 99))
             )
         }
         let off = runs[0]
@@ -86,7 +85,7 @@ struct ModelsBench: AsyncParsableCommand {
             let key = run.warmRouting ? "mixed_routing_on" : "mixed_routing_off"
             out[key] = [
                 "loads": run.totalLoads, "loads_per_worker": run.loads, "seconds": run.seconds, "succeeded": run.succeeded,
-                "latency_p50_ms": p(run.latencies, 50), "latency_p99_ms": p(run.latencies, 99),
+                "latency_p50_ms": percentile(run.latencies, 50), "latency_p99_ms": percentile(run.latencies, 99),
             ]
         }
         out["mixed_jobs"] = mixedJobs
@@ -149,30 +148,32 @@ struct ModelsBench: AsyncParsableCommand {
         await manager.shutdown()
         viaManager.sort()
         straight.sort()
-        func p(_ xs: [Double], _ q: Int) -> Double { xs[min(xs.count - 1, xs.count * q / 100)] }
-        let overhead = p(viaManager, 50) - p(straight, 50)
+        let overhead = percentile(viaManager, 50) - percentile(straight, 50)
         print("Local model servers: the tiny llama.cpp model on llama-cpp-python's server")
         print(pad("measurement", 44) + pad("p50 ms", 10) + "p99 ms")
         print(
-            pad("cold start (\(coldStarts.count) loads)", 44) + pad(String(format: "%.1f", p(coldStarts, 50)), 10)
+            pad("cold start (\(coldStarts.count) loads)", 44) + pad(String(format: "%.1f", percentile(coldStarts, 50)), 10)
                 + String(format: "%.1f", coldStarts.last ?? 0)
         )
-        print(pad("warm chat request, direct", 44) + pad(String(format: "%.3f", p(straight, 50)), 10) + String(format: "%.3f", p(straight, 99)))
         print(
-            pad("warm chat request, through the manager", 44) + pad(String(format: "%.3f", p(viaManager, 50)), 10)
-                + String(format: "%.3f", p(viaManager, 99))
+            pad("warm chat request, direct", 44) + pad(String(format: "%.3f", percentile(straight, 50)), 10)
+                + String(format: "%.3f", percentile(straight, 99))
+        )
+        print(
+            pad("warm chat request, through the manager", 44) + pad(String(format: "%.3f", percentile(viaManager, 50)), 10)
+                + String(format: "%.3f", percentile(viaManager, 99))
         )
         print(
             String(
                 format: "manager overhead at p50: %.3f ms (target <= 1 ms); cold start is %.0fx a warm request",
                 overhead,
-                p(coldStarts, 50) / p(straight, 50)
+                percentile(coldStarts, 50) / percentile(straight, 50)
             )
         )
         return [
             "cold_start_ms": coldStarts,
-            "direct_p50_ms": p(straight, 50), "direct_p99_ms": p(straight, 99),
-            "manager_p50_ms": p(viaManager, 50), "manager_p99_ms": p(viaManager, 99),
+            "direct_p50_ms": percentile(straight, 50), "direct_p99_ms": percentile(straight, 99),
+            "manager_p50_ms": percentile(viaManager, 50), "manager_p99_ms": percentile(viaManager, 99),
             "manager_overhead_p50_ms": overhead,
         ]
     }

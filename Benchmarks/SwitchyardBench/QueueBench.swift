@@ -95,8 +95,8 @@ struct QueueBench: AsyncParsableCommand {
             if i >= 20, let started = result?.timings.started { latencies.append((started - job.queuedAt) * 1000) }
         }
         latencies.sort()
-        let p50 = latencies[latencies.count / 2]
-        let p99 = latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
+        let p50 = percentile(latencies, 50)
+        let p99 = percentile(latencies, 99)
 
         print("Queue: no-op jobs, one worker process, local Redis")
         print(pad("measurement", 44) + "value")
@@ -117,10 +117,5 @@ struct QueueBench: AsyncParsableCommand {
         let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: data, as: UTF8.self))
         if let json { try data.write(to: URL(fileURLWithPath: json)) }
-    }
-
-    private func seconds(_ d: Duration) -> Double {
-        let (s, atto) = d.components
-        return Double(s) + Double(atto) / 1e18
     }
 }

@@ -143,8 +143,8 @@ struct RedisBench: AsyncParsableCommand {
         samples.sort()
         return Measurement(
             opsPerSecond: Double(count) / (total / 1000),
-            p50: samples[samples.count / 2],
-            p99: samples[min(samples.count - 1, samples.count * 99 / 100)]
+            p50: percentile(samples, 50),
+            p99: percentile(samples, 99)
         )
     }
 
@@ -197,6 +197,13 @@ struct Measurement {
 func median(_ ms: [Measurement]) -> Measurement {
     ms.sorted { $0.opsPerSecond < $1.opsPerSecond }[ms.count / 2]
 }
+
+/// The q-th percentile of sorted samples (0 when there are none).
+func percentile(_ sorted: [Double], _ q: Int) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, sorted.count * q / 100)]
+}
+
+func seconds(_ d: Duration) -> Double { milliseconds(d) / 1000 }
 
 func milliseconds(_ d: Duration) -> Double {
     let (s, atto) = d.components

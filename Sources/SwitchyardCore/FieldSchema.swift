@@ -46,4 +46,33 @@ public indirect enum FieldSchema: Sendable {
         for key in K.allCases { fields[key.stringValue] = nested[key.stringValue] ?? .any }
         return .object(fields)
     }
+
+    /// Decodes a configuration file's JSON. A field the schema does not know, a missing one, one
+    /// of the wrong type or a bad value is a `ConfigurationError` naming its path; `hint` follows
+    /// the problem of an unknown field (the settings that are known, say).
+    public func decode<T: Decodable>(_ type: T.Type, from data: Data, unknownFieldHint hint: String = "") throws -> T {
+        if let json = try? JSONSerialization.jsonObject(with: data), let unknown = firstUnknownField(in: json) {
+            throw ConfigurationError(field: unknown, problem: "is not a known setting" + (hint.isEmpty ? "" : " (\(hint))"))
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw ConfigurationError(field: Self.path(context.codingPath + [key]), problem: "is missing")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            throw ConfigurationError(field: Self.path(context.codingPath), problem: "has the wrong type")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ConfigurationError(field: Self.path(context.codingPath), problem: context.debugDescription)
+        }
+    }
+
+    /// `providers[0].base_url`, from a decoder's coding path.
+    public static func path(_ codingPath: [any CodingKey]) -> String {
+        codingPath.reduce(into: "") { out, key in
+            if let index = key.intValue {
+                out += "[\(index)]"
+            } else {
+                out += (out.isEmpty ? "" : ".") + key.stringValue
+            }
+        }
+    }
 }

@@ -87,23 +87,11 @@ public struct ModelCatalog: Sendable, Codable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError(field: "models file", problem: "cannot read \(path)")
         }
-        if let json = try? JSONSerialization.jsonObject(with: data), let unknown = schema.firstUnknownField(in: json) {
-            throw ConfigurationError(
-                field: unknown,
-                problem:
-                    "is not a known setting (a catalog has models and pinned; a model has \(Entry.CodingKeys.allCases.map(\.stringValue).joined(separator: ", ")))"
-            )
-        }
-        let catalog: ModelCatalog
-        do {
-            catalog = try JSONDecoder().decode(ModelCatalog.self, from: data)
-        } catch let DecodingError.keyNotFound(key, context) {
-            throw ConfigurationError(field: (context.codingPath + [key]).map(\.stringValue).joined(separator: "."), problem: "is missing")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: "has the wrong type")
-        } catch let DecodingError.dataCorrupted(context) {
-            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: context.debugDescription)
-        }
+        let catalog = try schema.decode(
+            ModelCatalog.self,
+            from: data,
+            unknownFieldHint: "a catalog has models and pinned; a model has \(Entry.CodingKeys.allCases.map(\.stringValue).joined(separator: ", "))"
+        )
         for name in catalog.pinned where catalog.models[name] == nil {
             throw ConfigurationError(field: "pinned", problem: "'\(name)' is not in models")
         }

@@ -112,35 +112,15 @@ public struct ProvidersFile: Sendable, Codable {
         http = try c.decodeIfPresent(HTTPSettings.self, forKey: .http)
     }
 
-    /// `providers[0].base_url`, from a decoder's coding path.
-    static func fieldPath(_ path: [any CodingKey]) -> String {
-        path.reduce(into: "") { out, key in
-            if let index = key.intValue {
-                out += "[\(index)]"
-            } else {
-                out += (out.isEmpty ? "" : ".") + key.stringValue
-            }
-        }
-    }
-
     public static func load(path: String) throws -> ProvidersFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ProviderError(.configuration, "cannot read the providers file \(path)", provider: nil)
         }
-        if let json = try? JSONSerialization.jsonObject(with: data), let unknown = schema.firstUnknownField(in: json) {
-            throw ProviderError(.configuration, "\(path): field '\(unknown)' is not a known setting", provider: nil)
-        }
         do {
-            return try JSONDecoder().decode(ProvidersFile.self, from: data)
-        } catch let DecodingError.keyNotFound(key, context) {
-            let at = fieldPath(context.codingPath + [key])
-            throw ProviderError(.configuration, "\(path): field '\(at)' is missing", provider: nil)
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            let at = fieldPath(context.codingPath)
-            throw ProviderError(.configuration, "\(path): field '\(at)' has the wrong type", provider: nil)
-        } catch let DecodingError.dataCorrupted(context) {
-            let at = fieldPath(context.codingPath)
-            throw ProviderError(.configuration, "\(path): \(at.isEmpty ? "" : "field '\(at)': ")\(context.debugDescription)", provider: nil)
+            return try schema.decode(ProvidersFile.self, from: data)
+        } catch let error as ConfigurationError {
+            let field = error.field.isEmpty ? "" : "field '\(error.field)' "
+            throw ProviderError(.configuration, "\(path): \(field)\(error.problem)", provider: nil)
         }
     }
 }
