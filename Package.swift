@@ -66,7 +66,10 @@ let package = Package(
         // Local model servers: the catalog and each worker's LRU of model-server processes.
         .target(
             name: "SwitchyardModels",
-            dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "CProcessShim", "SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         // The worker runtime: a Service that takes, runs and finishes jobs, and drains on SIGTERM.
         .target(
@@ -84,6 +87,7 @@ let package = Package(
                 "SwitchyardModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -171,6 +171,10 @@ extension JobResult {
         }
         JSONWriter.key("status", first: &first, to: &out)
         JSONWriter.string(status.rawValue, to: &out)
+        if let testExecutor {
+            JSONWriter.key("test_executor", first: &first, to: &out)
+            JSONWriter.string(testExecutor, to: &out)
+        }
         JSONWriter.key("timings", first: &first, to: &out)
         var timingsFirst = true
         out.append(UInt8(ascii: "{"))
@@ -250,6 +254,7 @@ extension JobResult {
         } else {
             metadata = nil
         }
+        testExecutor = try r.optionalString("test_executor")
     }
 }
 

@@ -21,6 +21,8 @@ public struct JobDefaults: Sendable {
     public var maxAttempts = 3
     public var timeout: Double = 300
     public var batch: String?
+    /// The id of a request that names none (a fresh unique one when nil).
+    public var id: String?
 
     public init(model: String? = nil, kind: JobKind = .chat, priority: JobPriority = .default, batch: String? = nil) {
         self.model = model
@@ -31,6 +33,11 @@ public struct JobDefaults: Sendable {
 }
 
 extension Job {
+    /// Whether `id` may name a job: 1-128 ASCII letters, digits, '-', '_', '.' or ':'.
+    public static func isValidID(_ id: String) -> Bool {
+        (1...128).contains(id.count) && id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }
+    }
+
     /// Fields a request line may carry; anything else is a typo and is rejected.
     static let requestFields: Set<String> = [
         "id", "kind", "model", "route", "messages", "prompt", "parameters", "temperature", "max_tokens", "seed", "top_p",
@@ -82,8 +89,8 @@ extension Job {
             return value
         }
 
-        let id = try string("id") ?? Job.newID()
-        guard (1...128).contains(id.count), id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) else {
+        let id = try string("id") ?? defaults.id ?? Job.newID()
+        guard Job.isValidID(id) else {
             throw JobValidationError(field: "id", problem: "must be 1-128 letters, digits, '-', '_', '.' or ':'")
         }
         let kind = try choice("kind", JobKind.self) ?? defaults.kind
@@ -170,6 +177,13 @@ extension Job {
                 metadata[k] = s
             }
         }
+        func idempotencyKey() throws(JobValidationError) -> String? {
+            guard let key = try string("idempotency_key") else { return nil }
+            guard !key.isEmpty, key.utf8.count <= 256, !key.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 }) else {
+                throw JobValidationError(field: "idempotency_key", problem: "must be 1-256 bytes without control characters")
+            }
+            return key
+        }
         var notBefore = try number("not_before", 0...1e11)
         if let delay = try number("delay", 0...(30 * 86400)), delay > 0 { notBefore = now + delay }
 
@@ -183,7 +197,7 @@ extension Job {
             maxAttempts: try integer("max_attempts", 1...100) ?? defaults.maxAttempts,
             timeout: try number("timeout", 0.001...86400) ?? defaults.timeout,
             cache: try choice("cache", CachePolicy.self) ?? .auto,
-            idempotencyKey: try string("idempotency_key"),
+            idempotencyKey: try idempotencyKey(),
             batch: defaults.batch,
             notBefore: notBefore,
             metadata: metadata,

@@ -219,10 +219,14 @@ public struct JobResult: Sendable, Codable, Hashable {
     public var error: ErrorInfo?
     public var batch: String?
     public var metadata: [String: String]?
+    /// Set only when a built-in test executor (`echo`, `noop`) wrote the result: the output is
+    /// made up, not a model's answer.
+    public var testExecutor: String?
 
     enum CodingKeys: String, CodingKey {
         case version = "v"
         case id, status, output, attempts, worker, timings, usage, error, batch, metadata
+        case testExecutor = "test_executor"
     }
 
     public init(
@@ -235,7 +239,8 @@ public struct JobResult: Sendable, Codable, Hashable {
         usage: JobUsage? = nil,
         error: ErrorInfo? = nil,
         batch: String? = nil,
-        metadata: [String: String]? = nil
+        metadata: [String: String]? = nil,
+        testExecutor: String? = nil
     ) {
         self.version = Job.formatVersion
         self.id = id
@@ -248,5 +253,6 @@ public struct JobResult: Sendable, Codable, Hashable {
         self.error = error
         self.batch = batch
         self.metadata = metadata
+        self.testExecutor = testExecutor
     }
 }

@@ -43,6 +43,14 @@ public struct JobContext: Sendable {
 /// timeouts (it cancels the task) and results.
 public protocol JobExecutor: Sendable {
     func execute(_ job: Job, context: JobContext) async throws -> JobOutput
+    /// The name of a built-in test executor (`echo`, `noop`), which calls no model; nil for real
+    /// ones (the default). Every result a test executor writes carries it as `test_executor`, and
+    /// `switchyard status` labels its workers, so a fabricated answer is never mistaken for one.
+    var testExecutorName: String? { get }
+}
+
+extension JobExecutor {
+    public var testExecutorName: String? { nil }
 }
 
 /// An executor that keeps models loaded and can say which: workers use it for warm-model
@@ -62,6 +70,7 @@ public protocol WarmModelReporting: Sendable {
 /// `echo.fail` = "fatal" fails for good.
 public struct EchoExecutor: JobExecutor {
     public init() {}
+    public var testExecutorName: String? { "echo" }
 
     public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
         if let ms = job.metadata["echo.sleep_ms"].flatMap(Int.init), ms > 0 {
@@ -92,5 +101,6 @@ public struct EchoExecutor: JobExecutor {
 /// Does nothing and returns null: for measuring the queue itself.
 public struct NoopExecutor: JobExecutor {
     public init() {}
+    public var testExecutorName: String? { "noop" }
     public func execute(_ job: Job, context: JobContext) async throws -> JobOutput { JobOutput(output: .null) }
 }

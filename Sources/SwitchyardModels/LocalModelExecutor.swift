@@ -25,7 +25,7 @@ public struct LocalModelExecutor: JobExecutor, WarmModelReporting {
                 return try await OpenAICompatibleProvider(configuration: configuration, client: client, apiKey: nil).run(job, model: job.model)
             }
         } catch let error as ModelServerError {
-            throw JobFailure(code: "model_server", message: error.description, retryable: error.retryable)
+            throw JobFailure(code: error.cannotFit ? "model_cannot_fit" : "model_server", message: error.description, retryable: error.retryable)
         } catch let error as ProviderError {
             // A server that crashed mid-request shows up here; it is restarted on next use.
             throw error.jobFailure

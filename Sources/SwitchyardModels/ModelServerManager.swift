@@ -1,5 +1,7 @@
+import CProcessShim
 import Foundation
 import Logging
+import ServiceLifecycle
 import SwitchyardCore
 import SwitchyardHTTP
 
@@ -15,13 +17,16 @@ public struct ModelServerError: Error, Sendable, CustomStringConvertible {
     public let model: String
     public let message: String
     public let retryable: Bool
+    /// The model can never be loaded on this worker as configured (pinned models take the room).
+    public let cannotFit: Bool
     let exitedWhileLoading: Bool
 
-    init(model: String, message: String, retryable: Bool, exitedWhileLoading: Bool = false) {
+    init(model: String, message: String, retryable: Bool, exitedWhileLoading: Bool = false, cannotFit: Bool = false) {
         self.model = model
         self.message = message
         self.retryable = retryable
         self.exitedWhileLoading = exitedWhileLoading
+        self.cannotFit = cannotFit
     }
 
     public var description: String { "model server for '\(model)': \(message)" }
@@ -35,23 +40,35 @@ public struct ModelServerError: Error, Sendable, CustomStringConvertible {
 /// would be exceeded, never while they serve a request (the new request waits instead), and after
 /// an idle TTL; pinned models stay. A server that exited or crashed is started again on next use.
 /// `shutdown` stops every server (SIGTERM, a grace period, then SIGKILL).
-public actor ModelServerManager {
+public actor ModelServerManager: Service {
     public struct Configuration: Sendable {
         public var readinessTimeout: Duration
         public var idleTTL: Duration?
         public var stopGrace: Duration
         public var logDirectory: String
+        /// A file listing the servers this manager has running (pid and start time per line), so
+        /// that a new worker with the same id stops those an earlier one left behind. Default:
+        /// nil, none. (On Linux a server also dies with its worker; the file covers other systems.)
+        public var pidFile: String?
+        /// How often `run()` stops servers idle for longer than `idleTTL`. Default: 5 s.
+        public var idleSweepInterval: Duration
 
+        /// Defaults: readiness within 120 s, idle TTL 600 s, 10 s between SIGTERM and SIGKILL,
+        /// logs in the temporary directory, no PID file, an idle sweep every 5 s.
         public init(
             readinessTimeout: Duration = .seconds(120),
             idleTTL: Duration? = .seconds(600),
             stopGrace: Duration = .seconds(10),
-            logDirectory: String = FileManager.default.temporaryDirectory.path
+            logDirectory: String = FileManager.default.temporaryDirectory.path,
+            pidFile: String? = nil,
+            idleSweepInterval: Duration = .seconds(5)
         ) {
             self.readinessTimeout = readinessTimeout
             self.idleTTL = idleTTL
             self.stopGrace = stopGrace
             self.logDirectory = logDirectory
+            self.pidFile = pidFile
+            self.idleSweepInterval = idleSweepInterval
         }
     }
 
@@ -77,11 +94,16 @@ public actor ModelServerManager {
     private let probe: HTTPClient
     private var servers: [String: Server] = [:]
     private var starting: [String: Task<Server, any Error>] = [:]
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    /// Starts that failed, by token, until the caller that began each one reads its error.
+    private var failedStarts: [UInt64: any Error] = [:]
+    private var nextToken: UInt64 = 0
     private var stats = Statistics()
     private var closed = false
     /// Servers being stopped: waited for by `shutdown`.
     private var stopping: [ChildProcess] = []
+    /// Every server process started and not known to have exited (for the PID file).
+    private var children: [ChildProcess] = []
 
     public init(catalog: ModelCatalog, profile: HardwareProfile, configuration: Configuration = Configuration(), logger: Logger) {
         self.catalog = catalog
@@ -89,6 +111,68 @@ public actor ModelServerManager {
         self.configuration = configuration
         self.logger = logger
         self.probe = HTTPClient(configuration: HTTPClientConfiguration(maxConnectionsPerHost: 2))
+    }
+
+    /// As a service of the worker's group: stops servers an earlier worker with the same PID
+    /// file left behind, loads the pinned models, stops idle servers now and then, and on
+    /// graceful shutdown (after the worker, which comes later in the group, has drained) stops
+    /// every server.
+    public func run() async throws {
+        reapLeftovers()
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.preloadPinned() }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: self.configuration.idleSweepInterval)
+                        await self.evictIdle()
+                    }
+                }
+            }
+        }
+        await shutdown()
+    }
+
+    /// Loads every pinned model, so their jobs never wait for a cold start; a failure is logged
+    /// (the first job for the model tries again).
+    public func preloadPinned() async {
+        for model in catalog.pinned where !Task.isCancelled {
+            do {
+                _ = try await acquire(model)
+                release(model)
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("could not load pinned model \(model): \(error)")
+            }
+        }
+    }
+
+    /// Stops the processes an earlier manager recorded in the PID file that still run (the same
+    /// pid and start time, so a recycled pid is left alone).
+    private func reapLeftovers() {
+        guard let path = configuration.pidFile, let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, let pid = Int32(parts[0]), let started = Int64(parts[1]), pid > 1 else { continue }
+            if syp_process_start_time(pid) == started {
+                logger.warning("stopping model server pid \(pid), left running by an earlier worker with this id")
+                kill(pid, SIGKILL)
+            }
+        }
+        recordPIDs()
+    }
+
+    /// Rewrites the PID file with the servers running now.
+    private func recordPIDs() {
+        children.removeAll { !$0.isRunning }
+        guard let path = configuration.pidFile else { return }
+        let lines = children.map { "\($0.pid) \(syp_process_start_time($0.pid))\n" }.joined()
+        do {
+            try Data(lines.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            logger.warning("cannot write the PID file \(path): \(error)")
+        }
     }
 
     public var statistics: Statistics {
@@ -112,12 +196,19 @@ public actor ModelServerManager {
         return try await body(lease)
     }
 
+    /// Lends a ready server for `model`, starting one (evicting idle ones) or waiting for room as
+    /// needed. Every wait ends when the calling task is cancelled (a job's timeout or `cancel`),
+    /// and a cancelled caller never evicts a server or starts one. A model that can never fit,
+    /// because pinned models fill the cache or the memory budget, fails at once (`cannotFit`).
     public func acquire(_ model: String) async throws -> ModelServerLease {
         guard let entry = catalog.models[model] else {
             throw ModelServerError(model: model, message: "not in the model catalog", retryable: false)
         }
+        var myStart: UInt64?
+        defer { if let myStart { failedStarts[myStart] = nil } }
         while true {
             if closed { throw ModelServerError(model: model, message: "the manager is shut down", retryable: true) }
+            if let token = myStart, let failure = failedStarts.removeValue(forKey: token) { throw failure }
             if var server = servers[model] {
                 if server.process.isRunning {
                     server.inFlight += 1
@@ -132,30 +223,55 @@ public actor ModelServerManager {
                 wakeWaiters()
                 continue
             }
-            if let start = starting[model] {
-                _ = try? await start.value
+            if starting[model] != nil {
+                try await waitForChange()
                 continue
+            }
+            // Past its timeout or cancelled: evict nothing and load nothing for a job that is over.
+            try Task.checkCancellation()
+            if let reason = neverFits(model, entry: entry) {
+                throw ModelServerError(model: model, message: reason, retryable: true, cannotFit: true)
             }
             if !makeRoom(for: model, entry: entry) {
-                await waitForRelease()
+                try await waitForChange()
                 continue
             }
-            let task = Task { try await self.startAndInstall(model, entry: entry) }
-            starting[model] = task
-            _ = try await task.value
+            let token = nextToken
+            nextToken += 1
+            myStart = token
+            starting[model] = Task { try await self.startAndInstall(model, entry: entry, token: token) }
+            try await waitForChange()
         }
     }
 
+    /// Why `model` can never be loaded next to the pinned models that are loaded (they are never
+    /// evicted), or nil when it can.
+    private func neverFits(_ model: String, entry: ModelCatalog.Entry) -> String? {
+        let pinned = Set(catalog.pinned).intersection(Set(servers.keys).union(starting.keys)).subtracting([model])
+        if pinned.count >= profile.modelCacheSize {
+            return "cannot be loaded here: pinned models (\(pinned.sorted().joined(separator: ", "))) fill the model cache "
+                + "(\(profile.modelCacheSize)), and pinned models are never evicted"
+        }
+        let memory = pinned.compactMap { catalog.models[$0]?.memoryMB }.reduce(0, +)
+        if !pinned.isEmpty && memory + entry.memoryMB > profile.memoryBudgetMB {
+            return "cannot be loaded here: it needs \(entry.memoryMB) MB and pinned models (\(pinned.sorted().joined(separator: ", "))) "
+                + "hold \(memory) of the \(profile.memoryBudgetMB) MB budget, and pinned models are never evicted"
+        }
+        return nil
+    }
+
     /// Starts a server and installs it, in one step on the actor, so everyone waiting for the
-    /// start finds it installed when they resume.
-    private func startAndInstall(_ model: String, entry: ModelCatalog.Entry) async throws -> Server {
+    /// start finds it installed when they resume. A failure is kept for the caller that began it.
+    private func startAndInstall(_ model: String, entry: ModelCatalog.Entry, token: UInt64) async throws -> Server {
         do {
             let server = try await start(model, entry: entry)
             starting[model] = nil
             servers[model] = server
+            wakeWaiters()
             return server
         } catch {
             starting[model] = nil
+            failedStarts[token] = error
             wakeWaiters()
             throw error
         }
@@ -185,8 +301,17 @@ public actor ModelServerManager {
         for task in starting.values { _ = try? await task.value }
         for model in Array(servers.keys) { stop(model) }
         wakeWaiters()
-        while stopping.contains(where: { $0.isRunning }) { try? await Task.sleep(for: .milliseconds(20)) }
+        // Waited for on a thread of its own: sleeping in waitpid must not hold a cooperative thread,
+        // and a cancelled caller still waits (a sleep would return at once and spin).
+        let pending = stopping
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                for process in pending { process.waitForExit() }
+                done.resume()
+            }
+        }
         stopping.removeAll()
+        recordPIDs()
         probe.shutdown()
     }
 
@@ -215,14 +340,30 @@ public actor ModelServerManager {
         return true
     }
 
-    private func waitForRelease() async {
-        await withCheckedContinuation { waiters.append($0) }
+    /// Waits until a server is released, stopped or installed, or a start fails; throws
+    /// `CancellationError` as soon as the calling task is cancelled.
+    private func waitForChange() async throws {
+        let id = nextToken
+        nextToken += 1
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                // Cancelled before the wait began: the handler has run already and found nothing to wake.
+                if Task.isCancelled { continuation.resume() } else { waiters[id] = continuation }
+            }
+        } onCancel: {
+            Task { await self.wake(id) }
+        }
+        try Task.checkCancellation()
+    }
+
+    private func wake(_ id: UInt64) {
+        waiters.removeValue(forKey: id)?.resume()
     }
 
     private func wakeWaiters() {
         let all = waiters
         waiters.removeAll()
-        for waiter in all { waiter.resume() }
+        for waiter in all.values { waiter.resume() }
     }
 
     /// SIGTERM, a grace period, then SIGKILL, on a thread of its own: waiting for a process to
@@ -275,12 +416,24 @@ public actor ModelServerManager {
         } catch {
             throw ModelServerError(model: model, message: "cannot start \(executable): \(error)", retryable: false)
         }
+        children.append(process)
+        recordPIDs()
         logger.info("starting model server for \(model) (pid \(process.pid), port \(port))")
         let deadline = clock.now + configuration.readinessTimeout
         while clock.now < deadline {
             if !process.isRunning {
-                let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(400)
-                throw ModelServerError(model: model, message: "the server exited while loading: \(tail)", retryable: true, exitedWhileLoading: true)
+                // The server's own words stay in the worker's log: they may quote paths, arguments
+                // or environment that a job's submitter has no business reading.
+                let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(2000)
+                logger.warning(
+                    "model server for \(model) exited while loading (\(describeExit(process.status))); the end of its log \(log):\n\(tail)"
+                )
+                throw ModelServerError(
+                    model: model,
+                    message: "the server exited while loading (\(describeExit(process.status))); its log is in the worker's log",
+                    retryable: true,
+                    exitedWhileLoading: true
+                )
             }
             if await isReady(port: port, entry: entry), process.isRunning {
                 let took = clock.now - began
@@ -315,4 +468,11 @@ public actor ModelServerManager {
         let name = URL(fileURLWithPath: entry.file).lastPathComponent
         return String(decoding: models.body, as: UTF8.self).contains(name)
     }
+}
+
+/// "exit code N" or "signal N" for a raw wait status.
+func describeExit(_ status: Int32?) -> String {
+    guard let status else { return "still running" }
+    if status < 0 { return "exit status unknown" }
+    return status & 0x7f == 0 ? "exit code \((status >> 8) & 0xff)" : "signal \(status & 0x7f)"
 }

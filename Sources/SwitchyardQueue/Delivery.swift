@@ -102,6 +102,25 @@ public enum PushOutcome: Sendable, Hashable {
     }
 }
 
+/// What `JobQueue.cancel` did.
+public enum CancelOutcome: Sendable, Hashable {
+    /// A final `cancelled` result was written.
+    case cancelled
+    /// The job already had a final result, which stays.
+    case alreadyFinal
+    /// No job with this id is known (never pushed, or its record has expired): nothing was written.
+    case unknown
+}
+
+/// A bulk push that Redis cut short after some jobs were written.
+public struct PartialPushError: Error, Sendable, CustomStringConvertible {
+    /// Jobs known to be pushed (the first ones, in order); some of the chunk that failed may be too.
+    public let pushed: Int
+    public let error: any Error
+
+    public var description: String { "the push stopped after \(pushed) jobs were written: \(error)" }
+}
+
 /// Counts of a batch.
 public struct BatchProgress: Sendable, Hashable, Codable {
     public var total = 0
@@ -164,6 +183,8 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
     public var executor: String
     /// Models the worker holds loaded or loading, most recently used first (local executor only).
     public var models: [String]?
+    /// True when the executor is a built-in test executor (echo, noop) that calls no model.
+    public var testExecutor: Bool?
 
     enum CodingKeys: String, CodingKey {
         case id, host, pid, profile, concurrency
@@ -173,6 +194,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         case version
         case rssBytes = "rss_bytes"
         case processed, executor, models
+        case testExecutor = "test_executor"
     }
 
     public init(
@@ -188,7 +210,8 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         rssBytes: Int,
         processed: Int,
         executor: String,
-        models: [String]? = nil
+        models: [String]? = nil,
+        testExecutor: Bool? = nil
     ) {
         self.id = id
         self.host = host
@@ -203,6 +226,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         self.processed = processed
         self.models = models
         self.executor = executor
+        self.testExecutor = testExecutor
     }
 }
 

@@ -40,20 +40,33 @@ public final class JobQueue: Sendable {
         try await push([job])[0]
     }
 
-    /// Queues many jobs, pipelined in chunks: one round trip per chunk.
-    public func push(_ jobs: [Job], chunkSize: Int = 500) async throws -> [PushOutcome] {
-        let now = Self.nowMs()
-        var outcomes: [PushOutcome] = []
-        outcomes.reserveCapacity(jobs.count)
-        for start in stride(from: 0, to: jobs.count, by: chunkSize) {
-            let chunk = jobs[start..<min(start + chunkSize, jobs.count)]
-            var commands: [RedisCommand] = []
-            commands.reserveCapacity(chunk.count)
-            for job in chunk {
+    /// Queues many jobs, pipelined in chunks of at most `chunkSize` jobs and about `chunkBytes`
+    /// bytes: one round trip per chunk. Every job is checked before the first write, so a bad one
+    /// pushes nothing (`JobValidationError`, naming the job's index and field). When Redis fails
+    /// after some chunks were written, throws `PartialPushError` with how many were.
+    /// A job whose id was pushed already (its record lives: see `QueueKeys.job`) is not queued
+    /// or counted again, and comes back as a duplicate; so is one whose idempotency key was used.
+    public func push(_ jobs: [Job], chunkSize: Int = 500, chunkBytes: Int = 4 << 20) async throws -> [PushOutcome] {
+        for (index, job) in jobs.enumerated() {
+            do {
                 try Self.checkKeyPart(job.id, field: "id")
                 if let batch = job.batch { try Self.checkKeyPart(batch, field: "batch") }
                 if let key = job.idempotencyKey { try Self.checkKeyPart(key, field: "idempotency_key") }
+            } catch {
+                throw JobValidationError(field: jobs.count > 1 ? "jobs[\(index)].\(error.field)" : error.field, problem: error.problem)
+            }
+        }
+        let now = Self.nowMs()
+        var outcomes: [PushOutcome] = []
+        outcomes.reserveCapacity(jobs.count)
+        var start = 0
+        while start < jobs.count {
+            var commands: [RedisCommand] = []
+            var bytes = 0
+            while start + commands.count < jobs.count, commands.count < chunkSize, commands.isEmpty || bytes < chunkBytes {
+                let job = jobs[start + commands.count]
                 let json = job.encodedJSON()
+                bytes += json.count
                 let due = job.notBefore.map { Int64($0 * 1000) } ?? 0
                 let batch = job.batch ?? ""
                 let idem = job.idempotencyKey ?? ""
@@ -62,7 +75,7 @@ public final class JobQueue: Sendable {
                         QueueScripts.push,
                         keys: [
                             keys.lane(job.priority), keys.delayed, keys.idempotency(idem), keys.batch(batch), keys.batchJobs(batch),
-                            keys.stats, keys.jobBatch(job.id),
+                            keys.stats, keys.job(job.id),
                         ],
                         arguments: [
                             job.id, json, job.maxAttempts, batch, idem, configuration.idempotencyTTL.wholeSeconds, due,
@@ -71,14 +84,20 @@ public final class JobQueue: Sendable {
                     )
                 )
             }
-            let replies = try await pipelineScripts(commands, scripts: [QueueScripts.push])
-            for reply in replies {
-                try reply.throwingServerError()
-                guard let pair = reply.array, pair.count == 2, let flag = pair[0].int, let id = pair[1].string else {
-                    throw RedisError(.unexpectedReply, "push returned \(reply)")
+            do {
+                let replies = try await pipelineScripts(commands, scripts: [QueueScripts.push])
+                for reply in replies {
+                    try reply.throwingServerError()
+                    guard let pair = reply.array, pair.count == 2, let flag = pair[0].int, let id = pair[1].string else {
+                        throw RedisError(.unexpectedReply, "push returned \(reply)")
+                    }
+                    outcomes.append(flag == 1 ? .queued(id: id) : .duplicate(existingID: id))
                 }
-                outcomes.append(flag == 1 ? .queued(id: id) : .duplicate(existingID: id))
+            } catch {
+                if start == 0 { throw error }
+                throw PartialPushError(pushed: start, error: error)
             }
+            start += commands.count
         }
         return outcomes
     }
@@ -307,6 +326,31 @@ public final class JobQueue: Sendable {
         return out
     }
 
+    /// The entries `consumer` holds (pending for it) that are not in `known`, with their fields:
+    /// deliveries whose reply never reached the worker (a lost take reply, a read cut short).
+    /// Entries that no longer exist in their stream are acknowledged and left out.
+    public func orphans(consumer: String, known: Set<String>) async throws -> [Delivery] {
+        let missing = try await pendingEntries(consumer: consumer).filter { !known.contains($0.entryID) }
+        if missing.isEmpty { return [] }
+        let replies = try await redis.pipeline(missing.map { RedisCommand("XRANGE", keys.lane($0.lane), $0.entryID, $0.entryID) })
+        var found: [Delivery] = []
+        var gone: [Delivery] = []
+        for (pending, reply) in zip(missing, replies) {
+            try reply.throwingServerError()
+            if let entry = reply.array?.first?.array, entry.count == 2, let fields = entry[1].array,
+                let delivery = Delivery(lane: pending.lane, entryID: pending.entryID, fields: fields)
+            {
+                found.append(delivery)
+            } else {
+                gone.append(pending)
+            }
+        }
+        if !gone.isEmpty {
+            _ = try await redis.pipeline(gone.map { RedisCommand("XACK", keys.lane($0.lane), QueueKeys.group, $0.entryID) })
+        }
+        return found  // lane order, oldest first: as XPENDING lists them
+    }
+
     /// Reclaims entries whose lease ran out, on every lane: each goes back on its lane as its
     /// next attempt, or to the dead-letter stream when it has none left.
     @discardableResult
@@ -378,10 +422,10 @@ public final class JobQueue: Sendable {
     }
 
     /// Cancels a job that has no final result yet. A queued job is skipped when reached; a running
-    /// one is stopped by its worker's watch loop (within about a quarter of a second). Returns
-    /// false if it was already final.
-    @discardableResult
-    public func cancel(jobID: String) async throws -> Bool {
+    /// one is stopped by its worker's watch loop (within about a quarter of a second); a delayed
+    /// one stays cancelled when its due time comes. Nothing is written for a job that is already
+    /// final or that the queue does not know (never pushed, or its record has expired).
+    public func cancel(jobID: String) async throws -> CancelOutcome {
         let result = JobResult(
             id: jobID,
             status: .cancelled,
@@ -389,15 +433,17 @@ public final class JobQueue: Sendable {
             timings: .init(finished: Date().timeIntervalSince1970),
             error: .init(code: "cancelled", message: "cancelled by request")
         )
-        // The script appends the job's batch, if it has one, before the closing brace.
-        var json = result.encodedJSON()
-        json.removeLast()
         let reply = try await redis.evaluate(
             QueueScripts.cancel,
-            keys: [keys.result(jobID), keys.jobBatch(jobID), keys.stats],
-            arguments: [json, configuration.resultTTL.wholeSeconds, keys.prefix]
+            keys: [keys.result(jobID), keys.job(jobID), keys.stats],
+            arguments: [result.encodedJSON(), configuration.resultTTL.wholeSeconds, keys.prefix]
         )
-        return reply.int == 1
+        try reply.throwingServerError()
+        switch reply.int {
+        case 1: return .cancelled
+        case 0: return .alreadyFinal
+        default: return .unknown
+        }
     }
 
     public func batchProgress(_ batch: String) async throws -> BatchProgress {
@@ -502,6 +548,24 @@ public final class JobQueue: Sendable {
             // Forget workers silent for ten TTLs, so the set stays small without anyone calling status.
             RedisCommand("ZREMRANGEBYSCORE", keys.workers, "-inf", Self.nowMs() - ttl.milliseconds * 10),
         ])
+    }
+
+    /// Registers a worker as it starts: its entry is written only when no live worker holds the
+    /// id. Returns nil when registered, else the live worker's entry (nothing is written then).
+    public func register(_ info: WorkerInfo, ttl: Duration) async throws -> WorkerInfo? {
+        let json = try JSONEncoder().encode(info)
+        let replies = try await redis.pipeline([
+            RedisCommand("SET", keys.worker(info.id), Array(json), "NX", "GET", "EX", ttl.wholeSeconds)
+        ])
+        try replies[0].throwingServerError()
+        if let bytes = replies[0].bytes {
+            if let holder = try? JSONDecoder().decode(WorkerInfo.self, from: Data(bytes)) { return holder }
+            // Unreadable (another version wrote it): ours now.
+            try await heartbeat(info, ttl: ttl)
+            return nil
+        }
+        try await redis.send("ZADD", keys.workers, Self.nowMs(), info.id)
+        return nil
     }
 
     /// Removes a worker from the registry, and from each lane's consumer group when it holds no

@@ -24,8 +24,10 @@ public struct QueueKeys: Sendable, Hashable {
     public func idempotency(_ key: String) -> String { prefix + "idem:" + key }
     /// Hash of a batch's counts: total, succeeded, failed, dead, cancelled.
     public func batch(_ id: String) -> String { prefix + "batch:" + id }
-    /// The batch a job belongs to (only for jobs pushed in a batch), so cancel can count it.
-    public func jobBatch(_ id: String) -> String { prefix + "jobbatch:" + id }
+    /// A job's record, written at push: its batch id ('' for none). While it lives (the result
+    /// TTL counted from the job's due time) the id cannot be pushed again, and `cancel` knows the
+    /// job and its batch.
+    public func job(_ id: String) -> String { prefix + "job:" + id }
     /// List of a batch's job ids, in push order.
     public func batchJobs(_ id: String) -> String { prefix + "batchjobs:" + id }
     /// The dead-letter stream.

@@ -19,29 +19,40 @@ enum QueueScripts {
 
         """
 
-    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job's batch.
-    /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, lane name, now ms, batch ttl, model.
-    /// Returns {1, id} when queued, {0, existing id} for a duplicate idempotency key.
+    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job record.
+    /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, lane name, now ms,
+    /// result ttl, model. Every key about the job lives until its result could have expired: its
+    /// TTL is counted from its due time, so a job delayed for days keeps its idempotency key,
+    /// batch and record until it runs and its result's TTL has passed.
+    /// Returns {1, id} when queued, {0, existing id} for a duplicate idempotency key, {2, id} when
+    /// a job with this id was pushed already (its record lives): nothing is queued or counted twice.
     static let push = RedisScript(
         """
+        if redis.call('EXISTS', KEYS[7]) == 1 then return {2, ARGV[1]} end
+        local due, now = tonumber(ARGV[7]), tonumber(ARGV[9])
+        local wait = 0
+        if due > now then wait = math.ceil((due - now) / 1000) end
+        local ttl = tonumber(ARGV[10]) + wait
         if ARGV[5] ~= '' then
           local existing = redis.call('GET', KEYS[3])
           if existing then return {0, existing} end
-          redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6])
+          redis.call('SET', KEYS[3], ARGV[1], 'EX', tonumber(ARGV[6]) + wait)
         end
-        if tonumber(ARGV[7]) > tonumber(ARGV[9]) then
+        if due > now then
           redis.call('ZADD', KEYS[2], ARGV[7],
             ARGV[8] .. '\\31' .. ARGV[1] .. '\\31' .. '1' .. '\\31' .. ARGV[3] .. '\\31' .. ARGV[4] .. '\\31' .. ARGV[2])
         else
           redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', '1', 'max', ARGV[3], 'batch', ARGV[4], 'model', ARGV[11],
             'job', ARGV[2])
         end
+        redis.call('SET', KEYS[7], ARGV[4], 'EX', ttl)
         if ARGV[4] ~= '' then
           redis.call('HINCRBY', KEYS[4], 'total', 1)
-          redis.call('EXPIRE', KEYS[4], ARGV[10])
           redis.call('RPUSH', KEYS[5], ARGV[1])
-          redis.call('EXPIRE', KEYS[5], ARGV[10])
-          redis.call('SET', KEYS[7], ARGV[4], 'EX', ARGV[10])
+          -- The batch lives as long as its longest-lived job: a TTL is raised, never lowered.
+          for _, key in ipairs({KEYS[4], KEYS[5]}) do
+            if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+          end
         end
         redis.call('HINCRBY', KEYS[6], 'pushed', 1)
         return {1, ARGV[1]}
@@ -422,16 +433,21 @@ enum QueueScripts {
     )
 
     /// Cancel a job: write a final `cancelled` result unless it already has one, and count it in
-    /// its batch (found through the job's batch record). KEYS: result key, job's batch, stats.
-    /// ARGV: result json without the closing brace, ttl, key prefix. Returns 1 or 0.
+    /// its batch (found through the job's record). The result lives at least as long as the job's
+    /// record, so a delayed job cancelled now is still cancelled when its due time comes.
+    /// KEYS: result key, job record, stats. ARGV: result json (without batch), ttl, key prefix.
+    /// Returns 1 when cancelled, 0 when the job was already final, -1 when no such job is known.
     static let cancel = RedisScript(
         """
+        if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
         local batch = redis.call('GET', KEYS[2])
-        local json = ARGV[1]
-        if batch then json = json .. ',"batch":' .. cjson.encode(batch) end
-        if not redis.call('SET', KEYS[1], json .. '}', 'NX', 'EX', ARGV[2]) then return 0 end
+        if not batch then return -1 end
+        local result = cjson.decode(ARGV[1])
+        if batch ~= '' then result['batch'] = batch end
+        local ttl = math.max(tonumber(ARGV[2]), redis.call('TTL', KEYS[2]))
+        redis.call('SET', KEYS[1], cjson.encode(result), 'EX', ttl)
         redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
-        if batch and redis.call('EXISTS', ARGV[3] .. 'batch:' .. batch) == 1 then
+        if batch ~= '' and redis.call('EXISTS', ARGV[3] .. 'batch:' .. batch) == 1 then
           redis.call('HINCRBY', ARGV[3] .. 'batch:' .. batch, 'cancelled', 1)
         end
         return 1

@@ -13,8 +13,9 @@ public final class WorkerProcess: @unchecked Sendable {
     public let process: ChildProcess
     public let logPath: String
 
-    /// Starts `switchyard worker --redis-url <url> --worker-id <id> <arguments>`.
-    public init(redisURL: String, id: String = "w-\(UUID().uuidString.prefix(6))", arguments: [String] = []) throws {
+    /// Starts `switchyard worker --redis-url <url> --worker-id <id> <arguments>`. Name the executor in
+    /// `arguments` (`--executor echo` for the test executor): the worker has no default one.
+    public init(redisURL: String, id: String = "w-\(UUID().uuidString.prefix(6))", arguments: [String]) throws {
         self.id = id
         // A log of its own per process: the same id may be started again by a later test.
         self.logPath = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-\(id)-\(UUID().uuidString.prefix(8)).log").path

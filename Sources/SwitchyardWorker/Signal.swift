@@ -15,5 +15,19 @@ final class Signal: Sendable {
         return await iterator.next() != nil
     }
 
+    /// Waits for a notify for at most `timeout`; false when the time ran out (or finished).
+    func wait(timeout: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await self.wait() }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
     func finish() { continuation.finish() }
 }

@@ -26,6 +26,13 @@ public struct WorkerConfiguration: Sendable {
     /// Warm-model routing, for executors that report their warm models (the local one); nil
     /// turns it off and the worker takes jobs strictly in queue order.
     public var warmRouting: WarmRouting?
+    /// How long a job told to stop (timeout, `cancel`, lost lease, shutdown) may go on before the
+    /// worker stops waiting for its executor, frees the slot and writes the outcome. Default: 10 s.
+    public var abandonAfter: Duration
+    /// The largest result, in bytes of its stored JSON, a job may write; a larger one ends the
+    /// job `failed` with `result_too_large`. Keep it under Redis's `proto-max-bulk-len`
+    /// (512 MB by default). Default: 64 MiB.
+    public var maxResultBytes: Int
 
     public init(
         id: String = WorkerConfiguration.defaultID(),
@@ -37,8 +44,10 @@ public struct WorkerConfiguration: Sendable {
         promoteInterval: Duration = .milliseconds(100),
         watchInterval: Duration = .milliseconds(250),
         profile: String = "cpu",
-        executorName: String = "echo",
-        warmRouting: WarmRouting? = WarmRouting()
+        executorName: String = "unnamed",
+        warmRouting: WarmRouting? = WarmRouting(),
+        abandonAfter: Duration = .seconds(10),
+        maxResultBytes: Int = 64 << 20
     ) {
         self.id = id
         self.concurrency = concurrency
@@ -51,6 +60,8 @@ public struct WorkerConfiguration: Sendable {
         self.profile = profile
         self.executorName = executorName
         self.warmRouting = warmRouting
+        self.abandonAfter = abandonAfter
+        self.maxResultBytes = maxResultBytes
     }
 
     /// host-pid-random: unique per process, readable in `switchyard status`.

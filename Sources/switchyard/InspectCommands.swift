@@ -26,14 +26,14 @@ struct ResultsCommand: AsyncParsableCommand {
                 )
                 let ids = try await queue.batchJobIDs(id)
                 for (jobID, result) in zip(ids, try await queue.results(of: ids)) {
-                    print(result.map(jsonLine) ?? #"{"id":"\#(jobID)","status":"pending"}"#)
+                    print(result.map(jsonLine) ?? pendingLine(jobID))
                 }
                 return
             }
             if let result = try await queue.result(of: id) {
                 print(jsonLine(result))
             } else {
-                print(#"{"id":"\#(id)","status":"pending"}"#)
+                print(pendingLine(id))
                 FileHandle.standardError.write(Data("no final result for \(id) (yet): queued, running, retrying, or unknown\n".utf8))
             }
         }
@@ -76,7 +76,7 @@ struct StatusCommand: AsyncParsableCommand {
                     String(
                         format: "  %@  %@  profile %@  in flight %d/%d  processed %d  rss %.0f MB  up %.0fs  seen %.1fs ago  v%@",
                         w.id,
-                        w.executor,
+                        w.testExecutor == true ? "\(w.executor) (TEST EXECUTOR: calls no model)" : w.executor,
                         w.profile,
                         w.inFlight,
                         w.concurrency,
@@ -120,15 +120,22 @@ struct CancelCommand: AsyncParsableCommand {
                 targets += members
             }
             var cancelled = 0
+            var unknown = 0
             for id in targets {
-                if try await queue.cancel(jobID: id) {
+                switch try await queue.cancel(jobID: id) {
+                case .cancelled:
                     cancelled += 1
                     if batch == nil { print("\(id): cancelled") }
-                } else if batch == nil {
-                    print("\(id): already final, unchanged")
+                case .alreadyFinal:
+                    if batch == nil { print("\(id): already final, unchanged") }
+                case .unknown:
+                    unknown += 1
+                    print("\(id): unknown job (never pushed to this queue, or its record has expired); nothing written")
                 }
             }
             if batch != nil { print("cancelled \(cancelled) of \(targets.count) jobs") }
+            // Scripts can tell a typo from a job that was already done.
+            if unknown > 0 { throw ExitCode(4) }
         }
     }
 }

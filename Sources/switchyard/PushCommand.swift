@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SwitchyardCore
 import SwitchyardQueue
+import SwitchyardRedis
 
 struct PushCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,7 +44,10 @@ struct PushCommand: AsyncParsableCommand {
     @Option(help: "Seconds to wait before the job may start (--prompt).")
     var delay: Double?
 
-    @Option(help: "Batch id for --file (default: a new one).")
+    @Option(
+        help:
+            "Batch id for --file (default: a new one). Lines without an id get '<batch>-<line number>', so pushing the same file again with the same --batch adds only the jobs that are missing."
+    )
     var batch: String?
 
     @Flag(help: "Wait for the results, with a progress bar.")
@@ -64,6 +68,13 @@ struct PushCommand: AsyncParsableCommand {
             throw ValidationError("--idempotency-key and --delay apply to --prompt; in a file, put idempotency_key or delay on each line")
         }
         if prompt != nil && batch != nil { throw ValidationError("--batch applies to --file") }
+        if let batch, !(Job.isValidID(batch) && batch.count <= 100) {
+            throw ValidationError("--batch: must be 1-100 letters, digits, '-', '_', '.' or ':'")
+        }
+        if !(waitTimeout.isFinite && waitTimeout > 0 && waitTimeout <= 365 * 86400) {
+            throw ValidationError("--wait-timeout: must be more than 0 and at most \(365 * 86400) seconds")
+        }
+        if let delay, !(delay.isFinite && delay >= 0) { throw ValidationError("--delay: must be a number of seconds, 0 or more") }
     }
 
     func run() async throws {
@@ -91,22 +102,41 @@ struct PushCommand: AsyncParsableCommand {
         } else {
             let id = batch ?? "b" + String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36) + UUID().uuidString.prefix(6).lowercased()
             defaults.batch = id
-            jobs = try readJobs(file: file!, defaults: defaults)
+            jobs = try readJobs(file: file!, defaults: defaults, batch: id)
             batchID = id
         }
 
         try await withQueue(redis) { queue in
             let outcomes: [PushOutcome]
+            if let batchID {
+                // Before the first write, so an interrupted push can always be resumed.
+                FileHandle.standardError.write(Data("batch \(batchID): pushing \(jobs.count) jobs\n".utf8))
+            }
             do {
                 outcomes = try await queue.push(jobs)
             } catch let error as JobValidationError {
                 printError("nothing was pushed: \(error)")
                 throw ExitCode(65)
+            } catch let error as PartialPushError {
+                let message = (error.error as? RedisError)?.message ?? "\(error.error)"
+                printError(
+                    "Redis failed after at least \(error.pushed) of \(jobs.count) jobs were pushed as batch \(batchID ?? "?"): \(message). "
+                        + "To push the rest, run the same command again with --batch \(batchID ?? "?"): jobs already pushed keep their ids and are not queued twice."
+                )
+                throw ExitCode(2)
+            } catch let error as RedisError where batchID != nil {
+                printError(
+                    "\(error.message); the batch \(batchID!) may be partly pushed: run the same command again with --batch \(batchID!) to complete it"
+                )
+                throw ExitCode(2)
             }
             let duplicates = outcomes.filter { if case .duplicate = $0 { return true } else { return false } }.count
             if let batchID {
                 FileHandle.standardError.write(
-                    Data("pushed \(jobs.count - duplicates) jobs as batch \(batchID)\(duplicates > 0 ? " (\(duplicates) duplicates)" : "")\n".utf8)
+                    Data(
+                        "pushed \(jobs.count - duplicates) jobs as batch \(batchID)\(duplicates > 0 ? " (\(duplicates) already pushed or duplicate keys)" : "")\n"
+                            .utf8
+                    )
                 )
             } else if !wait {
                 switch outcomes[0] {
@@ -116,8 +146,10 @@ struct PushCommand: AsyncParsableCommand {
             }
             guard wait else { return }
             let ids = outcomes.map(\.jobID)
-            // A duplicate idempotency key points at a job outside this batch: the batch counts only new jobs.
-            let expected = ids.count - duplicates
+            // The batch's own count: a resumed push waits for the jobs of the earlier run too, and a
+            // duplicate idempotency key (a job outside the batch) is not counted.
+            var expected = 1
+            if let batchID { expected = try await queue.batchProgress(batchID).total }
             let progress = ProgressBar(total: batchID == nil ? 1 : expected)
             let deadline = Date().addingTimeInterval(waitTimeout)
             var finished = 0
@@ -151,7 +183,7 @@ struct PushCommand: AsyncParsableCommand {
                 if let result {
                     lines += jsonLine(result) + "\n"
                 } else {
-                    lines += #"{"id":"\#(id)","status":"pending"}"# + "\n"
+                    lines += pendingLine(id) + "\n"
                 }
             }
             if let out {
@@ -169,7 +201,7 @@ struct PushCommand: AsyncParsableCommand {
     }
 
     /// Reads and checks every line; reports all bad lines (up to 20) and pushes nothing if any is bad.
-    private func readJobs(file: String, defaults: JobDefaults) throws -> [Job] {
+    private func readJobs(file: String, defaults: JobDefaults, batch: String) throws -> [Job] {
         let data: Data
         if file == "-" {
             data = FileHandle.standardInput.readDataToEndOfFile()
@@ -190,7 +222,9 @@ struct PushCommand: AsyncParsableCommand {
             if trimmed.isEmpty || trimmed.first == UInt8(ascii: "#") { continue }
             do {
                 let value = try decoder.decode(JSONValue.self, from: Data(line))
-                let job = try Job.fromRequest(value, defaults: defaults)
+                var lineDefaults = defaults
+                lineDefaults.id = "\(batch)-\(number)"
+                let job = try Job.fromRequest(value, defaults: lineDefaults)
                 if let first = seenIDs[job.id] {
                     errors.append("\(file) line \(number): field 'id': '\(job.id)' was already used on line \(first)")
                     continue

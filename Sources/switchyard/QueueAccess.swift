@@ -42,16 +42,50 @@ let jsonLines: JSONEncoder = {
     return encoder
 }()
 
+/// The line for a job without a final result: `{"id":…,"status":"pending"}`, written by the
+/// JSON writer (an id is quoted and escaped whatever it holds).
+func pendingLine(_ id: String) -> String {
+    var out: [UInt8] = []
+    JSONValue.object(["id": .string(id), "status": .string("pending")]).write(to: &out)
+    return String(decoding: out, as: UTF8.self)
+}
+
 func jsonLine<T: Encodable>(_ value: T) -> String {
     (try? String(decoding: jsonLines.encode(value), as: UTF8.self)) ?? "{}"
 }
 
-/// Parses "250ms", "2s", "1.5m" or a plain number of seconds.
+/// Parses "250ms", "2s", "1.5m", "1h", "2d" or a plain number of seconds: finite, not negative,
+/// at most 365 days (so infinities, NaN and absurd values get a clear error, not a crash).
 func parseDuration(_ text: String, field: String) throws -> Duration {
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+    var seconds: Double?
     for (suffix, scale) in units where text.hasSuffix(suffix) {
-        if let n = Double(text.dropLast(suffix.count)), n >= 0 { return .milliseconds(Int64(n * scale * 1000)) }
+        if let n = Double(text.dropLast(suffix.count)) { seconds = n * scale }
+        break
     }
-    if let n = Double(text), n >= 0 { return .milliseconds(Int64(n * 1000)) }
-    throw ValidationError("\(field): '\(text)' is not a duration (examples: 250ms, 2s, 1.5m)")
+    if seconds == nil, let n = Double(text) { seconds = n }
+    guard let seconds, seconds.isFinite, text.first?.isNumber == true || text.first == "." else {
+        throw ValidationError("\(field): '\(text)' is not a duration (examples: 250ms, 2s, 1.5m, 24h)")
+    }
+    guard seconds >= 0, seconds <= 365 * 86400 else {
+        throw ValidationError("\(field): '\(text)' is out of range (from 0 to 365 days)")
+    }
+    return .milliseconds(Int64((seconds * 1000).rounded()))
+}
+
+/// Parses a size: "512", "64kb", "16mb", "1gb" (powers of 1024); at least 1 byte, at most 1 GiB.
+func parseSize(_ text: String, field: String) throws -> Int {
+    let units: [(String, Double)] = [("kb", 1024), ("mb", 1024 * 1024), ("gb", 1024 * 1024 * 1024), ("b", 1)]
+    let lower = text.lowercased()
+    var bytes: Double?
+    for (suffix, scale) in units where lower.hasSuffix(suffix) {
+        if let n = Double(lower.dropLast(suffix.count)) { bytes = n * scale }
+        break
+    }
+    if bytes == nil, let n = Double(lower) { bytes = n }
+    guard let bytes, bytes.isFinite, lower.first?.isNumber == true else {
+        throw ValidationError("\(field): '\(text)' is not a size (examples: 65536, 64kb, 16mb)")
+    }
+    guard bytes >= 1, bytes <= 1024 * 1024 * 1024 else { throw ValidationError("\(field): '\(text)' is out of range (from 1 byte to 1gb)") }
+    return Int(bytes)
 }

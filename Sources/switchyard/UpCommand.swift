@@ -4,6 +4,7 @@ import Logging
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -12,18 +13,43 @@ import Darwin
 #endif
 
 /// A local cluster on one machine: Redis (started when none answers) and N worker processes.
+///
+/// Its children die with it (a parent-death signal: SIGTERM, so workers drain and Redis writes its
+/// AOF), even when `up` is killed with SIGKILL. Redis's data and every log live in a private
+/// directory (mode 0700, made with mkdtemp, or one given that this user owns and nobody else may write).
 struct LocalCluster {
+    /// The URL the workers connect to. It may hold a password: never printed (`displayURL` is).
     let redisURL: String
+    /// The URL with any password hidden.
+    let displayURL: String
+    let workerIDs: [String]
     let workers: [ChildProcess]
     let redis: ChildProcess?
     let directory: URL
+    /// What runs the jobs on every worker (local, provider, or a test executor when named).
+    let executor: String
 
-    /// Starts the cluster. `workerArguments` go to every `switchyard worker`.
-    static func start(options: RedisOptions, workers count: Int, workerArguments: [String], say: (String) -> Void) async throws -> LocalCluster {
+    /// Starts the cluster. `workerArguments` go to every `switchyard worker`; they are checked
+    /// first, so a cluster whose workers could not start (no executor configured) never starts.
+    static func start(
+        options: RedisOptions,
+        workers count: Int,
+        workerArguments: [String],
+        stateDirectory: String? = nil,
+        say: (String) -> Void
+    ) async throws -> LocalCluster {
         let configuration = try options.configuration()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-up-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var redisURL = configuration.redis.redactedURL
+        let executor: String
+        do {
+            executor = try WorkerCommand.parse(workerArguments).chooseExecutor()
+        } catch let error as ValidationError {
+            throw ValidationError("--worker-args: \(error.message)")
+        } catch {
+            throw ValidationError("--worker-args: \(WorkerCommand.message(for: error))")
+        }
+        let directory = try privateDirectory(stateDirectory)
+        var redisURL = options.url ?? ProcessInfo.processInfo.environment[RedisConfiguration.EnvironmentKey.url] ?? RedisConfiguration.defaultURL
+        let displayURL = configuration.redis.redactedURL
         var redis: ChildProcess?
         var probeConfiguration = configuration.redis
         probeConfiguration.reconnectWait = .zero
@@ -33,11 +59,10 @@ struct LocalCluster {
         let reachable = (try? await probe.send("PING")) != nil
         probe.close()
         if reachable {
-            say("using the Redis at \(configuration.redis.redactedURL)")
-            redisURL = options.url ?? ProcessInfo.processInfo.environment[RedisConfiguration.EnvironmentKey.url] ?? RedisConfiguration.defaultURL
+            say("using the Redis at \(displayURL)")
         } else {
             guard case .tcp(let host, let port) = configuration.redis.endpoint, host == "127.0.0.1" || host == "localhost" else {
-                throw ValidationError("no Redis answers at \(configuration.redis.redactedURL), and it is not a local TCP address to start one on")
+                throw ValidationError("no Redis answers at \(displayURL), and it is not a local TCP address to start one on")
             }
             say("no Redis at \(host):\(port); starting redis-server there (AOF on, data in \(directory.path))")
             redis = try ChildProcess(
@@ -45,7 +70,8 @@ struct LocalCluster {
                 arguments: [
                     "--port", String(port), "--bind", "127.0.0.1", "--dir", directory.path, "--appendonly", "yes", "--save", "",
                     "--logfile", directory.appendingPathComponent("redis.log").path,
-                ]
+                ],
+                parentDeathSignal: SIGTERM
             )
             redisURL = "redis://127.0.0.1:\(port)"
             var ready = false
@@ -59,21 +85,60 @@ struct LocalCluster {
             guard ready else { throw ValidationError("redis-server did not start; see \(directory.path)/redis.log") }
         }
         let executable = Self.ownExecutable()
+        // A suffix per run: two `up`s on one Redis must not share worker ids (a draining worker
+        // hands back the jobs its id holds, which would include its twin's).
+        let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         var processes: [ChildProcess] = []
+        var ids: [String] = []
         for i in 1...max(1, count) {
-            let id = "\(shortHostName())-up-\(i)"
+            let id = "\(shortHostName())-up-\(run)-\(i)"
             var environment = ProcessInfo.processInfo.environment
             environment[RedisConfiguration.EnvironmentKey.url] = redisURL
             let worker = try ChildProcess(
                 executable: executable,
                 arguments: ["worker", "--worker-id", id] + (options.queue.map { ["--queue", $0] } ?? []) + workerArguments,
                 environment: environment,
-                outputPath: directory.appendingPathComponent("\(id).log").path
+                outputPath: directory.appendingPathComponent("\(id).log").path,
+                parentDeathSignal: SIGTERM
             )
             processes.append(worker)
-            say("started worker \(id) (pid \(worker.pid), log \(directory.path)/\(id).log)")
+            ids.append(id)
+            say("started worker \(id) (pid \(worker.pid), executor \(executor), log \(directory.path)/\(id).log)")
         }
-        return LocalCluster(redisURL: redisURL, workers: processes, redis: redis, directory: directory)
+        return LocalCluster(
+            redisURL: redisURL,
+            displayURL: redis == nil ? displayURL : redisURL,
+            workerIDs: ids,
+            workers: processes,
+            redis: redis,
+            directory: directory,
+            executor: executor
+        )
+    }
+
+    /// A directory only this user can use: `given` (created 0700 when missing; refused when it is
+    /// a symbolic link, belongs to another user, or others may write to it), or a new one from mkdtemp.
+    static func privateDirectory(_ given: String?, label: String = "--state-dir") throws -> URL {
+        guard let given else {
+            var template = Array((FileManager.default.temporaryDirectory.path + "/switchyard-up-XXXXXX").utf8CString)
+            guard let made = mkdtemp(&template) else {
+                throw ValidationError(
+                    "cannot make a private directory in \(FileManager.default.temporaryDirectory.path): \(String(cString: strerror(errno)))"
+                )
+            }
+            return URL(fileURLWithPath: String(cString: made))
+        }
+        if mkdir(given, 0o700) != 0 && errno != EEXIST {
+            throw ValidationError("\(label): cannot create \(given): \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        guard lstat(given, &info) == 0 else { throw ValidationError("\(label): cannot read \(given): \(String(cString: strerror(errno)))") }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw ValidationError("\(label): \(given) is not a directory (or is a symbolic link)") }
+        guard info.st_uid == getuid() else { throw ValidationError("\(label): \(given) belongs to another user (uid \(info.st_uid))") }
+        guard info.st_mode & 0o022 == 0 else {
+            throw ValidationError("\(label): others may write to \(given) (mode \(String(info.st_mode & 0o777, radix: 8))); chmod go-w it")
+        }
+        return URL(fileURLWithPath: given)
     }
 
     /// SIGTERM to every worker (they drain), then Redis if we started it.
@@ -109,43 +174,31 @@ struct UpCommand: AsyncParsableCommand {
     @Option(parsing: .remaining, help: "Arguments for every worker after --worker-args, e.g. --worker-args --executor local --models models.json")
     var workerArgs: [String] = []
 
+    @Option(
+        help:
+            "A directory for Redis's data and the logs: created 0700 if missing; must belong to you and be writable only by you. Default: a new private directory under TMPDIR."
+    )
+    var stateDir: String?
+
     func run() async throws {
         let say = sayer("up")
-        let cluster = try await LocalCluster.start(options: redis, workers: workers, workerArguments: workerArgs, say: say)
-        say("cluster running at \(cluster.redisURL); push with: SWITCHYARD_REDIS_URL=\(cluster.redisURL) switchyard push ...; Ctrl-C stops it")
-        await waitForSignal()
+        // Trapped before anything starts, so a Ctrl-C during start-up also stops what did start.
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
+        let cluster = try await LocalCluster.start(
+            options: redis,
+            workers: workers,
+            workerArguments: workerArgs,
+            stateDirectory: stateDir,
+            say: say
+        )
+        let push =
+            cluster.displayURL == cluster.redisURL
+            ? "push with: SWITCHYARD_REDIS_URL=\(cluster.displayURL) switchyard push ..."
+            : "push with the --redis-url or SWITCHYARD_REDIS_URL you gave (its password is not shown)"
+        say("cluster running at \(cluster.displayURL), executor \(cluster.executor); \(push); Ctrl-C stops it")
+        for await _ in signals { break }
         say("stopping")
         cluster.stop(say: say)
-    }
-}
-
-/// Waits for SIGINT or SIGTERM.
-func waitForSignal() async {
-    signal(SIGINT, SIG_IGN)
-    signal(SIGTERM, SIG_IGN)
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let once = OnceFlag()
-        for number in [SIGINT, SIGTERM] {
-            let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler {
-                if once.claim() { continuation.resume() }
-            }
-            source.resume()
-            signalSources.append(source)
-        }
-    }
-}
-
-nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
-
-final class OnceFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done = false
-    func claim() -> Bool {
-        lock.withLock {
-            defer { done = true }
-            return !done
-        }
     }
 }
 

@@ -22,10 +22,13 @@ struct WorkerCommand: AsyncParsableCommand {
     var concurrency: Int?
 
     @Option(
-        help:
-            "What runs the jobs: local (model servers from --models), provider (the providers file), echo (test executor: answers with the input, calls no model) or noop (benchmarks)."
+        help: """
+            What runs the jobs: local (model servers from --models), provider (the providers file), or the test executors \
+            echo (answers with the input, calls no model) and noop (benchmarks), which run only when named. Default: local \
+            when a model catalog is configured, else provider when a providers file is; with neither the worker refuses to start.
+            """
     )
-    var executor = "echo"
+    var executor: String?
 
     @Option(help: "The providers file (JSON) for --executor provider. Default: SWITCHYARD_PROVIDERS_FILE.")
     var providers: String?
@@ -80,8 +83,32 @@ struct WorkerCommand: AsyncParsableCommand {
     )
     var warmShareAfter = 4
 
+    @Option(
+        help:
+            "The largest result a job may write (its stored JSON); a larger one fails the job with result_too_large. Keep it under Redis's proto-max-bulk-len."
+    )
+    var maxResultBytes = "64mb"
+
+    @Option(help: "How long a job told to stop (timeout, cancel, shutdown) may go on before the worker gives up waiting for it and frees its slot.")
+    var abandonAfter = "10s"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
+
+    /// The named executor, or the one the configuration implies. Never a test executor unless
+    /// named: a forgotten flag must not make a cluster write made-up successes.
+    func chooseExecutor(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        if let executor { return executor }
+        if (models ?? environment["SWITCHYARD_MODELS_FILE"]) != nil { return "local" }
+        if (providers ?? environment["SWITCHYARD_PROVIDERS_FILE"]) != nil { return "provider" }
+        throw ValidationError(
+            """
+            no executor configured: give --models FILE (local model servers; or SWITCHYARD_MODELS_FILE) or \
+            --providers FILE (remote or OpenAI-compatible providers; or SWITCHYARD_PROVIDERS_FILE), or name one with \
+            --executor local|provider (echo and noop are test executors that call no model, and run only when named)
+            """
+        )
+    }
 
     func run() async throws {
         let configuration = try redis.configuration()
@@ -94,6 +121,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let jobExecutor: any JobExecutor
         var httpClient: HTTPClient?
         var modelServers: ModelServerManager?
+        let executor = try chooseExecutor()
         switch executor {
         case "echo": jobExecutor = EchoExecutor()
         case "noop": jobExecutor = NoopExecutor()
@@ -121,7 +149,13 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             let client = HTTPClient()
             httpClient = client
-            modelServers = ModelServerManager(catalog: catalog, profile: hardware, logger: logger)
+            // Server logs and the PID file live in a directory only this user can use; the PID
+            // file is per worker id, so a worker restarted with its id stops what the last one left.
+            let directory = try LocalCluster.privateDirectory(runtimeDirectory(), label: "runtime directory")
+            let id = (workerID ?? "").isEmpty ? nil : workerID
+            var managerConfiguration = ModelServerManager.Configuration(logDirectory: directory.path)
+            managerConfiguration.pidFile = id.map { directory.appendingPathComponent("worker-\(fileSafe($0)).pids").path }
+            modelServers = ModelServerManager(catalog: catalog, profile: hardware, configuration: managerConfiguration, logger: logger)
             jobExecutor = LocalModelExecutor(manager: modelServers!, client: client)
         default: throw ValidationError("--executor: '\(executor)' is not one of local, provider, echo, noop")
         }
@@ -144,6 +178,8 @@ struct WorkerCommand: AsyncParsableCommand {
         guard warmShareAfter >= 0 else { throw ValidationError("--warm-share-after: must be 0 or more, got \(warmShareAfter)") }
         workerConfiguration.warmRouting = warmRouting ? WarmRouting(longestWait: wait, shareAfter: warmShareAfter) : nil
         workerConfiguration.shutdownGrace = try parseDuration(shutdownGrace, field: "--shutdown-grace")
+        workerConfiguration.maxResultBytes = try parseSize(maxResultBytes, field: "--max-result-bytes")
+        workerConfiguration.abandonAfter = try parseDuration(abandonAfter, field: "--abandon-after")
 
         var redisConfiguration = configuration.redis
         redisConfiguration.poolSize = max(redisConfiguration.poolSize, 4)
@@ -151,29 +187,32 @@ struct WorkerCommand: AsyncParsableCommand {
         defer { pool.shutDown() }
         let queue = JobQueue(configuration: queueConfiguration, redis: pool, logger: logger)
         let worker = Worker(queue: queue, executor: jobExecutor, configuration: workerConfiguration, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: worker)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        // Idle model servers are stopped after their TTL.
-        let servers = modelServers
-        let idleSweep = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(5))
-                await servers?.evictIdle()
-            }
-        }
-        defer { idleSweep.cancel() }
+        // Shut down in reverse order: the worker drains first, then the model servers stop.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let modelServers { services.append(.init(service: modelServers)) }
+        // A worker that has drained shuts the rest down gracefully (a cancelled group would not wait for its servers).
+        services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
+        } catch let error as WorkerError {
+            await modelServers?.shutdown()
+            throw ValidationError(error.message)
         } catch {
-            await servers?.shutdown()
+            await modelServers?.shutdown()
             throw error
         }
-        // Drained: stop every model server before exiting.
-        await servers?.shutdown()
     }
+}
+
+/// Where a worker keeps its model servers' logs and PID files: `$XDG_RUNTIME_DIR/switchyard`,
+/// else `switchyard-<uid>` in the temporary directory.
+func runtimeDirectory() -> String {
+    if let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !base.isEmpty { return base + "/switchyard" }
+    return FileManager.default.temporaryDirectory.path + "/switchyard-\(getuid())"
+}
+
+/// `text` with everything but letters, digits, '-', '_' and '.' replaced by '_', for file names.
+func fileSafe(_ text: String) -> String {
+    String(text.map { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) ? $0 : "_" })
 }

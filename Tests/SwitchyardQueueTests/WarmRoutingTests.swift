@@ -226,7 +226,7 @@ struct WarmRoutingTests {
         let waiting = job("m2")
         _ = try await f.queue.push(waiting)
         #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: WarmRouting()).deliveries.isEmpty)
-        #expect(try await f.queue.cancel(jobID: waiting.id))
+        #expect(try await f.queue.cancel(jobID: waiting.id) == .cancelled)
         #expect(try await f.queue.takeWarm(consumer: "b", count: 1, warm: ["m2"], cacheSize: 1, routing: WarmRouting()).deliveries.isEmpty)
         #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 0)
     }

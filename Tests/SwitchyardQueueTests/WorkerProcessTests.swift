@@ -17,13 +17,13 @@ struct WorkerProcessTests {
     @Test func killedWorkersJobFinishesOnAnotherWorker() async throws {
         let f = try QueueFixture { $0.lease = .seconds(1) }
         defer { f.close() }
-        let a = try WorkerProcess(redisURL: f.server.url, id: "a", arguments: ["--queue", "test", "--lease", "1s"])
+        let a = try WorkerProcess(redisURL: f.server.url, id: "a", arguments: ["--queue", "test", "--executor", "echo", "--lease", "1s"])
         let job = chatJob("slow", metadata: ["echo.sleep_ms": "1500"])
         _ = try await f.queue.push(job)
         // Wait until worker a holds it, then kill it mid-job.
         #expect(try await eventually { try await f.queue.status().lanes.map(\.pending).reduce(0, +) == 1 })
         a.kill()
-        let b = try WorkerProcess(redisURL: f.server.url, id: "b", arguments: ["--queue", "test", "--lease", "1s"])
+        let b = try WorkerProcess(redisURL: f.server.url, id: "b", arguments: ["--queue", "test", "--executor", "echo", "--lease", "1s"])
         defer { _ = b.terminate() }
         #expect(try await eventually { try await f.queue.result(of: job.id) != nil })
         let result = try #require(try await f.queue.result(of: job.id))
@@ -33,7 +33,7 @@ struct WorkerProcessTests {
     @Test func fiveThousandJobsSurviveRandomKills() async throws {
         let f = try QueueFixture { $0.lease = .seconds(1) }
         defer { f.close() }
-        let args = ["--queue", "test", "--lease", "1s", "--concurrency", "16", "--log-level", "warning"]
+        let args = ["--queue", "test", "--executor", "echo", "--lease", "1s", "--concurrency", "16", "--log-level", "warning"]
         var workers = try (0..<3).map { try WorkerProcess(redisURL: f.server.url, id: "w\($0)-0", arguments: args) }
         // 40 ms a job on 3 x 16 slots: about 4 s of work, long enough for several kills mid-job.
         let jobs = (0..<5000).map { chatJob("job \($0)", maxAttempts: 20, metadata: ["echo.sleep_ms": "40"]) }
@@ -68,7 +68,7 @@ struct WorkerProcessTests {
     @Test func workersRecoverWhenRedisRestarts() async throws {
         let f = try QueueFixture(serverArguments: ["--appendonly", "yes", "--appendfsync", "always"]) { $0.lease = .seconds(2) }
         defer { f.close() }
-        let args = ["--queue", "test", "--lease", "2s", "--concurrency", "8", "--log-level", "warning"]
+        let args = ["--queue", "test", "--executor", "echo", "--lease", "2s", "--concurrency", "8", "--log-level", "warning"]
         let workers = try (0..<2).map { try WorkerProcess(redisURL: f.server.url, id: "r\($0)", arguments: args) }
         let jobs = (0..<1500).map { chatJob("job \($0)", maxAttempts: 10, metadata: ["echo.sleep_ms": "2"]) }
         _ = try await f.queue.push(jobs)
@@ -106,7 +106,7 @@ struct WorkerProcessTests {
         try await f.pool.send("XADD", lane, "*", "id", "someone-else", "attempt", 1, "max", 3, "batch", "", "job", impostor.encodedJSON())
         let good = chatJob("still works")
         _ = try await f.queue.push(good)
-        let w = try WorkerProcess(redisURL: f.server.url, id: "bad", arguments: ["--queue", "test"])
+        let w = try WorkerProcess(redisURL: f.server.url, id: "bad", arguments: ["--queue", "test", "--executor", "echo"])
         #expect(try await eventually { try await f.queue.result(of: good.id)?.status == .succeeded })
         let letters = try await f.queue.deadLetters()
         #expect(Set(letters.map(\.jobID)) == ["broken-1", "broken-2", huge.id, "someone-else"])
@@ -122,7 +122,7 @@ struct WorkerProcessTests {
     @Test func retriesHonourTheBackoff() async throws {
         let f = try QueueFixture()
         defer { f.close() }
-        let w = try WorkerProcess(redisURL: f.server.url, id: "r", arguments: ["--queue", "test", "--retry-base", "300ms"])
+        let w = try WorkerProcess(redisURL: f.server.url, id: "r", arguments: ["--queue", "test", "--executor", "echo", "--retry-base", "300ms"])
         defer { _ = w.terminate() }
         let job = chatJob("flaky", maxAttempts: 5, metadata: ["echo.fail_attempts": "2"])
         _ = try await f.queue.push(job)
@@ -141,7 +141,7 @@ struct WorkerProcessTests {
         let low = (0..<10).map { chatJob("low \($0)", priority: .low) }
         let high = (0..<4).map { chatJob("high \($0)", priority: .high) }
         _ = try await f.queue.push(low + high)
-        let w = try WorkerProcess(redisURL: f.server.url, id: "p", arguments: ["--queue", "test", "--concurrency", "1"])
+        let w = try WorkerProcess(redisURL: f.server.url, id: "p", arguments: ["--queue", "test", "--executor", "echo", "--concurrency", "1"])
         defer { _ = w.terminate() }
         let ids = (low + high).map(\.id)
         #expect(try await eventually { try await f.queue.results(of: ids).allSatisfy { $0 != nil } })
@@ -153,14 +153,14 @@ struct WorkerProcessTests {
     @Test func cancelStopsQueuedAndRunningJobs() async throws {
         let f = try QueueFixture()
         defer { f.close() }
-        let w = try WorkerProcess(redisURL: f.server.url, id: "c", arguments: ["--queue", "test", "--concurrency", "1"])
+        let w = try WorkerProcess(redisURL: f.server.url, id: "c", arguments: ["--queue", "test", "--executor", "echo", "--concurrency", "1"])
         defer { _ = w.terminate() }
         let running = chatJob("long", metadata: ["echo.sleep_ms": "60000"])
         let queued = chatJob("never runs")
         _ = try await f.queue.push([running, queued])
         #expect(try await eventually { try await f.queue.status().lanes[1].pending == 1 })
-        #expect(try await f.queue.cancel(jobID: queued.id))
-        #expect(try await f.queue.cancel(jobID: running.id))
+        #expect(try await f.queue.cancel(jobID: queued.id) == .cancelled)
+        #expect(try await f.queue.cancel(jobID: running.id) == .cancelled)
         let after = chatJob("after")
         _ = try await f.queue.push(after)
         // The running job is stopped (its 60 s sleep would block the only slot), and the worker moves on.
@@ -176,7 +176,7 @@ struct WorkerProcessTests {
         let w = try WorkerProcess(
             redisURL: f.server.url,
             id: "d",
-            arguments: ["--queue", "test", "--concurrency", "2", "--shutdown-grace", "10s"]
+            arguments: ["--queue", "test", "--executor", "echo", "--concurrency", "2", "--shutdown-grace", "10s"]
         )
         let job = chatJob("finish me", metadata: ["echo.sleep_ms": "700"])
         _ = try await f.queue.push(job)
@@ -195,7 +195,7 @@ struct WorkerProcessTests {
         let w = try WorkerProcess(
             redisURL: f.server.url,
             id: "h",
-            arguments: ["--queue", "test", "--shutdown-grace", "300ms"]
+            arguments: ["--queue", "test", "--executor", "echo", "--shutdown-grace", "300ms"]
         )
         let job = chatJob("too long", metadata: ["echo.sleep_ms": "30000"])
         _ = try await f.queue.push(job)

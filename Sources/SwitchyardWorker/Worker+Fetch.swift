@@ -1,0 +1,122 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+
+/// Taking jobs: in queue order, or with warm-model routing; and picking up entries that were
+/// delivered to this worker while their reply was lost.
+extension Worker {
+    /// Takes jobs while there are free slots, waiting for one when all are busy, and hands each
+    /// delivery to `start`. Survives Redis going away. After any failed read, and once at start
+    /// (entries an earlier run under this id left), looks for entries Redis delivered to this
+    /// worker that it never saw, and runs them.
+    func fetchLoop(start: (Delivery) -> Void) async {
+        var failures = 0
+        var reconcile = true
+        while !isDraining && !Task.isCancelled {
+            do {
+                if reconcile {
+                    try await adoptOrphans(start: start)
+                    reconcile = false
+                }
+                let free = configuration.concurrency - inFlightCount
+                if free <= 0 {
+                    _ = await slotFreed.wait()
+                    continue
+                }
+                if let source = warmSource, let routing = configuration.warmRouting {
+                    try await takeWarm(free: free, source: source, routing: effective(routing), start: start)
+                } else {
+                    try await takeInOrder(free: free, start: start)
+                }
+                if failures > 0 { logger.info("reading jobs again") }
+                failures = 0
+            } catch is CancellationError {
+                return
+            } catch {
+                if isDraining { return }
+                // The take may have run on the server with its reply lost: its entries are ours now.
+                reconcile = true
+                failures += 1
+                await handleLoopError(error, in: "read jobs", failures: failures)
+            }
+        }
+    }
+
+    /// Runs (up to the free slots) or hands back, with no attempt counted, the entries pending for
+    /// this worker that it does not know: left by a take, a blocking read or a hand-back whose
+    /// reply was lost. Without this they would wait out a lease and come back as a new attempt,
+    /// and a job with one attempt would be dead-lettered without ever having run.
+    func adoptOrphans(start: (Delivery) -> Void) async throws {
+        let known = state.withLock { Set($0.inFlight.keys) }
+        let orphans = try await queue.orphans(consumer: configuration.id, known: known)
+        if orphans.isEmpty { return }
+        let free = max(0, configuration.concurrency - inFlightCount)
+        logger.info("found \(orphans.count) entries delivered to this worker that it never saw (a lost reply); running them")
+        for delivery in orphans.prefix(free) { start(delivery) }
+        if orphans.count > free { try await queue.handBack(Array(orphans.dropFirst(free))) }
+    }
+
+    /// Jobs in queue order: the take script, then a blocking read when it finds nothing.
+    private func takeInOrder(free: Int, start: (Delivery) -> Void) async throws {
+        var deliveries = try await queue.take(consumer: configuration.id, count: free)
+        if deliveries.isEmpty {
+            deliveries = try await queue.waitForWork(on: blocking, consumer: configuration.id, count: free, block: configuration.blockTimeout)
+        }
+        // COUNT applies per stream, so a read over three lanes can bring up to three times
+        // the free slots: keep what fits, hand the rest straight back.
+        for delivery in deliveries.prefix(free) { start(delivery) }
+        if deliveries.count > free { try await queue.handBack(Array(deliveries[free...])) }
+    }
+
+    /// Warm-model routing: the take script picks jobs by model; when it finds none, wait for a new
+    /// entry on any lane, or until a job parked for another worker reaches the longest wait.
+    private func takeWarm(free: Int, source: any WarmModelReporting, routing: WarmRouting, start: (Delivery) -> Void) async throws {
+        let (warm, busy) = await warmModels(source)
+        let released = state.withLock { Array($0.publishedWarm.subtracting(warm)) }
+        let take = try await queue.takeWarm(
+            consumer: configuration.id,
+            count: free,
+            warm: warm,
+            released: released,
+            cacheSize: source.modelCacheSize,
+            // Every slot of the cache serves a running job: taking a job for another model would only make it wait.
+            mayLoad: busy < source.modelCacheSize,
+            routing: routing
+        )
+        state.withLock { s in
+            // Merged, not assigned: the heartbeat may have published more meanwhile.
+            s.publishedWarm.subtract(released)
+            s.publishedWarm.formUnion(warm)
+            if let claimed = take.claimedModel { s.publishedWarm.insert(claimed) }
+        }
+        for delivery in take.deliveries { start(delivery) }
+        if take.deliveries.isEmpty {
+            var block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
+            // Jobs this worker could not load for now become takeable when a running job ends,
+            // which no new entry announces: look again soon.
+            if busy >= source.modelCacheSize { block = min(block, .milliseconds(100)) }
+            _ = try await queue.waitForNewEntries(on: blocking, after: take.lastEntryIDs, block: block)
+        }
+    }
+
+    /// Models of running jobs first (a job just taken may not have reached the manager yet), then
+    /// the executor's warm models, most recently used first; and how many distinct models run now.
+    func warmModels(_ source: any WarmModelReporting) async -> (warm: [String], busy: Int) {
+        let running = state.withLock { s in s.inFlight.values.filter { $0.running && !$0.model.isEmpty }.map(\.model) }
+        var warm: [String] = []
+        for model in running + (await source.warmModels()) where !warm.contains(model) { warm.append(model) }
+        return (warm, Set(running).count)
+    }
+
+    /// Entries set aside must be taken (or given back by the reclaim at half a lease) well before
+    /// a lease runs out, so the longest wait is at most a quarter of the lease.
+    func effective(_ routing: WarmRouting) -> WarmRouting {
+        var routing = routing
+        routing.longestWait = min(routing.longestWait, queue.configuration.lease / 4)
+        // The reclaim looks at up to 100 parked entries per lane; more could age into "lost".
+        routing.lookahead = min(max(routing.lookahead, 1), 100)
+        routing.claimTTL = max(routing.claimTTL, configuration.heartbeatTTL)
+        return routing
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+
+/// Writing outcomes: results, retries and dead letters, in batches, so that one outcome Redis
+/// refuses never holds back the others.
+extension Worker {
+    /// Writes outcomes in batches: while one write is in flight, the next batch gathers.
+    func flushLoop() async {
+        var failures = 0
+        while !Task.isCancelled {
+            let pending = takeOutcomes()
+            if pending.isEmpty {
+                if !(await outcomeReady.wait()) { return }
+                continue
+            }
+            if let error = await writeIsolating(pending) {
+                if Task.isCancelled { return }
+                failures += 1
+                await handleLoopError(error, in: "write results", failures: failures)
+            } else {
+                failures = 0
+            }
+        }
+    }
+
+    /// Writes whatever is pending now, trying a few times (used while draining).
+    func flushNow() async {
+        for _ in 0..<20 {
+            let pending = takeOutcomes()
+            if pending.isEmpty { return }
+            if let error = await writeIsolating(pending) {
+                logger.warning("could not write results while draining: \(error)")
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+        }
+    }
+
+    private func takeOutcomes() -> [Outcome] {
+        state.withLock { s -> [Outcome] in
+            defer { s.outcomes.removeAll(keepingCapacity: true) }
+            return s.outcomes
+        }
+    }
+
+    /// Writes `outcomes`; when the batch fails, writes each on its own, so the good ones go
+    /// through. Outcomes that could not be written are put back (nothing is lost); a result that
+    /// Redis refuses on its own three times while Redis answers is replaced by a small `failed`
+    /// result that says why. Returns the last error, nil when everything was written.
+    func writeIsolating(_ outcomes: [Outcome]) async -> (any Error)? {
+        do {
+            try await write(outcomes)
+            written(outcomes)
+            return nil
+        } catch {
+            var lastError: any Error = error
+            var failed: [Outcome] = []
+            if outcomes.count > 1 {
+                for (index, outcome) in outcomes.enumerated() {
+                    do {
+                        try await write([outcome])
+                        written([outcome])
+                    } catch {
+                        lastError = error
+                        failed.append(outcome)
+                        // Redis is away, not refusing one outcome: keep the rest for the next try.
+                        if !(await redisAnswers()) {
+                            failed.append(contentsOf: outcomes[(index + 1)...])
+                            break
+                        }
+                    }
+                }
+            } else {
+                failed = outcomes
+            }
+            var retry: [Outcome] = []
+            var replaced: [Outcome] = []
+            let answers = failed.isEmpty ? false : await redisAnswers()
+            for outcome in failed {
+                let count = state.withLock { s -> Int in
+                    s.writeFailures[outcome.delivery.entryID, default: 0] += answers ? 1 : 0
+                    return s.writeFailures[outcome.delivery.entryID] ?? 0
+                }
+                if count >= 3, case .finished(let completion) = outcome, completion.result.status != .cancelled {
+                    let message = "Redis refused to store the result (\(completion.result.encodedJSON().count) bytes): \(lastError)"
+                    logger.warning("job \(completion.result.id): \(message)")
+                    var rejected = completion.result
+                    rejected.status = .failed
+                    rejected.output = nil
+                    rejected.usage = nil
+                    rejected.error = .init(code: "result_rejected", message: message)
+                    replaced.append(.finished(Completion(delivery: completion.delivery, result: rejected)))
+                } else {
+                    retry.append(outcome)
+                }
+            }
+            state.withLock { s in
+                for outcome in replaced { s.writeFailures[outcome.delivery.entryID] = nil }
+                s.outcomes.insert(contentsOf: replaced + retry, at: 0)
+            }
+            if !replaced.isEmpty { outcomeReady.notify() }
+            return retry.isEmpty ? nil : lastError
+        }
+    }
+
+    /// Forgets written outcomes' jobs and frees their slots.
+    private func written(_ outcomes: [Outcome]) {
+        state.withLock { s in
+            for outcome in outcomes {
+                s.inFlight[outcome.delivery.entryID] = nil
+                s.writeFailures[outcome.delivery.entryID] = nil
+            }
+            s.processed += outcomes.count
+        }
+        slotFreed.notify()
+    }
+
+    private func redisAnswers() async -> Bool {
+        (try? await queue.redis.send("PING")) != nil
+    }
+
+    private func write(_ outcomes: [Outcome]) async throws {
+        var completions: [Completion] = []
+        for outcome in outcomes {
+            switch outcome {
+            case .finished(let completion): completions.append(completion)
+            case .retry(let delivery, let delay): try await queue.retry(delivery, after: delay)
+            case .dead(let delivery, let reason, let result): try await queue.deadLetter(delivery, reason: reason, result: result)
+            case .forget: break
+            }
+        }
+        if !completions.isEmpty { try await queue.finish(completions) }
+    }
+}

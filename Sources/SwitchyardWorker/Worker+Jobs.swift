@@ -1,0 +1,256 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+
+/// Running jobs: admitting a delivery, running it on the executor, turning what happened into an
+/// outcome, and watching running jobs for timeouts, cancellation and lost leases.
+extension Worker {
+    /// Decodes a delivery and records it as in flight; returns the job to run, or nil when the
+    /// payload is bad (it is dead-lettered with the reason: never a crash or a stall).
+    func admitJob(_ delivery: Delivery) -> Job? {
+        let job: Job
+        do {
+            job = try delivery.decodeJob()
+            guard !delivery.jobID.isEmpty, delivery.jobID == job.id else {
+                // The entry's id names the result key; a missing or different one would mix jobs up.
+                throw JobValidationError(field: "id", problem: "the stream entry's id '\(delivery.jobID)' does not match the job's '\(job.id)'")
+            }
+        } catch {
+            let reason = "payload cannot be decoded: \(error)"
+            logger.warning("dead-lettering entry \(delivery.entryID): \(reason)")
+            let result =
+                delivery.jobID.isEmpty || delivery.jobID.unicodeScalars.contains(where: { $0.value < 32 })
+                ? nil
+                : JobResult(
+                    id: delivery.jobID,
+                    status: .dead,
+                    attempts: delivery.attempt,
+                    worker: configuration.id,
+                    timings: .init(finished: Date().timeIntervalSince1970),
+                    error: .init(code: "invalid_payload", message: reason),
+                    batch: delivery.batch.isEmpty ? nil : delivery.batch
+                )
+            state.withLock {
+                $0.inFlight[delivery.entryID] = InFlight(delivery: delivery, deadline: .now, running: false)
+                $0.outcomes.append(.dead(delivery, reason: reason, result: result))
+            }
+            outcomeReady.notify()
+            return nil
+        }
+        let deadline = ContinuousClock.now + .milliseconds(Int64(job.timeout * 1000))
+        state.withLock { $0.inFlight[delivery.entryID] = InFlight(delivery: delivery, model: job.model, deadline: deadline) }
+        return job
+    }
+
+    /// Runs one attempt (a child task of the job group). The executor runs in a task of its own,
+    /// so that the watch loop can stop this one job, and abandon it if it ignores being stopped.
+    func runJob(_ job: Job, delivery: Delivery) async {
+        let started = Date().timeIntervalSince1970
+        let context = JobContext(attempt: delivery.attempt, workerID: configuration.id)
+        let attempt = Attempt()
+        let executor = self.executor
+        let task = Task {
+            do {
+                attempt.finish(.success(try await executor.execute(job, context: context)))
+            } catch {
+                attempt.finish(.failure(error))
+            }
+        }
+        let stoppedAlready = state.withLock { s -> Bool in
+            guard s.inFlight[delivery.entryID] != nil else { return true }
+            s.inFlight[delivery.entryID]?.task = task
+            s.inFlight[delivery.entryID]?.attempt = attempt
+            // Stopped (timeout, cancel, drain) before the task was stored: nobody cancelled it yet.
+            return s.inFlight[delivery.entryID]?.stopReason != nil
+        }
+        if stoppedAlready { task.cancel() }
+        let result = await withTaskCancellationHandler {
+            await attempt.value
+        } onCancel: {
+            task.cancel()
+        }
+        let outcome: Outcome
+        switch result {
+        case .success(let output)?:
+            if let reason = stopReason(delivery), reason == .leaseLost || reason == .shutdown {
+                outcome = .forget(delivery)
+            } else {
+                outcome = succeeded(job, delivery, started: started, output: output)
+            }
+        case .failure(let error)?:
+            outcome = failureOutcome(error, job: job, delivery: delivery, started: started)
+        case nil:
+            // Abandoned: the executor did not stop when told; its stop reason decides.
+            outcome = failureOutcome(CancellationError(), job: job, delivery: delivery, started: started)
+        }
+        let recorded = state.withLock { s -> Bool in
+            guard s.inFlight[delivery.entryID]?.running == true else { return false }
+            s.inFlight[delivery.entryID]?.running = false
+            s.inFlight[delivery.entryID]?.task = nil
+            s.inFlight[delivery.entryID]?.attempt = nil
+            s.outcomes.append(outcome)
+            return true
+        }
+        if recorded { outcomeReady.notify() }
+        jobEnded.notify()
+    }
+
+    /// A success, unless the result is larger than `maxResultBytes`: then a failure that says so
+    /// (not retried: the same job would give as large a result again).
+    private func succeeded(_ job: Job, _ delivery: Delivery, started: Double, output: JobOutput) -> Outcome {
+        let success = result(job, delivery, .succeeded, started: started, output: output.output, usage: output.usage)
+        let size = success.encodedJSON().count
+        guard size > configuration.maxResultBytes else { return .finished(Completion(delivery: delivery, result: success)) }
+        let info = JobResult.ErrorInfo(
+            code: "result_too_large",
+            message: "the result is \(size) bytes, over the worker's limit of \(configuration.maxResultBytes) (--max-result-bytes)"
+        )
+        logger.warning("job \(job.id): \(info.message)")
+        return .finished(Completion(delivery: delivery, result: result(job, delivery, .failed, started: started, error: info)))
+    }
+
+    func stopReason(_ delivery: Delivery) -> StopReason? {
+        state.withLock { $0.inFlight[delivery.entryID]?.stopReason }
+    }
+
+    private func failureOutcome(_ error: any Error, job: Job, delivery: Delivery, started: Double) -> Outcome {
+        let failure: JobFailure
+        switch stopReason(delivery) {
+        case .leaseLost, .shutdown:
+            return .forget(delivery)
+        case .cancelledByRequest:
+            // The cancelled result is already final; finishing only acknowledges the entry.
+            return .finished(Completion(delivery: delivery, result: result(job, delivery, .cancelled, started: started)))
+        case .timeout:
+            failure = JobFailure(code: "timeout", message: "attempt \(delivery.attempt) ran longer than the job's timeout of \(job.timeout) s")
+        case nil:
+            failure = (error as? JobFailure) ?? JobFailure(code: "executor_error", message: "\(error)")
+        }
+        let info = JobResult.ErrorInfo(code: failure.code, message: failure.message)
+        if !failure.retryable {
+            return .finished(Completion(delivery: delivery, result: result(job, delivery, .failed, started: started, error: info)))
+        }
+        if delivery.attempt >= delivery.maxAttempts {
+            let reason = "failed on attempt \(delivery.attempt) of \(delivery.maxAttempts): \(failure)"
+            return .dead(delivery, reason: reason, result: result(job, delivery, .dead, started: started, error: info))
+        }
+        let delay = queue.configuration.retryBackoff.delay(attempt: delivery.attempt)
+        logger.debug("job \(job.id) attempt \(delivery.attempt) failed (\(failure)); retrying in \(delay)")
+        return .retry(delivery, after: delay)
+    }
+
+    private func result(
+        _ job: Job,
+        _ delivery: Delivery,
+        _ status: JobResult.Status,
+        started: Double,
+        output: JSONValue? = nil,
+        usage: JobUsage? = nil,
+        error: JobResult.ErrorInfo? = nil
+    ) -> JobResult {
+        JobResult(
+            id: job.id,
+            status: status,
+            output: output,
+            attempts: delivery.attempt,
+            worker: configuration.id,
+            timings: .init(queued: job.queuedAt, started: started, finished: Date().timeIntervalSince1970),
+            usage: usage,
+            error: error,
+            batch: job.batch,
+            metadata: job.metadata.isEmpty ? nil : job.metadata,
+            testExecutor: executor.testExecutorName
+        )
+    }
+
+    // MARK: - Watching running jobs
+
+    /// Stops jobs that ran out of time or were cancelled, abandons those whose executor ignores
+    /// being stopped, and keeps leases fresh.
+    func watchLoop() async {
+        var lastRefresh = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.watchInterval)
+            let now = ContinuousClock.now
+            let running = state.withLock { s -> [Delivery] in
+                var out: [Delivery] = []
+                for (entry, job) in s.inFlight where job.running {
+                    if job.deadline < now, job.stopReason == nil {
+                        s.inFlight[entry]?.stopReason = .timeout
+                        s.inFlight[entry]?.stoppedAt = now
+                        job.task?.cancel()
+                    } else if job.stopReason == nil {
+                        out.append(job.delivery)
+                    }
+                }
+                return out
+            }
+            abandonStuckJobs(now: now)
+            do {
+                if !running.isEmpty {
+                    // Cancellation is a final result written by someone else: look for one.
+                    let results = try await queue.redis.pipeline(running.map { RedisCommand("EXISTS", queue.keys.result($0.jobID)) })
+                    for (delivery, exists) in zip(running, results) where exists.int == 1 {
+                        stop(delivery, reason: .cancelledByRequest)
+                    }
+                }
+                if now - lastRefresh >= queue.configuration.lease / 3 {
+                    // Jobs told to stop keep their lease until they end: another worker must not
+                    // run them while this one may still be running them.
+                    let held = state.withLock { s in
+                        Dictionary(grouping: s.inFlight.values.map(\.delivery), by: \.lane).mapValues { $0.map(\.entryID) }
+                    }
+                    let stillHeld = try await queue.refreshLeases(consumer: configuration.id, entries: held)
+                    // Only a refresh that worked counts: after a failure the next tick tries again.
+                    lastRefresh = now
+                    for lane in held.values {
+                        for entry in lane where !stillHeld.contains(entry) { leaseLost(entry) }
+                    }
+                }
+            } catch {
+                logger.debug("watch: \(error)")
+            }
+        }
+    }
+
+    /// A job told to stop whose executor has not ended within `abandonAfter`: its slot is freed
+    /// and its outcome written as if it had stopped; the executor's task is left to itself.
+    private func abandonStuckJobs(now: ContinuousClock.Instant) {
+        let stuck = state.withLock { s -> [(String, Attempt)] in
+            s.inFlight.compactMap { entry, job in
+                guard job.running, let stoppedAt = job.stoppedAt, now - stoppedAt >= configuration.abandonAfter, let attempt = job.attempt
+                else { return nil }
+                return (entry, attempt)
+            }
+        }
+        for (entry, attempt) in stuck {
+            logger.warning("the executor did not stop entry \(entry) within \(configuration.abandonAfter) of being told to; abandoning it")
+            attempt.abandon()
+        }
+    }
+
+    func stop(_ delivery: Delivery, reason: StopReason) {
+        let task = state.withLock { s -> Task<Void, Never>? in
+            guard s.inFlight[delivery.entryID]?.running == true, s.inFlight[delivery.entryID]?.stopReason == nil else { return nil }
+            s.inFlight[delivery.entryID]?.stopReason = reason
+            s.inFlight[delivery.entryID]?.stoppedAt = .now
+            return s.inFlight[delivery.entryID]?.task
+        }
+        task?.cancel()
+    }
+
+    /// Another worker reclaimed this entry after our lease ran out: stop and forget it.
+    private func leaseLost(_ entry: String) {
+        let task = state.withLock { s -> Task<Void, Never>? in
+            guard let inFlight = s.inFlight[entry], inFlight.running else { return nil }
+            s.inFlight[entry]?.stopReason = .leaseLost
+            s.inFlight[entry]?.stoppedAt = inFlight.stoppedAt ?? .now
+            return inFlight.task
+        }
+        if let task {
+            logger.warning("lost the lease of entry \(entry); another worker runs it now")
+            task.cancel()
+        }
+    }
+}

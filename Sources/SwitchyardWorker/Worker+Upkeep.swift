@@ -1,0 +1,104 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+
+/// The heartbeat, the queue's upkeep (promoting due jobs, reclaiming lost leases), and how every
+/// loop rides out Redis errors.
+extension Worker {
+    func heartbeatLoop() async {
+        while !Task.isCancelled {
+            // Read outside the lock: /proc and the host name can block.
+            let rss = residentMemoryBytes()
+            var models: [String]?
+            if let source = warmSource { models = await warmModels(source).warm }
+            let info = workerInfo(rss: rss, models: models)
+            try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL)
+            // A worker busy with long jobs takes nothing for a while: keep its warm claims alive.
+            if let models, let routing = configuration.warmRouting {
+                // Recorded as published, so stopping withdraws them too.
+                state.withLock { $0.publishedWarm.formUnion(models) }
+                try? await queue.renewWarm(workerID: configuration.id, models: models, ttl: effective(routing).claimTTL)
+            }
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+        }
+    }
+
+    /// Promotes due retries often; reclaims expired leases every half lease.
+    func maintenanceLoop() async {
+        var lastReclaim = ContinuousClock.now - queue.configuration.lease
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await queue.promoteDue()
+                if ContinuousClock.now - lastReclaim >= queue.configuration.lease / 2 {
+                    lastReclaim = .now
+                    let (requeued, dead) = try await queue.reclaimExpired(consumer: configuration.id)
+                    if requeued + dead > 0 { logger.info("reclaimed \(requeued + dead) jobs with expired leases (\(dead) dead-lettered)") }
+                }
+                failures = 0
+            } catch is CancellationError {
+                return
+            } catch {
+                failures += 1
+                await handleLoopError(error, in: "promote and reclaim", failures: failures)
+                continue
+            }
+            let jitter = Double.random(in: 0.8...1.2)
+            try? await Task.sleep(for: configuration.promoteInterval * jitter)
+        }
+    }
+
+    /// This worker's registry entry as of now.
+    func workerInfo(rss: Int = 0, models: [String]? = nil) -> WorkerInfo {
+        state.withLock { s in
+            WorkerInfo(
+                id: configuration.id,
+                host: hostName,
+                pid: ProcessInfo.processInfo.processIdentifier,
+                profile: configuration.profile,
+                concurrency: configuration.concurrency,
+                inFlight: s.inFlight.count,
+                startedAt: startedAt,
+                heartbeatAt: Date().timeIntervalSince1970,
+                version: Switchyard.version,
+                rssBytes: rss,
+                processed: s.processed,
+                executor: configuration.executorName,
+                models: models,
+                testExecutor: executor.testExecutorName != nil ? true : nil
+            )
+        }
+    }
+
+    // MARK: - Errors
+
+    func handleLoopError(_ error: any Error, in activity: String, failures: Int) async {
+        if let redisError = error as? RedisError, redisError.serverErrorPrefix == "NOGROUP" {
+            // Redis came back without our group (restarted without persistence): make it again.
+            logger.warning("consumer group missing; creating it again")
+            try? await queue.ensureGroups()
+            return
+        }
+        if failures == 1 {
+            logger.warning("cannot \(activity): \(error); retrying with backoff")
+        } else if failures % 20 == 0 {
+            logger.warning("still cannot \(activity) after \(failures) attempts: \(error)")
+        }
+        let delay = Backoff(base: .milliseconds(50), cap: .seconds(2)).delay(attempt: failures)
+        try? await Task.sleep(for: delay)
+    }
+
+    func retrying(_ activity: String, _ body: () async throws -> Void, until stop: () -> Bool) async {
+        var failures = 0
+        while !stop() {
+            do {
+                try await body()
+                return
+            } catch {
+                failures += 1
+                await handleLoopError(error, in: activity, failures: failures)
+            }
+        }
+    }
+}
