@@ -107,7 +107,9 @@ let package = Package(
         .testTarget(
             name: "SwitchyardModelsTests",
             dependencies: [
-                "SwitchyardCore", "SwitchyardModels", "SwitchyardTestSupport", .product(name: "Logging", package: "swift-log"),
+                "CProcessShim", "SwitchyardCore", "SwitchyardModels", "SwitchyardTestSupport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(
@@ -120,6 +122,7 @@ let package = Package(
             dependencies: [
                 "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardWorker", "SwitchyardTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -29,3 +29,51 @@ public enum LoopbackPort {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }
+
+extension LoopbackPort {
+    /// Whether the socket listening on `port` belongs to process `pid` or one of its children, so
+    /// that an answer on the port is known to come from the server this process started and not
+    /// from another that took the port first. Linux only (it reads /proc); nil where that cannot
+    /// be told, and then callers fall back on what the server says about itself.
+    public static func isListening(on port: Int, byProcessTreeOf pid: Int32) -> Bool? {
+        #if os(Linux)
+        var inodes: Set<String> = []
+        let hexPort = String(format: ":%04X", port)
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+                guard fields.count > 9, fields[1].hasSuffix(hexPort), fields[3] == "0A" else { continue }
+                inodes.insert("socket:[\(fields[9])]")
+            }
+        }
+        if inodes.isEmpty { return false }
+        for process in [pid] + children(of: pid) {
+            let directory = "/proc/\(process)/fd"
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+                if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\(fd)"), inodes.contains(target) {
+                    return true
+                }
+            }
+        }
+        return false
+        #else
+        return nil
+        #endif
+    }
+
+    /// Children and grandchildren of `pid` (a server may serve from a forked process).
+    private static func children(of pid: Int32) -> [Int32] {
+        var parents: [Int32: Int32] = [:]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let child = Int32(name), let stat = try? String(contentsOfFile: "/proc/\(name)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let rest = stat[stat.index(after: close)...].split(separator: " ")
+            if rest.count > 1, let parent = Int32(rest[1]) { parents[child] = parent }
+        }
+        let direct = parents.filter { $0.value == pid }.map(\.key)
+        return direct + direct.flatMap { child in parents.filter { $0.value == child }.map(\.key) }
+    }
+}

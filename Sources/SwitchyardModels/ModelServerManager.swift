@@ -52,6 +52,8 @@ public actor ModelServerManager: Service {
         public var pidFile: String?
         /// How often `run()` stops servers idle for longer than `idleTTL`. Default: 5 s.
         public var idleSweepInterval: Duration
+        /// Picks the port for a new server. Default: a free loopback port (`LoopbackPort.free`).
+        public var portPicker: @Sendable () throws -> Int = { try LoopbackPort.free() }
 
         /// Defaults: readiness within 120 s, idle TTL 600 s, 10 s between SIGTERM and SIGKILL,
         /// logs in the temporary directory, no PID file, an idle sweep every 5 s.
@@ -396,7 +398,7 @@ public actor ModelServerManager: Service {
     private func startOnce(_ model: String, entry: ModelCatalog.Entry) async throws -> Server {
         let clock = ContinuousClock()
         let began = clock.now
-        let port = try LoopbackPort.free()
+        let port = try configuration.portPicker()
         var template = entry.command ?? profile.serverCommand
         template += entry.extraArguments
         let argv = HardwareProfile(
@@ -435,7 +437,10 @@ public actor ModelServerManager: Service {
                     exitedWhileLoading: true
                 )
             }
-            if await isReady(port: port, entry: entry), process.isRunning {
+            // Only our own server's answer counts: another process may have taken the port.
+            if LoopbackPort.isListening(on: port, byProcessTreeOf: process.pid) != false, await isReady(port: port, entry: entry),
+                process.isRunning
+            {
                 let took = clock.now - began
                 stats.loads += 1
                 stats.coldStarts.append(took)

@@ -98,12 +98,14 @@ public final class LlamaServer: @unchecked Sendable {
 
     /// Writes a model catalog (JSON) in which every name is the tiny model on llama-cpp-python's
     /// server, and returns its path: several "models" that cost a real load each.
-    public static func catalogFile(models names: [String]) throws -> String {
+    /// `pinned` names models the catalog pins (loaded at start, never evicted).
+    public static func catalogFile(models names: [String], pinned: [String] = []) throws -> String {
         let entry: [String: Any] = [
             "file": try tinyModel(), "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 256,
             "command": HardwareProfile.llamaCppPythonServer(python: python),
         ]
-        let catalog = ["models": Dictionary(uniqueKeysWithValues: names.map { ($0, entry) })]
+        var catalog: [String: Any] = ["models": Dictionary(uniqueKeysWithValues: names.map { ($0, entry) })]
+        if !pinned.isEmpty { catalog["pinned"] = pinned }
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-models-\(UUID().uuidString.prefix(8)).json").path
         try JSONSerialization.data(withJSONObject: catalog, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
         return path

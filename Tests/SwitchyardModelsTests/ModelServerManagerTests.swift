@@ -1,5 +1,8 @@
+import CProcessShim
 import Foundation
 import Logging
+import ServiceLifecycle
+import ServiceLifecycleTestKit
 import SwitchyardCore
 import SwitchyardHTTP
 import SwitchyardModels
@@ -137,6 +140,144 @@ struct ModelServerManagerTests {
         for pid in pids { #expect(kill(pid, 0) != 0, "pid \(pid) still exists") }
     }
 
+    @Test func aModelThatCanNeverFitBesidePinnedOnesFailsAtOnce() async throws {
+        let manager = try Self.manager(cache: 1, pinned: ["a"])
+        _ = try await manager.withServer("a") { $0.pid }
+        await #expect {
+            try await manager.acquire("b")
+        } throws: { error in
+            (error as? ModelServerError)?.cannotFit == true && "\(error)".contains("pinned models (a) fill the model cache")
+        }
+        #expect(await manager.statistics.warm == ["a"])
+        await manager.shutdown()
+        // The memory budget: 100 MB pinned of 150, and the other model needs 100.
+        let tight = try Self.manager(cache: 3, budgetMB: 150, memoryMB: 100, pinned: ["a"])
+        _ = try await tight.withServer("a") { $0.pid }
+        await #expect {
+            try await tight.acquire("b")
+        } throws: { error in
+            (error as? ModelServerError)?.cannotFit == true && "\(error)".contains("MB budget")
+        }
+        await tight.shutdown()
+    }
+
+    @Test func aWaitForRoomEndsWhenTheCallerIsCancelledAndLoadsNothing() async throws {
+        let manager = try Self.manager(cache: 1)
+        let busy = try await manager.acquire("a")
+        let waiting = Task { try await manager.acquire("b") }
+        try await Task.sleep(for: .milliseconds(300))
+        waiting.cancel()
+        await #expect(throws: CancellationError.self) { try await waiting.value }
+        // Released after the cancelled caller left: nothing evicts a or loads b for it.
+        await manager.release(busy.model)
+        try await Task.sleep(for: .milliseconds(300))
+        let stats = await manager.statistics
+        #expect(stats.loads == 1 && stats.evictions == 0 && stats.warm == ["a"])
+        await manager.shutdown()
+    }
+
+    @Test func asAServiceItLoadsPinnedModelsAndStopsEverythingOnShutdown() async throws {
+        let manager = try Self.manager(cache: 2, pinned: ["b"])
+        let pids = try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await manager.run() }
+                let loaded = try await waitUntil { await manager.statistics.warm == ["b"] }
+                #expect(loaded)
+                let pids = Array(await manager.pids.values)
+                trigger.triggerGracefulShutdown()
+                try await group.waitForAll()
+                return pids
+            }
+        }
+        #expect(pids.count == 1)
+        for pid in pids { #expect(kill(pid, 0) != 0, "pid \(pid) still exists") }
+    }
+
+    @Test func thePIDFileLetsTheNextManagerStopWhatAnEarlierOneLeft() async throws {
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("pids-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: pidFile) }
+        // Two processes outliving a "crashed" worker; the second's recorded start time is wrong,
+        // as for a pid the system has since given to another program: it must be left alone.
+        let leftover = try ChildProcess(executable: "sleep", arguments: ["300"], parentDeathSignal: nil)
+        let stranger = try ChildProcess(executable: "sleep", arguments: ["300"], parentDeathSignal: nil)
+        defer { stranger.terminate(grace: .milliseconds(100)) }
+        let lines = "\(leftover.pid) \(syp_process_start_time(leftover.pid))\n\(stranger.pid) \(syp_process_start_time(stranger.pid) + 1)\n"
+        try lines.write(toFile: pidFile, atomically: true, encoding: .utf8)
+        var profile = HardwareProfile.cpu
+        profile.modelCacheSize = 1
+        let manager = ModelServerManager(
+            catalog: try Self.catalog(),
+            profile: profile,
+            configuration: .init(pidFile: pidFile),
+            logger: Logger(label: "test")
+        )
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await manager.run() }
+                #expect(leftover.waitForExit(timeout: .seconds(5)))
+                trigger.triggerGracefulShutdown()
+                try await group.waitForAll()
+            }
+        }
+        #expect(stranger.isRunning)
+    }
+
+    @Test func onlyTheServerItStartedCountsAsReady() async throws {
+        // Another process already answers on the port, exactly like a ready llama.cpp server
+        // serving our model file would; the server we start (here one that never listens) is not ready.
+        let file = try LlamaServer.tinyModel()
+        let port = try LoopbackPort.free()
+        let script = """
+            import http.server, sys
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = b'{"data": [{"id": "%s"}]}' % sys.argv[2].encode()
+                    self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+                def log_message(self, *a): pass
+            http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+            """
+        let impostor = try ChildProcess(executable: "python3", arguments: ["-c", script, String(port), file])
+        defer { impostor.terminate(grace: .milliseconds(200)) }
+        #expect(try await waitUntil { RedisServer.isListening(port: port) })
+        let entry = ModelCatalog.Entry(file: file, framework: .llamaCppPython, memoryMB: 10, command: ["sh", "-c", "sleep 30", "{model}", "{port}"])
+        var configuration = ModelServerManager.Configuration(readinessTimeout: .seconds(2), stopGrace: .milliseconds(200))
+        configuration.portPicker = { port }
+        let manager = ModelServerManager(
+            catalog: ModelCatalog(models: ["m": entry]),
+            profile: .cpu,
+            configuration: configuration,
+            logger: Logger(label: "test")
+        )
+        await #expect {
+            try await manager.acquire("m")
+        } throws: { error in
+            "\(error)".contains("not ready within")
+        }
+        await manager.shutdown()
+    }
+
+    @Test func aServerThatExitsWhileLoadingGivesTheJobAShortReasonNotItsLog() async throws {
+        let entry = ModelCatalog.Entry(
+            file: "/nonexistent.gguf",
+            framework: .llamaCppPython,
+            memoryMB: 10,
+            command: ["sh", "-c", "echo 'token=do-not-leak-this {model}'; exit 3", "{port}"]
+        )
+        let manager = ModelServerManager(
+            catalog: ModelCatalog(models: ["m": entry]),
+            profile: .cpu,
+            configuration: .init(readinessTimeout: .seconds(10)),
+            logger: Logger(label: "test")
+        )
+        await #expect {
+            try await manager.acquire("m")
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("exited while loading (exit code 3)") && !text.contains("do-not-leak-this")
+        }
+        await manager.shutdown()
+    }
+
     @Test func unknownModelsAreRefused() async throws {
         let manager = try Self.manager(cache: 1)
         await #expect {
@@ -146,6 +287,16 @@ struct ModelServerManagerTests {
         }
         await manager.shutdown()
     }
+}
+
+/// Polls `condition` every 50 ms for up to `timeout`.
+func waitUntil(timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
 }
 
 final class EventLog: @unchecked Sendable {

@@ -35,8 +35,8 @@ struct WorkerProcessTests {
         defer { f.close() }
         let args = ["--queue", "test", "--executor", "echo", "--lease", "1s", "--concurrency", "16", "--log-level", "warning"]
         var workers = try (0..<3).map { try WorkerProcess(redisURL: f.server.url, id: "w\($0)-0", arguments: args) }
-        // 40 ms a job on 3 x 16 slots: about 4 s of work, long enough for several kills mid-job.
-        let jobs = (0..<5000).map { chatJob("job \($0)", maxAttempts: 20, metadata: ["echo.sleep_ms": "40"]) }
+        // 80 ms a job on 3 x 16 slots: about 8 s of work, long enough for several kills mid-job.
+        let jobs = (0..<5000).map { chatJob("job \($0)", maxAttempts: 20, metadata: ["echo.sleep_ms": "80"]) }
         _ = try await f.queue.push(jobs)
         var kills = 0
         let deadline = ContinuousClock.now + .seconds(240)
@@ -268,6 +268,72 @@ struct WorkerProcessTests {
         #expect(kill(pid, 0) == 0)
         #expect(w.terminate() == 0)
         #expect(kill(pid, 0) != 0, "the model server outlived its worker")
+    }
+
+    @Test func aKilledWorkersModelServersDieWithIt() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let catalog = try LlamaServer.catalogFile(models: ["tiny"])
+        defer { try? FileManager.default.removeItem(atPath: catalog) }
+        let w = try WorkerProcess(
+            redisURL: f.server.url,
+            id: "doomed",
+            arguments: ["--queue", "test", "--executor", "local", "--models", catalog, "--profile", "cpu"]
+        )
+        var job = chatJob("load it")
+        job.input.parameters = ["max_tokens": .number(2)]
+        _ = try await f.queue.push(job)
+        let done = try await eventually(timeout: .seconds(60)) { try await f.queue.result(of: job.id) != nil }
+        #expect(done)
+        let pid = try #require(
+            w.log.components(separatedBy: "model server for tiny ready after").last?.components(separatedBy: "(pid ").dropFirst().first
+                .flatMap { Int32($0.prefix { $0.isNumber }) }
+        )
+        #expect(kill(pid, 0) == 0)
+        w.kill()
+        // No drain, no shutdown: the kernel's parent-death signal takes the server down.
+        let gone = try await eventually(timeout: .seconds(10)) { kill(pid, 0) != 0 }
+        #expect(gone, "model server \(pid) outlived its killed worker")
+    }
+
+    /// The hardening issue's recipe: `a` is pinned and fills a one-model cache, so a job for `b`
+    /// could only wait, for ever, for room that never comes.
+    @Test func aJobForAModelThatCanNeverLoadEndsAndCancelWorks() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let catalog = try LlamaServer.catalogFile(models: ["a", "b"], pinned: ["a"])
+        defer { try? FileManager.default.removeItem(atPath: catalog) }
+        let w = try WorkerProcess(
+            redisURL: f.server.url,
+            id: "pinned",
+            arguments: [
+                "--queue", "test", "--executor", "local", "--models", catalog, "--profile", "cpu", "--concurrency", "1", "--retry-base", "100ms",
+            ]
+        )
+        defer { _ = w.terminate() }
+        let loaded = try await eventually(timeout: .seconds(60)) { w.log.contains("model server for a ready after") }
+        #expect(loaded, "the pinned model is loaded at start")
+        var job = chatJob("for b")
+        job.model = "b"
+        job.timeout = 5
+        _ = try await f.queue.push(job)
+        let ended = try await eventually(timeout: .seconds(15)) { try await f.queue.result(of: job.id) != nil }
+        #expect(ended)
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .dead && result.error?.code == "model_cannot_fit", "\(result)")
+        #expect(w.log.components(separatedBy: "ready after").count - 1 == 1, "b was never loaded, a never evicted")
+        // A job for b with attempts to spare is still cancellable between them.
+        var other = chatJob("for b, cancelled")
+        other.model = "b"
+        other.maxAttempts = 100
+        _ = try await f.queue.push(other)
+        #expect(try await f.queue.cancel(jobID: other.id) == .cancelled)
+        let stopped = try await eventually(timeout: .seconds(10)) {
+            let status = try await f.queue.status()
+            return status.lanes.allSatisfy { $0.waiting == 0 && $0.pending == 0 } && status.delayed == 0
+        }
+        #expect(stopped)
+        #expect(try await f.queue.result(of: other.id)?.status == .cancelled)
     }
 
     @Test func twoWorkersShareAMixedWorkloadWithoutReloadingModels() async throws {

@@ -1,0 +1,102 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+import Testing
+
+/// Pushes that check everything first and never count a job twice; keys that outlive delays;
+/// cancel that knows which jobs exist.
+@Suite("Queue: pushes, job records, delays and cancel")
+struct QueueHardeningTests {
+    @Test func aBadJobAnywhereInABulkPushPushesNothing() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var jobs = (0..<1200).map { chatJob("job \($0)") }
+        jobs[700].idempotencyKey = String(repeating: "k", count: 300)
+        await #expect {
+            _ = try await f.queue.push(jobs, chunkSize: 500)
+        } throws: { error in
+            (error as? JobValidationError)?.field == "jobs[700].idempotency_key"
+        }
+        // Not even the first chunk went out.
+        #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 0)
+        #expect(try await f.queue.status().counters["pushed"] == nil)
+    }
+
+    @Test func anIdPushedAgainIsNeitherQueuedNorCountedTwice() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var jobs = (0..<3).map { chatJob("job \($0)") }
+        for i in jobs.indices { jobs[i].batch = "b1" }
+        _ = try await f.queue.push(jobs)
+        // The same ids again (a resumed push), plus one new job.
+        var more = chatJob("job 3")
+        more.batch = "b1"
+        let outcomes = try await f.queue.push(jobs + [more])
+        #expect(outcomes == jobs.map { .duplicate(existingID: $0.id) } + [.queued(id: more.id)])
+        #expect(try await f.queue.batchProgress("b1").total == 4)
+        #expect(try await f.queue.batchJobIDs("b1") == (jobs + [more]).map(\.id))
+        #expect(try await f.queue.take(consumer: "a", count: 10).count == 4)
+        #expect(try await f.queue.status().counters["pushed"] == 4)
+    }
+
+    @Test func aDelayedJobsKeysLiveUntilItsResultCouldExpire() async throws {
+        let f = try QueueFixture {
+            $0.resultTTL = .seconds(60)
+            $0.idempotencyTTL = .seconds(60)
+        }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var job = chatJob("in ten days")
+        job.batch = "later"
+        job.idempotencyKey = "once-later"
+        job.notBefore = Date().timeIntervalSince1970 + 10 * 86400
+        _ = try await f.queue.push(job)
+        func ttl(_ key: String) async throws -> Int { try await f.pool.send("TTL", key).int ?? -2 }
+        let due = 10 * 86400
+        #expect(try await ttl(f.queue.keys.idempotency("once-later")) > due)
+        #expect(try await ttl(f.queue.keys.batch("later")) > due)
+        #expect(try await ttl(f.queue.keys.batchJobs("later")) > due)
+        #expect(try await ttl(f.queue.keys.job(job.id)) > due)
+        // A job pushed into the batch later with no delay does not shorten the batch's life.
+        var now = chatJob("now")
+        now.batch = "later"
+        _ = try await f.queue.push(now)
+        #expect(try await ttl(f.queue.keys.batch("later")) > due)
+        // Cancelled now, it is still cancelled when its day comes.
+        #expect(try await f.queue.cancel(jobID: job.id) == .cancelled)
+        #expect(try await ttl(f.queue.keys.result(job.id)) > due)
+        let cancelled = try #require(try await f.queue.result(of: job.id))
+        #expect(cancelled.status == .cancelled && cancelled.batch == "later")
+    }
+
+    @Test func aCancelledDelayedJobDoesNotRunWhenItsResultTTLIsShorterThanTheDelay() async throws {
+        let f = try QueueFixture { $0.resultTTL = .seconds(1) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var job = chatJob("delayed")
+        job.notBefore = Date().timeIntervalSince1970 + 2.5
+        _ = try await f.queue.push(job)
+        #expect(try await f.queue.cancel(jobID: job.id) == .cancelled)
+        try await Task.sleep(for: .seconds(3))
+        try await f.queue.promoteDue()
+        #expect(try await f.queue.take(consumer: "a", count: 10).isEmpty)
+        #expect(try await f.queue.result(of: job.id)?.status == .cancelled)
+    }
+
+    @Test func cancellingAnUnknownIdWritesAndCountsNothing() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        #expect(try await f.queue.cancel(jobID: "no-such-job") == .unknown)
+        #expect(try await f.pool.send("EXISTS", f.queue.keys.result("no-such-job")).int == 0)
+        #expect(try await f.queue.status().counters["cancelled"] == nil)
+        let job = chatJob("real")
+        _ = try await f.queue.push(job)
+        #expect(try await f.queue.cancel(jobID: job.id) == .cancelled)
+        #expect(try await f.queue.cancel(jobID: job.id) == .alreadyFinal)
+        #expect(try await f.queue.status().counters["cancelled"] == 1)
+    }
+}

@@ -1,0 +1,418 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import ServiceLifecycleTestKit
+import SwitchyardCore
+import SwitchyardQueue
+import SwitchyardRedis
+import SwitchyardTestSupport
+import SwitchyardWorker
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The tests' own executor: runs a closure per job.
+struct ClosureExecutor: JobExecutor {
+    let body: @Sendable (Job, JobContext) async throws -> JobOutput
+    func execute(_ job: Job, context: JobContext) async throws -> JobOutput { try await body(job, context) }
+}
+
+/// Things an executor saw, for the test to check.
+final class Seen: Sendable {
+    private let events = Mutex<[String]>([])
+    func add(_ event: String) { events.withLock { $0.append(event) } }
+    var all: [String] { events.withLock { $0 } }
+    func contains(_ event: String) -> Bool { all.contains(event) }
+}
+
+/// A worker configuration for in-process tests: quick loops, two slots.
+func testWorkerConfiguration(id: String = "in-process") -> WorkerConfiguration {
+    WorkerConfiguration(
+        id: id,
+        concurrency: 2,
+        blockTimeout: .milliseconds(300),
+        shutdownGrace: .seconds(5),
+        heartbeatInterval: .milliseconds(500),
+        promoteInterval: .milliseconds(50),
+        watchInterval: .milliseconds(50),
+        executorName: "closure"
+    )
+}
+
+/// Runs a `Worker` inside this process, under a graceful-shutdown trigger, while `body` runs;
+/// then shuts it down gracefully and waits for `run()` to return.
+func withWorker(
+    _ queue: JobQueue,
+    executor: any JobExecutor,
+    configuration: WorkerConfiguration = testWorkerConfiguration(),
+    _ body: (Worker) async throws -> Void
+) async throws {
+    var logger = Logger(label: "test.worker")
+    logger.logLevel = .warning
+    let worker = Worker(queue: queue, executor: executor, configuration: configuration, logger: logger)
+    try await testGracefulShutdown { trigger in
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            do {
+                try await body(worker)
+            } catch {
+                trigger.triggerGracefulShutdown()
+                try? await group.waitForAll()
+                throw error
+            }
+            trigger.triggerGracefulShutdown()
+            try await group.waitForAll()
+        }
+    }
+}
+
+func reply(_ text: String) -> JobOutput { JobOutput(output: .object(["content": .string(text)])) }
+
+/// The worker run inside the test process, in a ServiceGroup-like harness: timeouts, lost
+/// leases, cancellation, draining, failed writes and lost replies, each against a real redis-server.
+@Suite("Worker in process", .serialized)
+struct WorkerInProcessTests {
+    @Test func aJobPastItsTimeoutIsStoppedAndDeadLettered() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let seen = Seen()
+        var job = chatJob("slow", maxAttempts: 1)
+        job.timeout = 0.3
+        _ = try await f.queue.push(job)
+        let executor = ClosureExecutor { _, _ in
+            do {
+                try await Task.sleep(for: .seconds(60))
+            } catch {
+                seen.add("cancelled")
+                throw error
+            }
+            return reply("never")
+        }
+        try await withWorker(f.queue, executor: executor) { _ in
+            let reached1 = try await eventually(timeout: .seconds(10)) { try await f.queue.result(of: job.id) != nil }
+            #expect(reached1)
+        }
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .dead && result.error?.code == "timeout")
+        #expect(seen.contains("cancelled"))
+    }
+
+    @Test func anExecutorThatIgnoresBeingStoppedIsAbandonedAndItsSlotFreed() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let seen = Seen()
+        var stuckJob = chatJob("stuck", maxAttempts: 1)
+        stuckJob.timeout = 0.2
+        let stuck = stuckJob
+        let next = chatJob("next")
+        _ = try await f.queue.push(stuck)
+        var configuration = testWorkerConfiguration()
+        configuration.concurrency = 1
+        configuration.abandonAfter = .milliseconds(300)
+        let executor = ClosureExecutor { job, _ in
+            if job.id == stuck.id {
+                // Blocks a thread of its own for 8 s and takes no notice of cancellation.
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    Thread.detachNewThread {
+                        sleep(8)
+                        seen.add("stuck executor returned")
+                        done.resume()
+                    }
+                }
+            }
+            return reply("ok")
+        }
+        try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
+            let reached2 = try await eventually(timeout: .seconds(6)) { try await f.queue.result(of: stuck.id) != nil }
+            #expect(reached2)
+            // The only slot is free again while the stuck executor still runs.
+            _ = try await f.queue.push(next)
+            let reached3 = try await eventually(timeout: .seconds(6)) { try await f.queue.result(of: next.id)?.status == .succeeded }
+            #expect(reached3)
+            #expect(!seen.contains("stuck executor returned"))
+        }
+        let result = try #require(try await f.queue.result(of: stuck.id))
+        #expect(result.status == .dead && result.error?.code == "timeout")
+    }
+
+    @Test func cancellingARunningJobStopsItsExecutor() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let seen = Seen()
+        let job = chatJob("cancel me")
+        _ = try await f.queue.push(job)
+        let executor = ClosureExecutor { _, _ in
+            seen.add("started")
+            do {
+                try await Task.sleep(for: .seconds(60))
+            } catch {
+                seen.add("cancelled")
+                throw error
+            }
+            return reply("never")
+        }
+        try await withWorker(f.queue, executor: executor) { worker in
+            let reached4 = try await eventually(timeout: .seconds(5)) { seen.contains("started") }
+            #expect(reached4)
+            #expect(try await f.queue.cancel(jobID: job.id) == .cancelled)
+            let reached5 = try await eventually(timeout: .seconds(5)) { seen.contains("cancelled") && worker.inFlightCount == 0 }
+            #expect(reached5)
+        }
+        #expect(try await f.queue.result(of: job.id)?.status == .cancelled)
+        #expect(try await f.queue.status().lanes.allSatisfy { $0.waiting == 0 && $0.pending == 0 })
+    }
+
+    @Test func aLostLeaseStopsTheAttemptAndWritesNothingForIt() async throws {
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        let seen = Seen()
+        let job = chatJob("taken from me")
+        _ = try await f.queue.push(job)
+        let executor = ClosureExecutor { _, context in
+            seen.add("started \(context.attempt)")
+            guard context.attempt == 1 else { return reply("second attempt") }
+            do {
+                try await Task.sleep(for: .seconds(60))
+            } catch {
+                seen.add("cancelled")
+                throw error
+            }
+            return reply("never")
+        }
+        try await withWorker(f.queue, executor: executor) { _ in
+            let started = try await eventually(timeout: .seconds(5)) { seen.contains("started 1") }
+            #expect(started)
+            // As if this worker had stalled past its lease: its entry looks idle and another
+            // worker's reclaim requeues it (the copy is attempt 2, the old entry is gone).
+            let reclaimed = try await eventually(timeout: .seconds(5)) {
+                for entry in try await f.queue.pendingEntries(consumer: "in-process") {
+                    try await f.pool.send(
+                        "XCLAIM",
+                        f.queue.keys.lane(.default),
+                        QueueKeys.group,
+                        "in-process",
+                        0,
+                        entry.entryID,
+                        "IDLE",
+                        3_600_000,
+                        "JUSTID"
+                    )
+                }
+                return try await f.queue.reclaimExpired(consumer: "other").requeued == 1
+            }
+            #expect(reclaimed)
+            let done = try await eventually(timeout: .seconds(5)) { try await f.queue.result(of: job.id) != nil }
+            #expect(done)
+        }
+        #expect(seen.contains("cancelled"))
+        // The lost attempt wrote nothing; the reclaimed copy ran as attempt 2.
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .succeeded && result.attempts == 2 && result.output?["content"] == .string("second attempt"))
+    }
+
+    @Test func aDrainLetsJobsFinishWithinTheGrace() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let seen = Seen()
+        let job = chatJob("finish me")
+        _ = try await f.queue.push(job)
+        var configuration = testWorkerConfiguration()
+        configuration.shutdownGrace = .seconds(10)
+        let executor = ClosureExecutor { _, _ in
+            seen.add("started")
+            try await Task.sleep(for: .milliseconds(500))
+            return reply("done")
+        }
+        try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
+            let reached8 = try await eventually(timeout: .seconds(5)) { seen.contains("started") }
+            #expect(reached8)
+        }
+        // run() returned only after the job finished and its result was written.
+        #expect(try await f.queue.result(of: job.id)?.status == .succeeded)
+        #expect(try await f.queue.workers().isEmpty)
+    }
+
+    @Test func aDrainHandsBackWhatOutlastsTheGrace() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let seen = Seen()
+        let job = chatJob("too long")
+        _ = try await f.queue.push(job)
+        var configuration = testWorkerConfiguration()
+        configuration.shutdownGrace = .milliseconds(300)
+        let executor = ClosureExecutor { _, _ in
+            seen.add("started")
+            do {
+                try await Task.sleep(for: .seconds(60))
+            } catch {
+                seen.add("cancelled")
+                throw error
+            }
+            return reply("never")
+        }
+        try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
+            let reached9 = try await eventually(timeout: .seconds(5)) { seen.contains("started") }
+            #expect(reached9)
+        }
+        #expect(seen.contains("cancelled"))
+        #expect(try await f.queue.result(of: job.id) == nil)
+        let status = try await f.queue.status()
+        #expect(status.lanes[1].waiting == 1 && status.lanes[1].pending == 0)
+        let again = try #require(try await f.queue.take(consumer: "next", count: 1).first)
+        #expect(again.jobID == job.id && again.attempt == 1)
+    }
+
+    @Test func aResultRedisRefusesFailsAloneAndTheOthersAreWritten() async throws {
+        // Redis refuses any argument over 1 MB; the worker's own limit is higher.
+        let f = try QueueFixture(serverArguments: ["--proto-max-bulk-len", "1mb"])
+        defer { f.close() }
+        let big = chatJob("big")
+        let small = (0..<3).map { chatJob("small \($0)") }
+        _ = try await f.queue.push([big] + small)
+        var configuration = testWorkerConfiguration()
+        configuration.concurrency = 4
+        let executor = ClosureExecutor { job, _ in
+            // Finish together, so their results share one write.
+            try await Task.sleep(for: .milliseconds(200))
+            return reply(job.id == big.id ? String(repeating: "x", count: 1_500_000) : "fine")
+        }
+        try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
+            let reached10 = try await eventually(timeout: .seconds(20)) {
+                try await f.queue.results(of: ([big] + small).map(\.id)).allSatisfy { $0 != nil }
+            }
+            #expect(reached10)
+        }
+        for job in small { #expect(try await f.queue.result(of: job.id)?.status == .succeeded) }
+        let refused = try #require(try await f.queue.result(of: big.id))
+        #expect(refused.status == .failed && refused.error?.code == "result_rejected" && refused.output == nil)
+    }
+
+    @Test func aResultOverTheWorkersLimitFailsWithResultTooLarge() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let job = chatJob("verbose")
+        _ = try await f.queue.push(job)
+        var configuration = testWorkerConfiguration()
+        configuration.maxResultBytes = 1000
+        let executor = ClosureExecutor { _, _ in
+            reply(String(repeating: "y", count: 5000))
+        }
+        try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
+            let reached11 = try await eventually(timeout: .seconds(5)) { try await f.queue.result(of: job.id) != nil }
+            #expect(reached11)
+        }
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .failed && result.error?.code == "result_too_large" && result.output == nil)
+        #expect(result.error?.message.contains("1000") == true)
+    }
+
+    /// A take whose reply is lost (a connection reset after Redis ran it) leaves the entry pending
+    /// for this worker. With one attempt allowed, a worker that did not look for such entries
+    /// would let the lease run out and the reclaim would dead-letter a job that never ran.
+    @Test(arguments: [false, true])
+    func aLostTakeReplyDoesNotCostTheJobAnAttempt(pushWhileIdle: Bool) async throws {
+        let f = try QueueFixture { $0.lease = .seconds(1) }
+        defer { f.close() }
+        let marker = "marker-\(UUID().uuidString)"
+        let proxy = try FaultProxy(target: f.server.port, faults: ["--drop-reply-containing", marker])
+        var redis = try RedisConfiguration(url: "redis://127.0.0.1:\(proxy.port)")
+        redis.poolSize = 4
+        let pool = RedisConnectionPool(configuration: redis)
+        defer { pool.shutDown() }
+        var configuration = f.queue.configuration
+        configuration.lease = .seconds(1)
+        let queue = JobQueue(configuration: configuration, redis: pool)
+        let job = chatJob(marker, maxAttempts: 1)
+        if !pushWhileIdle { _ = try await f.queue.push(job) }
+        let executor = ClosureExecutor { _, _ in reply("ran") }
+        try await withWorker(queue, executor: executor) { _ in
+            if pushWhileIdle {
+                try await Task.sleep(for: .milliseconds(500))  // the worker waits in its blocking read
+                _ = try await f.queue.push(job)
+            }
+            let reached12 = try await eventually(timeout: .seconds(10)) { try await f.queue.result(of: job.id) != nil }
+            #expect(reached12)
+        }
+        #expect(proxy.faultsFired == 1)
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .succeeded && result.attempts == 1, "\(result)")
+        #expect(try await f.queue.deadLetters().isEmpty)
+    }
+
+    @Test func aWorkerRefusesAnIdALiveWorkerHolds() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let twin = WorkerInfo(
+            id: "twin",
+            host: "another-host",
+            pid: 4242,
+            profile: "cpu",
+            concurrency: 1,
+            inFlight: 1,
+            startedAt: 0,
+            heartbeatAt: Date().timeIntervalSince1970,
+            version: "x",
+            rssBytes: 0,
+            processed: 0,
+            executor: "local"
+        )
+        try await f.queue.heartbeat(twin, ttl: .seconds(30))
+        _ = try await f.queue.push(chatJob("the twin's job"))
+        _ = try await f.queue.take(consumer: "twin", count: 1)
+        let worker = Worker(
+            queue: f.queue,
+            executor: ClosureExecutor { _, _ in reply("no") },
+            configuration: WorkerConfiguration(id: "twin", executorName: "closure"),
+            logger: Logger(label: "test")
+        )
+        await #expect {
+            try await testGracefulShutdown { _ in try await worker.run() }
+        } throws: { error in
+            (error as? WorkerError)?.code == .duplicateID && "\(error)".contains("another-host")
+        }
+        // The live worker's registration and its running job are untouched.
+        #expect(try await f.queue.workers().map(\.host) == ["another-host"])
+        #expect(try await f.queue.pendingEntries(consumer: "twin").count == 1)
+    }
+
+    @Test func aWorkerTakingOverADeadPredecessorsIdRunsWhatItLeft() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        // A pid on this host that no longer runs: a predecessor killed with SIGKILL.
+        let gone = try ChildProcess(executable: "true", arguments: [])
+        gone.waitForExit()
+        let predecessor = WorkerInfo(
+            id: "restarted",
+            host: ProcessInfo.processInfo.hostName,
+            pid: gone.pid,
+            profile: "cpu",
+            concurrency: 1,
+            inFlight: 1,
+            startedAt: 0,
+            heartbeatAt: Date().timeIntervalSince1970,
+            version: "x",
+            rssBytes: 0,
+            processed: 0,
+            executor: "local"
+        )
+        try await f.queue.heartbeat(predecessor, ttl: .seconds(30))
+        let job = chatJob("left behind", maxAttempts: 1)
+        _ = try await f.queue.push(job)
+        _ = try await f.queue.take(consumer: "restarted", count: 1)
+        let configuration = testWorkerConfiguration(id: "restarted")
+        let executor = ClosureExecutor { _, _ in reply("picked up") }
+        try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
+            let reached13 = try await eventually(timeout: .seconds(5)) { try await f.queue.result(of: job.id) != nil }
+            #expect(reached13)
+        }
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .succeeded && result.attempts == 1)
+    }
+}
