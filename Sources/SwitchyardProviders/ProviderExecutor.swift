@@ -29,19 +29,38 @@ public struct ProvidersFile: Sendable, Codable {
         public var http2: Bool?
         /// A PEM bundle to trust instead of the system's (a corporate proxy's CA, say).
         public var caFile: String?
+        /// The most bytes of one response body, after decoding (`maxResponseBodyBytes`, 64 MiB by default).
+        public var maxResponseBytes: Int?
+        /// The most bytes of one Server-Sent Events line or event (`maxEventBytes`, 1 MiB by default).
+        public var maxEventBytes: Int?
+
+        /// The smallest byte limit accepted: below it, a value is more likely a mistaken unit
+        /// (kilobytes, megabytes) than a real limit.
+        public static let smallestByteLimit = 1024
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case maxConnectionsPerHost = "max_connections_per_host"
             case maxConnections = "max_connections"
             case http2
             case caFile = "ca_file"
+            case maxResponseBytes = "max_response_bytes"
+            case maxEventBytes = "max_event_bytes"
         }
 
-        public init(maxConnectionsPerHost: Int? = nil, maxConnections: Int? = nil, http2: Bool? = nil, caFile: String? = nil) {
+        public init(
+            maxConnectionsPerHost: Int? = nil,
+            maxConnections: Int? = nil,
+            http2: Bool? = nil,
+            caFile: String? = nil,
+            maxResponseBytes: Int? = nil,
+            maxEventBytes: Int? = nil
+        ) {
             self.maxConnectionsPerHost = maxConnectionsPerHost
             self.maxConnections = maxConnections
             self.http2 = http2
             self.caFile = caFile
+            self.maxResponseBytes = maxResponseBytes
+            self.maxEventBytes = maxEventBytes
         }
 
         /// The client configuration these settings give; a value out of range is an error naming it.
@@ -70,6 +89,18 @@ public struct ProvidersFile: Sendable, Codable {
                 }
                 configuration.caFile = caFile
             }
+            for (field, value) in [("max_response_bytes", maxResponseBytes), ("max_event_bytes", maxEventBytes)] {
+                guard let value else { continue }
+                guard value >= Self.smallestByteLimit else {
+                    throw ProviderError(
+                        .configuration,
+                        "field 'http.\(field)' must be at least \(Self.smallestByteLimit) (a number of bytes), got \(value)",
+                        provider: nil
+                    )
+                }
+            }
+            if let maxResponseBytes { configuration.maxResponseBodyBytes = maxResponseBytes }
+            if let maxEventBytes { configuration.maxEventBytes = maxEventBytes }
             return configuration
         }
     }
