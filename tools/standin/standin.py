@@ -3,8 +3,9 @@
 
 It follows the documented request and response shapes of:
   * the OpenAI-compatible API (OpenRouter and friends): GET /v1/models, POST /v1/chat/completions
-    (with and without "stream": true Server-Sent Events), /v1/completions, /v1/embeddings,
-    /v1/images/generations; errors as {"error": {"message", "type", "code"}};
+    (with and without "stream": true Server-Sent Events), /v1/completions, /v1/embeddings (with
+    "dimensions" up to 8 and "encoding_format" float or base64), /v1/images/generations; errors as
+    {"error": {"message", "type", "code"}};
   * Leonardo: POST /api/rest/v1/generations -> {"sdGenerationJob": {"generationId"}}, then
     GET /api/rest/v1/generations/<id> -> {"generations_by_pk": {"status": PENDING|COMPLETE|FAILED, ...}};
   * Runware: POST /v1 with a JSON array of tasks ("imageInference", "authentication") ->
@@ -29,6 +30,7 @@ import json
 import random
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -248,7 +250,19 @@ class Handler(BaseHTTPRequestHandler):
                 inputs = [inputs]
             if not isinstance(inputs, list) or not inputs:
                 return self.openai_error(400, "'input' is required")
-            data = [{"object": "embedding", "index": i, "embedding": vector(str(t))} for i, t in enumerate(inputs)]
+            dims = body.get("dimensions", 8)
+            if not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= 8:
+                return self.openai_error(400, "Invalid value for 'dimensions': this model supports 1 to 8.", code="invalid_value")
+            fmt = body.get("encoding_format", "float")
+            if fmt not in ("float", "base64"):
+                return self.openai_error(400, "Invalid value: '%s'. Supported values are: 'float' and 'base64'." % fmt,
+                                         code="invalid_value")
+            data = []
+            for i, t in enumerate(inputs):
+                numbers = vector(str(t))[:dims]
+                if fmt == "base64":  # little-endian float32s, as the API sends them
+                    numbers = base64.b64encode(struct.pack("<%df" % len(numbers), *numbers)).decode()
+                data.append({"object": "embedding", "index": i, "embedding": numbers})
             tokens = sum(len(str(t).split()) for t in inputs)
             return self.send_json(200, {"object": "list", "data": data, "model": body["model"],
                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
