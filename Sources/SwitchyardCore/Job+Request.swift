@@ -45,6 +45,14 @@ extension Job {
         "delay", "not_before", "metadata",
     ]
 
+    /// Keys that `parameters` may not hold because the worker's adapter sets them, with why.
+    static let adapterOwnParameters: [String: String] = [
+        "model": "is set by the worker from the job's 'model' (and the providers file); it cannot be a parameter",
+        "messages": "is set by the worker from the job's 'messages' or 'prompt'; it cannot be a parameter",
+        "stream": "is set by the worker (streaming is the provider's 'stream' setting in the providers file); it cannot be a parameter",
+        "stream_options": "is set by the worker along with 'stream'; it cannot be a parameter",
+    ]
+
     /// Builds a job from one request object (a JSONL line or an HTTP body), checking every field.
     ///
     /// Accepts `prompt` as a shorthand for a one-message chat, and the common sampling parameters
@@ -102,6 +110,13 @@ extension Job {
         if let p = object["parameters"], p != .null {
             guard let o = p.object else { throw JobValidationError(field: "parameters", problem: "expected an object, got \(p.typeName)") }
             parameters = o
+        }
+        // Fields every provider adapter sets itself: refused here, where it is cheap, rather than
+        // when a worker runs the job (the adapters refuse them too, with other unsupported keys).
+        for key in parameters.keys.sorted() {
+            if let problem = adapterOwnParameters[key] {
+                throw JobValidationError(field: "parameters.\(key)", problem: problem)
+            }
         }
         // Sampling settings mean nothing to an image or embedding endpoint, and strict APIs refuse
         // unknown body fields: say so at push rather than fail at the provider.

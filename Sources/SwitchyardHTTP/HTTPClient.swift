@@ -76,7 +76,10 @@ public final class HTTPClient: @unchecked Sendable {
         } onCancel: {
             cancel(transfer.id)
         }
-        return HTTPStreamingResponse(head: head, body: body)
+        var response = HTTPStreamingResponse(head: head, body: body)
+        response.origin = "\(request.method) \(request.redactedURL)"
+        response.maxEventBytes = configuration.maxEventBytes
+        return response
     }
 
     /// Fails transfers in flight with `closed` and stops the thread.
@@ -214,6 +217,15 @@ final class Transfer: @unchecked Sendable {
     private var headers: [(name: String, value: String)] = []
     private var body: [UInt8] = []
     private var headDelivered = false
+    /// Body bytes received so far (after decoding), and the most that may come.
+    private var received = 0
+    private let maxBodyBytes: Int
+    private let maxEventBytes: Int
+    /// Counts lines and events of a streamed `text/event-stream` body as they arrive.
+    private var eventSizes: EventSizeCounter?
+    /// Set when the body passed `maxBodyBytes`: the write callback refused it and the transfer
+    /// ends with this instead of libcurl's write error.
+    private var limitError: HTTPClientError?
 
     init(request: HTTPRequest, configuration: HTTPClientConfiguration) throws {
         guard request.url.hasPrefix("http://") || request.url.hasPrefix("https://") else {
@@ -224,6 +236,8 @@ final class Transfer: @unchecked Sendable {
         self.easy = easy
         self.request = request
         self.requestBody = request.body ?? []
+        self.maxBodyBytes = max(0, configuration.maxResponseBodyBytes)
+        self.maxEventBytes = max(0, configuration.maxEventBytes)
         let me = Unmanaged.passUnretained(self).toOpaque()
         sy_curl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, me)
         sy_curl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
@@ -306,26 +320,52 @@ final class Transfer: @unchecked Sendable {
         }
     }
 
-    fileprivate func receiveBody(_ bytes: UnsafeRawBufferPointer) {
+    /// Takes a piece of the body as libcurl delivers it (decoded). False when it would pass the
+    /// size limit: the write callback then refuses it, which makes libcurl stop the transfer.
+    fileprivate func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count <= maxBodyBytes - received else {
+            limitError = HTTPClientError(
+                .responseTooLarge,
+                "the response body of \(request.method) \(request.redactedURL) passed the limit of \(byteCount(maxBodyBytes)) "
+                    + "(maxResponseBodyBytes, counted after decoding); the transfer was stopped",
+                mayHaveReachedServer: true
+            )
+            return false
+        }
+        received += bytes.count
         switch mode {
         case .streaming(_, let bodyContinuation):
             deliverHead()
+            if eventSizes?.add(bytes) == false {
+                limitError = .eventTooLarge(origin: "\(request.method) \(request.redactedURL)", limit: maxEventBytes)
+                return false
+            }
             bodyContinuation.yield(Array(bytes))
         default:
             body.append(contentsOf: bytes)
         }
+        return true
     }
 
     private func deliverHead() {
         guard !headDelivered, case .streaming(let head?, let bodyContinuation) = mode else { return }
         headDelivered = true
         mode = .streaming(head: nil, body: bodyContinuation)
-        head.resume(returning: HTTPResponseHead(status: status, headers: headers))
+        let responseHead = HTTPResponseHead(status: status, headers: headers)
+        // An event stream is held to maxEventBytes here, on the loop thread, so that a huge line
+        // stops the transfer at once instead of piling up in the body's buffer ahead of a slower
+        // reader. Other streamed bodies may have lines of any length.
+        if responseHead.header("content-type")?.lowercased().hasPrefix("text/event-stream") == true {
+            eventSizes = EventSizeCounter(limit: maxEventBytes)
+        }
+        head.resume(returning: responseHead)
     }
 
     /// The transfer ended; `result` is libcurl's code.
     func finish(_ result: CURLcode) {
-        if result == CURLE_OK {
+        if let limitError {
+            fail(limitError)
+        } else if result == CURLE_OK {
             switch mode {
             case .buffered(let continuation):
                 let head = HTTPResponseHead(status: status, headers: headers)
@@ -395,8 +435,9 @@ final class Transfer: @unchecked Sendable {
 
 private func transferWriteBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
     guard let data, let context else { return 0 }
-    Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().receiveBody(UnsafeRawBufferPointer(start: data, count: size * count))
-    return size * count
+    let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
+    // Any count other than the one offered makes libcurl abort the transfer.
+    return transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: size * count)) ? size * count : 0
 }
 
 private func transferWriteHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
@@ -404,6 +445,13 @@ private func transferWriteHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: I
     let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
     Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().receiveHeader(line)
     return size * count
+}
+
+/// "1 MiB (1048576 bytes)", "300 KiB (307200 bytes)", "1000 bytes": a limit as errors state it.
+func byteCount(_ n: Int) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 { return "\(n >> 20) MiB (\(n) bytes)" }
+    if n >= 1 << 10 && n % (1 << 10) == 0 { return "\(n >> 10) KiB (\(n) bytes)" }
+    return "\(n) bytes"
 }
 
 extension Duration {

@@ -76,13 +76,17 @@ public struct HTTPResponse: Sendable {
 public struct HTTPStreamingResponse: Sendable {
     public var head: HTTPResponseHead
     public var body: AsyncThrowingStream<[UInt8], any Error>
+    /// The request's method and URL without query string or credentials, for errors.
+    var origin = ""
+    /// The client's `maxEventBytes`, which `events` enforces.
+    var maxEventBytes = HTTPClientConfiguration.defaultMaxEventBytes
 }
 
 /// An error from the HTTP client. Messages name the host, never headers or the query string.
 public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable {
-            case connectFailed, timeout, tls, connectionLost, invalidRequest, closed, transport
+            case connectFailed, timeout, tls, connectionLost, invalidRequest, closed, transport, responseTooLarge, eventTooLarge
         }
 
         private let value: Value
@@ -97,6 +101,10 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
         public static var invalidRequest: Self { .init(.invalidRequest) }
         public static var closed: Self { .init(.closed) }
         public static var transport: Self { .init(.transport) }
+        /// The body passed `maxResponseBodyBytes` (after decoding); the transfer was stopped.
+        public static var responseTooLarge: Self { .init(.responseTooLarge) }
+        /// One Server-Sent Events line or event passed `maxEventBytes`; the transfer was stopped.
+        public static var eventTooLarge: Self { .init(.eventTooLarge) }
         public var description: String { value.rawValue }
     }
 

@@ -28,7 +28,9 @@ public struct LeonardoProvider: Provider {
                 body["height"] = .number(parts[1])
             }
         }
-        for (k, v) in job.input.parameters ?? [:] where body[k] == nil { body[k] = v }
+        let parameters = job.input.parameters ?? [:]
+        try ProviderParameters.checkNoOverride(parameters, own: body.keys, kind: .leonardo, provider: name)
+        body.merge(parameters) { own, _ in own }
         let created = try await transport.json(transport.request("POST", "/generations", body: .object(body)))
         guard let id = created["sdGenerationJob"]?["generationId"]?.string else {
             throw ProviderError(.invalidResponse, "no sdGenerationJob.generationId in the answer", provider: name)
@@ -86,7 +88,9 @@ public struct RunwareProvider: Provider {
             task["width"] = .number(sides[0])
             task["height"] = .number(sides[1])
         }
-        for (k, v) in job.input.parameters ?? [:] where task[k] == nil { task[k] = v }
+        let parameters = job.input.parameters ?? [:]
+        try ProviderParameters.checkNoOverride(parameters, own: task.keys, kind: .runware, provider: name)
+        task.merge(parameters) { own, _ in own }
         let reply = try await transport.json(transport.request("POST", "", body: .array([.object(task)])))
         if let first = reply["errors"]?.array?.first {
             throw ProviderError(

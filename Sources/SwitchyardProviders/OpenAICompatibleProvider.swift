@@ -21,7 +21,7 @@ public struct OpenAICompatibleProvider: Provider {
                 ? try await chatStreaming(model: model, messages: messages, parameters: job.input.parameters ?? [:])
                 : try await chat(model: model, messages: messages, parameters: job.input.parameters ?? [:])
         case .embedding:
-            return try await embeddings(model: model, texts: job.input.texts ?? [])
+            return try await embeddings(model: model, texts: job.input.texts ?? [], parameters: job.input.parameters ?? [:])
         case .image:
             return try await images(
                 model: model,
@@ -44,8 +44,10 @@ public struct OpenAICompatibleProvider: Provider {
         return .object(body)
     }
 
-    /// POST /chat/completions.
+    /// POST /chat/completions. `parameters` must be documented chat parameters (see
+    /// `ProviderParameters.openAIChat`); any other key throws `unsupportedParameter` first.
     public func chat(model: String, messages: [ChatMessage], parameters: [String: JSONValue] = [:]) async throws -> JobOutput {
+        try ProviderParameters.checkOpenAIChat(parameters, provider: name)
         let reply = try await transport.json(
             transport.request(
                 "POST",
@@ -73,6 +75,7 @@ public struct OpenAICompatibleProvider: Provider {
         parameters: [String: JSONValue] = [:],
         onDelta: @Sendable (String) -> Void = { _ in }
     ) async throws -> JobOutput {
+        try ProviderParameters.checkOpenAIChat(parameters, provider: name)
         var request = transport.request(
             "POST",
             "/chat/completions",
@@ -177,27 +180,48 @@ public struct OpenAICompatibleProvider: Provider {
         return JobOutput(output: .object(["text": .string(text)]), usage: Self.usage(reply["usage"]))
     }
 
-    /// POST /embeddings: one vector per text, in order.
-    public func embeddings(model: String, texts: [String]) async throws -> JobOutput {
-        let reply = try await transport.json(
-            transport.request("POST", "/embeddings", body: .object(["model": .string(model), "input": .array(texts.map(JSONValue.string))]))
+    /// POST /embeddings: one vector per text, in order, as numbers. `parameters` may hold
+    /// `dimensions`, `encoding_format` and `user`; with `"encoding_format": "base64"` the
+    /// vectors travel as base64 float32s and are decoded.
+    public func embeddings(model: String, texts: [String], parameters: [String: JSONValue] = [:]) async throws -> JobOutput {
+        try ProviderParameters.check(
+            parameters,
+            allowed: ProviderParameters.openAIEmbeddings,
+            own: ProviderParameters.openAIEmbeddingsOwn,
+            kind: .openai,
+            jobKind: .embedding,
+            provider: name
         )
+        var body = parameters
+        body["model"] = .string(model)
+        body["input"] = .array(texts.map(JSONValue.string))
+        let reply = try await transport.json(transport.request("POST", "/embeddings", body: .object(body)))
         guard let data = reply["data"]?.array, data.count == texts.count else {
             throw ProviderError(.invalidResponse, "embeddings: expected \(texts.count) vectors", provider: name)
         }
         let ordered = data.sorted { ($0["index"]?.integer ?? 0) < ($1["index"]?.integer ?? 0) }
         let vectors = try ordered.map { item -> JSONValue in
-            guard let vector = item["embedding"], vector.array != nil else {
-                throw ProviderError(.invalidResponse, "embeddings: an item without an embedding array", provider: name)
+            if let vector = item["embedding"], vector.array != nil { return vector }
+            if let packed = item["embedding"]?.string, let floats = Self.float32s(base64: packed) {
+                return .array(floats.map { .number(Double($0)) })
             }
-            return vector
+            throw ProviderError(.invalidResponse, "embeddings: an item without an embedding array", provider: name)
         }
         return JobOutput(output: .array(vectors), usage: Self.usage(reply["usage"]))
     }
 
     /// POST /images/generations. `parameters` (quality, style, response_format, ...) go into the
-    /// body as they are; the job's own fields win over a parameter of the same name.
+    /// body as they are; only the documented images parameters are accepted
+    /// (`ProviderParameters.openAIImages`), never the job's own fields (model, prompt, n, size).
     public func images(model: String, prompt: String, size: String?, count: Int, parameters: [String: JSONValue] = [:]) async throws -> JobOutput {
+        try ProviderParameters.check(
+            parameters,
+            allowed: ProviderParameters.openAIImages,
+            own: ProviderParameters.openAIImagesOwn,
+            kind: .openai,
+            jobKind: .image,
+            provider: name
+        )
         var body = parameters
         body["model"] = .string(model)
         body["prompt"] = .string(prompt)
@@ -220,6 +244,15 @@ public struct OpenAICompatibleProvider: Provider {
     public func models() async throws -> [String] {
         let reply = try await transport.json(transport.request("GET", "/models"))
         return (reply["data"]?.array ?? []).compactMap { $0["id"]?.string }
+    }
+
+    /// Little-endian float32s from base64 (the embeddings API's `encoding_format: base64`).
+    static func float32s(base64: String) -> [Float]? {
+        guard let data = Data(base64Encoded: base64), data.count % 4 == 0 else { return nil }
+        return stride(from: 0, to: data.count, by: 4).map { i in
+            let bits = UInt32(data[i]) | UInt32(data[i + 1]) << 8 | UInt32(data[i + 2]) << 16 | UInt32(data[i + 3]) << 24
+            return Float(bitPattern: bits)
+        }
     }
 
     static func usage(_ value: JSONValue?) -> JobUsage? {

@@ -7,6 +7,7 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable {
             case configuration, authentication, badRequest, rateLimited, unavailable, transport, invalidResponse, failed, timeout
+            case responseTooLarge, eventTooLarge, unsupportedParameter
         }
 
         private let value: Value
@@ -29,6 +30,14 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         public static var failed: Self { .init(.failed) }
         /// Polling ran out of time.
         public static var timeout: Self { .init(.timeout) }
+        /// The answer's body passed the HTTP client's `maxResponseBodyBytes`; the same request
+        /// would get the same answer, so it is not retried.
+        public static var responseTooLarge: Self { .init(.responseTooLarge) }
+        /// One Server-Sent Events line or event passed the client's `maxEventBytes`; not retried.
+        public static var eventTooLarge: Self { .init(.eventTooLarge) }
+        /// The job's `parameters` hold a key the adapter does not send (or sets itself); found
+        /// before any request, not retried. Its job code is `unsupported_parameter`.
+        public static var unsupportedParameter: Self { .init(.unsupportedParameter) }
 
         public var description: String { value.rawValue }
 
@@ -72,7 +81,9 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
 
     /// The job-level failure for this error.
     public var jobFailure: JobFailure {
-        JobFailure(code: "provider_\(code.snakeCase)", message: description, retryable: retryable)
+        // A refused parameter is the job's fault, not the provider's: its code says so.
+        let jobCode = code == .unsupportedParameter ? "unsupported_parameter" : "provider_\(code.snakeCase)"
+        return JobFailure(code: jobCode, message: description, retryable: retryable)
     }
 
     /// Classifies an HTTP error status, with the provider's message.
@@ -89,6 +100,19 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     }
 
     static func from(_ error: HTTPClientError, provider: String) -> ProviderError {
-        ProviderError(error.code == .timeout ? .timeout : .transport, error.message, provider: provider)
+        switch error.code {
+        case .timeout:
+            return ProviderError(.timeout, error.message, provider: provider)
+        case .responseTooLarge:
+            return ProviderError(
+                .responseTooLarge,
+                error.message + " (the providers file's http.max_response_bytes sets the limit)",
+                provider: provider
+            )
+        case .eventTooLarge:
+            return ProviderError(.eventTooLarge, error.message + " (the providers file's http.max_event_bytes sets the limit)", provider: provider)
+        default:
+            return ProviderError(.transport, error.message, provider: provider)
+        }
     }
 }

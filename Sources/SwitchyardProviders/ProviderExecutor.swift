@@ -7,18 +7,53 @@ import SwitchyardHTTP
 /// ```json
 /// {"providers": [{"name": "openrouter", "kind": "openai", "base_url": "https://openrouter.ai/api/v1",
 ///                 "api_key_env": "OPENROUTER_API_KEY"}],
-///  "models": {"qwen3-30b": {"provider": "openrouter", "model": "qwen/qwen3-30b-a3b"}},
-///  "default_provider": "openrouter"}
+///  "models": {"qwen3-30b": {"provider": "openrouter", "model": "qwen/qwen3-30b-a3b", "routes": ["local"]}},
+///  "default_provider": "openrouter", "allow_routes": false}
 /// ```
 public struct ProvidersFile: Sendable, Codable {
     public struct ModelRoute: Sendable, Codable, Hashable {
         public var provider: String
         /// The provider's own name for the model; the job's model name when absent.
         public var model: String?
+        /// The providers a job for this model may name in its `route`; when absent, the file's
+        /// `allow_routes` decides.
+        public var routes: [String]?
 
-        public init(provider: String, model: String? = nil) {
+        public init(provider: String, model: String? = nil, routes: [String]? = nil) {
             self.provider = provider
             self.model = model
+            self.routes = routes
+        }
+    }
+
+    /// Which providers a job's `route` may name, for models without a `routes` list of their own:
+    /// `false` (the default) none, `true` any configured provider, or a list of names.
+    public enum AllowRoutes: Sendable, Codable, Hashable {
+        case never
+        case any
+        case only([String])
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let allowed = try? c.decode(Bool.self) {
+                self = allowed ? .any : .never
+            } else if let names = try? c.decode([String].self) {
+                self = .only(names)
+            } else {
+                throw DecodingError.typeMismatch(
+                    AllowRoutes.self,
+                    .init(codingPath: decoder.codingPath, debugDescription: "expected true, false or an array of provider names")
+                )
+            }
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.singleValueContainer()
+            switch self {
+            case .never: try c.encode(false)
+            case .any: try c.encode(true)
+            case .only(let names): try c.encode(names)
+            }
         }
     }
 
@@ -29,19 +64,38 @@ public struct ProvidersFile: Sendable, Codable {
         public var http2: Bool?
         /// A PEM bundle to trust instead of the system's (a corporate proxy's CA, say).
         public var caFile: String?
+        /// The most bytes of one response body, after decoding (`maxResponseBodyBytes`, 64 MiB by default).
+        public var maxResponseBytes: Int?
+        /// The most bytes of one Server-Sent Events line or event (`maxEventBytes`, 1 MiB by default).
+        public var maxEventBytes: Int?
+
+        /// The smallest byte limit accepted: below it, a value is more likely a mistaken unit
+        /// (kilobytes, megabytes) than a real limit.
+        public static let smallestByteLimit = 1024
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case maxConnectionsPerHost = "max_connections_per_host"
             case maxConnections = "max_connections"
             case http2
             case caFile = "ca_file"
+            case maxResponseBytes = "max_response_bytes"
+            case maxEventBytes = "max_event_bytes"
         }
 
-        public init(maxConnectionsPerHost: Int? = nil, maxConnections: Int? = nil, http2: Bool? = nil, caFile: String? = nil) {
+        public init(
+            maxConnectionsPerHost: Int? = nil,
+            maxConnections: Int? = nil,
+            http2: Bool? = nil,
+            caFile: String? = nil,
+            maxResponseBytes: Int? = nil,
+            maxEventBytes: Int? = nil
+        ) {
             self.maxConnectionsPerHost = maxConnectionsPerHost
             self.maxConnections = maxConnections
             self.http2 = http2
             self.caFile = caFile
+            self.maxResponseBytes = maxResponseBytes
+            self.maxEventBytes = maxEventBytes
         }
 
         /// The client configuration these settings give; a value out of range is an error naming it.
@@ -70,6 +124,18 @@ public struct ProvidersFile: Sendable, Codable {
                 }
                 configuration.caFile = caFile
             }
+            for (field, value) in [("max_response_bytes", maxResponseBytes), ("max_event_bytes", maxEventBytes)] {
+                guard let value else { continue }
+                guard value >= Self.smallestByteLimit else {
+                    throw ProviderError(
+                        .configuration,
+                        "field 'http.\(field)' must be at least \(Self.smallestByteLimit) (a number of bytes), got \(value)",
+                        provider: nil
+                    )
+                }
+            }
+            if let maxResponseBytes { configuration.maxResponseBodyBytes = maxResponseBytes }
+            if let maxEventBytes { configuration.maxEventBytes = maxEventBytes }
             return configuration
         }
     }
@@ -78,30 +144,37 @@ public struct ProvidersFile: Sendable, Codable {
     public var models: [String: ModelRoute]
     public var defaultProvider: String?
     public var http: HTTPSettings?
+    /// Which providers a job's `route` may name when its model has no `routes` list. A job's
+    /// route is refused unless the file allows it.
+    public var allowRoutes: AllowRoutes
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case providers, models
         case defaultProvider = "default_provider"
         case http
+        case allowRoutes = "allow_routes"
     }
 
     static let schema = FieldSchema.object([
         "providers": .array(.fields(ProviderConfiguration.CodingKeys.self, except: ["headers": .map(.any)])),
-        "models": .map(.object(["provider": .any, "model": .any])),
+        "models": .map(.object(["provider": .any, "model": .any, "routes": .any])),
         "default_provider": .any,
         "http": .fields(HTTPSettings.CodingKeys.self),
+        "allow_routes": .any,
     ])
 
     public init(
         providers: [ProviderConfiguration],
         models: [String: ModelRoute] = [:],
         defaultProvider: String? = nil,
-        http: HTTPSettings? = nil
+        http: HTTPSettings? = nil,
+        allowRoutes: AllowRoutes = .never
     ) {
         self.providers = providers
         self.models = models
         self.defaultProvider = defaultProvider
         self.http = http
+        self.allowRoutes = allowRoutes
     }
 
     public init(from decoder: any Decoder) throws {
@@ -110,6 +183,32 @@ public struct ProvidersFile: Sendable, Codable {
         models = try c.decodeIfPresent([String: ModelRoute].self, forKey: .models) ?? [:]
         defaultProvider = try c.decodeIfPresent(String.self, forKey: .defaultProvider)
         http = try c.decodeIfPresent(HTTPSettings.self, forKey: .http)
+        allowRoutes = try c.decodeIfPresent(AllowRoutes.self, forKey: .allowRoutes) ?? .never
+    }
+
+    /// The provider a job for `model` goes to when it names no route.
+    public func provider(forModel model: String) -> String? {
+        models[model]?.provider ?? defaultProvider
+    }
+
+    /// Why a job for `model` may not name `route`, or nil when it may: the model's `routes`
+    /// list, else `allow_routes`, must name it. A route to the provider the job would go to
+    /// anyway changes nothing and is always allowed.
+    public func routeRefusal(_ route: String, model: String) -> String? {
+        if route == provider(forModel: model) { return nil }
+        if let list = models[model]?.routes {
+            if list.contains(route) { return nil }
+            return list.isEmpty
+                ? "models.\(model).routes allows none" : "models.\(model).routes allows only \(list.joined(separator: ", "))"
+        }
+        switch allowRoutes {
+        case .any: return nil
+        case .only(let names):
+            if names.contains(route) { return nil }
+            return names.isEmpty ? "allow_routes allows none" : "allow_routes allows only \(names.joined(separator: ", "))"
+        case .never:
+            return "the providers file allows no routes for it (see models.<model>.routes and allow_routes)"
+        }
     }
 
     public static func load(path: String) throws -> ProvidersFile {
@@ -150,11 +249,28 @@ public struct ProviderExecutor: JobExecutor {
         if let name = file.defaultProvider, built[name] == nil {
             throw ProviderError(.configuration, "default_provider '\(name)' is not defined", provider: nil)
         }
+        for model in file.models.keys.sorted() {
+            for (i, name) in (file.models[model]?.routes ?? []).enumerated() where built[name] == nil {
+                throw ProviderError(.configuration, "field 'models.\(model).routes[\(i)]': provider '\(name)' is not defined", provider: nil)
+            }
+        }
+        if case .only(let names) = file.allowRoutes {
+            for (i, name) in names.enumerated() where built[name] == nil {
+                throw ProviderError(.configuration, "field 'allow_routes[\(i)]': provider '\(name)' is not defined", provider: nil)
+            }
+        }
         self.providers = built
         self.file = file
     }
 
     public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
+        if let requested = job.route, let refusal = file.routeRefusal(requested, model: job.model) {
+            throw JobFailure(
+                code: "route_not_allowed",
+                message: "route '\(requested)' is not allowed for model '\(job.model)': \(refusal)",
+                retryable: false
+            )
+        }
         let route = file.models[job.model]
         let providerName = job.route ?? route?.provider ?? file.defaultProvider
         guard let providerName, let provider = providers[providerName] else {

@@ -66,6 +66,25 @@ struct ProvidersFileTests {
         }
     }
 
+    @Test func httpSizeLimitsAreCheckedFieldByField() throws {
+        let defaults = try #require(try load(#"{"providers": [], "http": {}}"#).http?.clientConfiguration())
+        #expect(defaults.maxResponseBodyBytes == 64 << 20 && defaults.maxEventBytes == 1 << 20)
+        let file = try load(#"{"providers": [], "http": {"max_response_bytes": 8388608, "max_event_bytes": 65536}}"#)
+        let configuration = try #require(try file.http?.clientConfiguration())
+        #expect(configuration.maxResponseBodyBytes == 8 << 20 && configuration.maxEventBytes == 64 << 10)
+        // A small number is more likely megabytes meant than a limit: refused, by name.
+        for field in ["max_response_bytes", "max_event_bytes"] {
+            let tiny = try load(#"{"providers": [], "http": {"\#(field)": 64}}"#)
+            #expect {
+                try tiny.http?.clientConfiguration()
+            } throws: { error in
+                (error as? ProviderError)?.message == "field 'http.\(field)' must be at least 1024 (a number of bytes), got 64"
+            }
+            #expect(message(#"{"providers": [], "http": {"\#(field)": "64MB"}}"#).contains("field 'http.\(field)' has the wrong type"))
+        }
+        #expect(message(#"{"providers": [], "http": {"max_response_size": 1048576}}"#).contains("'http.max_response_size' is not a known setting"))
+    }
+
     @Test func missingAndMistypedFieldsAreNamed() {
         #expect(message(#"{"providers": [{"name": "a", "kind": "openai"}]}"#).contains("field 'providers[0].base_url' is missing"))
         #expect(

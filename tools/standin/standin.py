@@ -3,8 +3,9 @@
 
 It follows the documented request and response shapes of:
   * the OpenAI-compatible API (OpenRouter and friends): GET /v1/models, POST /v1/chat/completions
-    (with and without "stream": true Server-Sent Events), /v1/completions, /v1/embeddings,
-    /v1/images/generations; errors as {"error": {"message", "type", "code"}};
+    (with and without "stream": true Server-Sent Events), /v1/completions, /v1/embeddings (with
+    "dimensions" up to 8 and "encoding_format" float or base64), /v1/images/generations; errors as
+    {"error": {"message", "type", "code"}};
   * Leonardo: POST /api/rest/v1/generations -> {"sdGenerationJob": {"generationId"}}, then
     GET /api/rest/v1/generations/<id> -> {"generations_by_pk": {"status": PENDING|COMPLETE|FAILED, ...}};
   * Runware: POST /v1 with a JSON array of tasks ("imageInference", "authentication") ->
@@ -14,8 +15,13 @@ Faults are injected through POST /_standin/faults with a JSON list; each fault a
 `times` requests whose path starts with `path`: latency_ms, status (+ retry_after, retry_after_ms,
 body), reset (close without answering), truncate (announce more bytes than sent, then close),
 malformed (200 with broken JSON), stream_error (an error event in the middle of a stream),
-slow_stream_ms (pause between stream events). GET /_standin/stats reports connections, requests
-and the last Authorization seen (masked). Standard library only.
+slow_stream_ms (pause between stream events); for size limits: body_bytes (200 with a chat
+completion padded to that many bytes), gzip_bomb (the same, gzip-compressed, sent with
+Content-Encoding: gzip whatever the client asked: a few KB that expand to that many bytes),
+sse_event_bytes (a streamed chat with one event padded to about that many bytes). GET
+/_standin/stats reports connections, requests, the last Authorization seen (masked), and how
+many bytes the last sized fault wrote before it finished or the client went away
+(last_fault_body). Standard library only.
 """
 import argparse
 import base64
@@ -24,15 +30,18 @@ import json
 import random
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 STATE = {"connections": 0, "requests": 0, "by_path": {}, "faults": [], "auth": None, "gzip_responses": 0,
-         "leonardo": {}, "accept_encoding": None}
+         "leonardo": {}, "accept_encoding": None, "last_fault_body": None}
+PIECE = 64 * 1024
 
 
 def take_fault(path):
@@ -125,6 +134,12 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return True
+        if fault.get("body_bytes"):
+            self.padded_completion(fault["body_bytes"], compress=False)
+            return True
+        if fault.get("gzip_bomb"):
+            self.padded_completion(fault["gzip_bomb"], compress=True)
+            return True
         if fault.get("status"):
             extra = {}
             if "retry_after" in fault:
@@ -136,6 +151,54 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(fault["status"], body, extra)
             return True
         return False
+
+    def write_counted(self, pieces):
+        """Writes the byte strings of `pieces` (an iterable) and records in last_fault_body how many
+        bytes went out before the end or before the client went away."""
+        record = {"bytes_sent": 0, "finished": False, "broken": False}
+        with LOCK:
+            STATE["last_fault_body"] = record
+        try:
+            for piece in pieces:
+                self.wfile.write(piece)
+                with LOCK:
+                    record["bytes_sent"] += len(piece)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            self.close_connection = True
+            with LOCK:
+                record["broken"] = True
+        with LOCK:
+            record["finished"] = True
+
+    def padded_completion(self, size, compress):
+        """A chat completion whose content is padded so that the whole body is `size` bytes."""
+        head = (b'{"id": "chatcmpl-big", "object": "chat.completion", "created": 0, "model": "standin-chat", '
+                b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "')
+        tail = b'"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}'
+        pad = max(0, int(size) - len(head) - len(tail))
+
+        def plain():
+            yield head
+            left = pad
+            while left > 0:
+                yield b"x" * min(PIECE, left)
+                left -= PIECE
+            yield tail
+
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if compress:
+            packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip wrapper
+            data = b"".join(packer.compress(piece) for piece in plain()) + packer.flush()
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.write_counted([data])
+        else:
+            self.send_header("Content-Length", str(len(head) + pad + len(tail)))
+            self.end_headers()
+            self.write_counted(plain())
 
     # ---- routing
     def route(self, method):
@@ -187,7 +250,19 @@ class Handler(BaseHTTPRequestHandler):
                 inputs = [inputs]
             if not isinstance(inputs, list) or not inputs:
                 return self.openai_error(400, "'input' is required")
-            data = [{"object": "embedding", "index": i, "embedding": vector(str(t))} for i, t in enumerate(inputs)]
+            dims = body.get("dimensions", 8)
+            if not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= 8:
+                return self.openai_error(400, "Invalid value for 'dimensions': this model supports 1 to 8.", code="invalid_value")
+            fmt = body.get("encoding_format", "float")
+            if fmt not in ("float", "base64"):
+                return self.openai_error(400, "Invalid value: '%s'. Supported values are: 'float' and 'base64'." % fmt,
+                                         code="invalid_value")
+            data = []
+            for i, t in enumerate(inputs):
+                numbers = vector(str(t))[:dims]
+                if fmt == "base64":  # little-endian float32s, as the API sends them
+                    numbers = base64.b64encode(struct.pack("<%df" % len(numbers), *numbers)).decode()
+                data.append({"object": "embedding", "index": i, "embedding": numbers})
             tokens = sum(len(str(t).split()) for t in inputs)
             return self.send_json(200, {"object": "list", "data": data, "model": body["model"],
                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
@@ -232,6 +307,32 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
         chunk(": OPENROUTER PROCESSING\n\n")
+        if fault and fault.get("sse_event_bytes"):
+            # One event whose data line is about sse_event_bytes long, written in pieces, then the
+            # end of an ordinary stream.
+            head = ("data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                                           "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                        "finish_reason": None}]})).encode()
+            cut = head.index(b'"content": "') + len(b'"content": "')
+            prefix, suffix = head[:cut], head[cut:] + b"\n\n"
+            pad = max(0, int(fault["sse_event_bytes"]) - len(prefix) - len(suffix))
+
+            def framed():
+                yield b"%x\r\n%s\r\n" % (len(prefix), prefix)
+                left = pad
+                while left > 0:
+                    piece = b"x" * min(PIECE, left)
+                    left -= len(piece)
+                    yield b"%x\r\n%s\r\n" % (len(piece), piece)
+                yield b"%x\r\n%s\r\n" % (len(suffix), suffix)
+                last = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                for text in ("data: " + json.dumps(last) + "\n\n", "data: [DONE]\n\n"):
+                    yield b"%x\r\n%s\r\n" % (len(text.encode()), text.encode())
+                yield b"0\r\n\r\n"
+
+            self.write_counted(framed())
+            return
         words = content.split(" ")
         for i, word in enumerate(words):
             if pause:
@@ -329,12 +430,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"ok": True})
         if path == "/_standin/stats":
             with LOCK:
-                snapshot = {k: v for k, v in STATE.items() if k not in ("faults", "leonardo")}
+                snapshot = {k: (dict(v) if isinstance(v, dict) else v) for k, v in STATE.items()
+                            if k not in ("faults", "leonardo")}
             return self.send_json(200, snapshot)
         if path == "/_standin/reset" and method == "POST":
             with LOCK:
                 STATE.update({"connections": 0, "requests": 0, "by_path": {}, "faults": [], "auth": None,
-                              "gzip_responses": 0})
+                              "gzip_responses": 0, "last_fault_body": None})
             return self.send_json(200, {"ok": True})
         return self.send_json(404, {"error": "unknown control path"})
 
