@@ -64,34 +64,13 @@ public final class JobQueue: Sendable {
             var commands: [RedisCommand] = []
             var bytes = 0
             while start + commands.count < jobs.count, commands.count < chunkSize, commands.isEmpty || bytes < chunkBytes {
-                let job = jobs[start + commands.count]
-                let json = job.encodedJSON()
-                bytes += json.count
-                let due = job.notBefore.map { Int64($0 * 1000) } ?? 0
-                let batch = job.batch ?? ""
-                let idem = job.idempotencyKey ?? ""
-                commands.append(
-                    evalsha(
-                        QueueScripts.push,
-                        keys: [
-                            keys.lane(job.priority), keys.delayed, keys.idempotency(idem), keys.batch(batch), keys.batchJobs(batch),
-                            keys.stats, keys.job(job.id),
-                        ],
-                        arguments: [
-                            job.id, json, job.maxAttempts, batch, idem, configuration.idempotencyTTL.wholeSeconds, due,
-                            job.priority.rawValue, now, configuration.resultTTL.wholeSeconds, job.model,
-                        ]
-                    )
-                )
+                let call = QueueScripts.Push(jobs[start + commands.count], keys: keys, configuration: configuration, nowMs: now)
+                bytes += call.arguments.reduce(0) { $0 + (($1 as? [UInt8])?.count ?? 16) }
+                commands.append(call.command)
             }
             do {
-                let replies = try await pipelineScripts(commands, scripts: [QueueScripts.push])
-                for reply in replies {
-                    try reply.throwingServerError()
-                    guard let pair = reply.array, pair.count == 2, let flag = pair[0].int, let id = pair[1].string else {
-                        throw RedisError(.unexpectedReply, "push returned \(reply)")
-                    }
-                    outcomes.append(flag == 1 ? .queued(id: id) : .duplicate(existingID: id))
+                for reply in try await pipelineScripts(commands, scripts: [QueueScripts.push]) {
+                    outcomes.append(try QueueScripts.Push.outcome(reply))
                 }
             } catch {
                 if start == 0 { throw error }
@@ -116,17 +95,7 @@ public final class JobQueue: Sendable {
     /// already final (cancelled) are acknowledged and skipped on the server.
     public func take(consumer: String, count: Int) async throws -> [Delivery] {
         guard count > 0 else { return [] }
-        let reply = try await redis.evaluate(
-            QueueScripts.take,
-            keys: keys.lanes,
-            arguments: [QueueKeys.group, consumer, count, keys.prefix]
-        )
-        return (reply.array ?? []).compactMap { item in
-            guard let parts = item.array, parts.count == 3, let index = parts[0].int, let entry = parts[1].string,
-                let fields = parts[2].array
-            else { return nil }
-            return Delivery(lane: JobPriority.inOrder[index - 1], entryID: entry, fields: fields)
-        }
+        return QueueScripts.deliveries(try await redis.evaluate(QueueScripts.Take(keys: keys, consumer: consumer, count: count)))
     }
 
     /// Takes up to `count` entries with warm-model routing: jobs for models in `warm` first, then
@@ -147,29 +116,19 @@ public final class JobQueue: Sendable {
         mayLoad: Bool = true,
         routing: WarmRouting
     ) async throws -> WarmTake {
-        let now = Self.nowMs()
-        let reply = try await redis.evaluate(
-            QueueScripts.takeWarm,
-            keys: keys.lanes,
-            arguments: [
-                QueueKeys.group, consumer, max(0, count), keys.prefix, QueueKeys.parkedConsumer, routing.lookahead,
-                routing.longestWait.milliseconds, now, now + routing.claimTTL.milliseconds, max(1, cacheSize), warm.count,
-            ] + warm + [routing.shareAfter, mayLoad ? 1 : 0, max(1, configuration.lease.milliseconds / 4)] + released
+        let call = QueueScripts.TakeWarm(
+            keys: keys,
+            consumer: consumer,
+            count: count,
+            warm: warm,
+            released: released,
+            cacheSize: cacheSize,
+            mayLoad: mayLoad,
+            routing: routing,
+            starveGapMs: configuration.lease.milliseconds / 4,
+            nowMs: Self.nowMs()
         )
-        try reply.throwingServerError()
-        let parts = reply.array ?? []
-        guard parts.count == 4 else { throw RedisError(.unexpectedReply, "the warm take returned \(parts.count) parts, expected 4") }
-        let deliveries = (parts[0].array ?? []).compactMap { item -> Delivery? in
-            guard let p = item.array, p.count == 3, let index = p[0].int, let entry = p[1].string, let fields = p[2].array else { return nil }
-            return Delivery(lane: JobPriority.inOrder[index - 1], entryID: entry, fields: fields)
-        }
-        let wake = parts[2].int ?? -1
-        return WarmTake(
-            deliveries: deliveries,
-            lastEntryIDs: (parts[1].array ?? []).compactMap(\.string),
-            wakeAfter: wake >= 0 ? .milliseconds(wake) : nil,
-            claimedModel: parts[3].string.flatMap { $0.isEmpty ? nil : $0 }
-        )
+        return try QueueScripts.TakeWarm.decode(try await redis.evaluate(call))
     }
 
     /// Waits on a dedicated connection until any lane gets an entry newer than `after` (one id per
@@ -212,7 +171,8 @@ public final class JobQueue: Sendable {
         let blockMs = max(1, Int(block.milliseconds))
         let command = RedisCommand(
             "XREADGROUP",
-            arguments: ["GROUP", QueueKeys.group, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS"] + keys.lanes + [">", ">", ">"]
+            arguments: ["GROUP", QueueKeys.group, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS"] + keys.lanes
+                + Array(repeating: ">", count: keys.lanes.count)
         )
         let reply = try await connection.send(command, timeout: .after(block + connection.configuration.commandTimeout))
         guard let streams = reply.array else { return [] }
@@ -232,26 +192,28 @@ public final class JobQueue: Sendable {
     // MARK: - Finishing
 
     /// Writes final results and acknowledges their entries atomically, many at once; a job that
-    /// already has a final result keeps it. Returns how many results were written.
+    /// already has a final result keeps it. Writes in chunks of at most `chunkSize` results and
+    /// about `chunkBytes` bytes, so a batch of large results (base64 images) stays well under
+    /// Redis's query buffer limit. Returns how many results were written.
     @discardableResult
-    public func finish(_ completions: [Completion], chunkSize: Int = 200) async throws -> Int {
+    public func finish(_ completions: [Completion], chunkSize: Int = 200, chunkBytes: Int = 4 << 20) async throws -> Int {
         var written = 0
-        for start in stride(from: 0, to: completions.count, by: chunkSize) {
-            let chunk = completions[start..<min(start + chunkSize, completions.count)]
-            var scriptKeys: [any RedisArgument] = [keys.stats] + keys.lanes
-            var arguments: [any RedisArgument] = [QueueKeys.group, configuration.resultTTL.wholeSeconds]
-            for completion in chunk {
-                let d = completion.delivery
-                scriptKeys.append(keys.result(d.jobID))
-                scriptKeys.append(keys.batch(d.batch))
-                arguments.append(JobPriority.inOrder.firstIndex(of: d.lane)! + 1)
-                arguments.append(d.entryID)
-                arguments.append(completion.result.status.rawValue)
-                arguments.append(completion.result.encodedJSON())
-                arguments.append(d.batch.isEmpty ? "0" : "1")
+        var call = QueueScripts.Finish(keys: keys, resultTTL: configuration.resultTTL)
+        var count = 0
+        var bytes = 0
+        for completion in completions {
+            let json = completion.result.encodedJSON()
+            if count > 0 && (count >= chunkSize || bytes + json.count > chunkBytes) {
+                written += try await redis.evaluate(call).int ?? 0
+                call = QueueScripts.Finish(keys: keys, resultTTL: configuration.resultTTL)
+                count = 0
+                bytes = 0
             }
-            written += try await redis.evaluate(QueueScripts.finish, keys: scriptKeys, arguments: arguments).int ?? 0
+            call.append(completion, keys: keys, json: json)
+            count += 1
+            bytes += json.count
         }
+        if count > 0 { written += try await redis.evaluate(call).int ?? 0 }
         return written
     }
 
@@ -259,38 +221,22 @@ public final class JobQueue: Sendable {
     /// became final meanwhile (cancelled).
     @discardableResult
     public func retry(_ delivery: Delivery, after delay: Duration) async throws -> Bool {
-        let due = Self.nowMs() + delay.milliseconds
-        var member: [UInt8] = []
-        member.reserveCapacity(delivery.payload.count + 64)
-        let head = [delivery.lane.rawValue, delivery.jobID, String(delivery.attempt + 1), String(delivery.maxAttempts), delivery.batch]
-        for part in head {
-            member.append(contentsOf: part.utf8)
-            member.append(31)
-        }
-        member.append(contentsOf: delivery.payload)
-        let reply = try await redis.evaluate(
-            QueueScripts.retry,
-            keys: [keys.lane(delivery.lane), keys.delayed, keys.result(delivery.jobID), keys.stats],
-            arguments: [QueueKeys.group, delivery.entryID, due, member]
-        )
-        return reply.int == 1
+        try await redis.evaluate(QueueScripts.Retry(delivery, keys: keys, dueMs: Self.nowMs() + delay.milliseconds)).int == 1
     }
 
     /// Sends a delivery to the dead-letter stream with its reason, and (when the job id is known)
     /// writes its final `dead` result. Returns false if the job was already final.
     @discardableResult
     public func deadLetter(_ delivery: Delivery, reason: String, result: JobResult?) async throws -> Bool {
-        let resultJSON: [UInt8] = result?.encodedJSON() ?? []
-        let reply = try await redis.evaluate(
-            QueueScripts.deadLetter,
-            keys: [keys.lane(delivery.lane), keys.dead, keys.result(delivery.jobID), keys.batch(delivery.batch), keys.stats],
-            arguments: [
-                QueueKeys.group, delivery.entryID, reason, delivery.payload, delivery.jobID, delivery.attempt, resultJSON,
-                delivery.batch.isEmpty ? "0" : "1", configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit,
-                delivery.lane.rawValue, Self.nowMs(), delivery.maxAttempts, delivery.batch,
-            ]
+        let call = QueueScripts.DeadLetterDelivery(
+            delivery,
+            reason: reason,
+            result: result,
+            keys: keys,
+            configuration: configuration,
+            nowMs: Self.nowMs()
         )
-        return reply.int == 1
+        return try await redis.evaluate(call).int == 1
     }
 
     // MARK: - Leases
@@ -357,15 +303,7 @@ public final class JobQueue: Sendable {
     public func reclaimExpired(consumer: String, limit: Int = 100) async throws -> (requeued: Int, dead: Int) {
         let now = Self.nowMs()
         let commands = JobPriority.inOrder.map { lane in
-            evalsha(
-                QueueScripts.reclaim,
-                keys: [keys.lane(lane), keys.dead, keys.stats],
-                arguments: [
-                    QueueKeys.group, consumer, configuration.lease.milliseconds, limit, lane.rawValue,
-                    configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit, now, keys.prefix,
-                    QueueKeys.parkedConsumer, max(1, configuration.lease.milliseconds / 2), max(1, configuration.lease.milliseconds / 4),
-                ]
-            )
+            QueueScripts.Reclaim(lane: lane, consumer: consumer, limit: limit, keys: keys, configuration: configuration, nowMs: now).command
         }
         var requeued = 0
         var dead = 0
@@ -380,7 +318,7 @@ public final class JobQueue: Sendable {
     /// Moves due retries and delayed jobs onto their lanes. Returns how many, and when the next is due.
     @discardableResult
     public func promoteDue(limit: Int = 500) async throws -> (moved: Int, nextDue: Date?) {
-        let reply = try await redis.evaluate(QueueScripts.promote, keys: [keys.delayed], arguments: [Self.nowMs(), limit, keys.prefix])
+        let reply = try await redis.evaluate(QueueScripts.Promote(keys: keys, nowMs: Self.nowMs(), limit: limit))
         let parts = reply.array ?? []
         let moved = parts.first?.int ?? 0
         let next = parts.count > 1 ? parts[1].double.map { Date(timeIntervalSince1970: $0 / 1000) } : nil
@@ -395,8 +333,7 @@ public final class JobQueue: Sendable {
         for lane in JobPriority.inOrder {
             let ids = deliveries.filter { $0.lane == lane }.map(\.entryID)
             if ids.isEmpty { continue }
-            total +=
-                try await redis.evaluate(QueueScripts.handBack, keys: [keys.lane(lane)], arguments: [QueueKeys.group] + ids).int ?? 0
+            total += try await redis.evaluate(QueueScripts.HandBack(lane: lane, entryIDs: ids, keys: keys)).int ?? 0
         }
         return total
     }
@@ -433,12 +370,7 @@ public final class JobQueue: Sendable {
             timings: .init(finished: Date().timeIntervalSince1970),
             error: .init(code: "cancelled", message: "cancelled by request")
         )
-        let reply = try await redis.evaluate(
-            QueueScripts.cancel,
-            keys: [keys.result(jobID), keys.job(jobID), keys.stats],
-            arguments: [result.encodedJSON(), configuration.resultTTL.wholeSeconds, keys.prefix]
-        )
-        try reply.throwingServerError()
+        let reply = try await redis.evaluate(QueueScripts.Cancel(jobID: jobID, result: result, keys: keys, resultTTL: configuration.resultTTL))
         switch reply.int {
         case 1: return .cancelled
         case 0: return .alreadyFinal
@@ -464,6 +396,7 @@ public final class JobQueue: Sendable {
     // MARK: - Status and dead letters
 
     public func status() async throws -> QueueStatus {
+        // Per lane its length and pending summary, then the delayed set, the dead letters and the counters.
         var commands: [RedisCommand] = []
         for lane in keys.lanes {
             commands.append(RedisCommand("XLEN", lane))
@@ -473,10 +406,12 @@ public final class JobQueue: Sendable {
         commands.append(RedisCommand("XLEN", keys.dead))
         commands.append(RedisCommand("HGETALL", keys.stats))
         let replies = try await redis.pipeline(commands)
+        let laneReplies = replies.prefix(keys.lanes.count * 2)
+        let (delayed, dead, stats) = (replies[laneReplies.count], replies[laneReplies.count + 1], replies[laneReplies.count + 2])
         var lanes: [QueueStatus.Lane] = []
         for (i, lane) in JobPriority.inOrder.enumerated() {
-            let length = replies[i * 2].int ?? 0
-            let summary = replies[i * 2 + 1].array ?? []
+            let length = laneReplies[i * 2].int ?? 0
+            let summary = laneReplies[i * 2 + 1].array ?? []
             let pending = summary.first?.int ?? 0
             // Entries set aside by warm-model routing are pending for the parked consumer, yet waiting.
             var parked = 0
@@ -491,13 +426,12 @@ public final class JobQueue: Sendable {
                 .init(name: lane.rawValue, waiting: max(0, length - pending + parked), pending: pending - parked, parked: parked)
             )
         }
-        let counters = (replies[8].stringPairs ?? [:]).compactMapValues(Int.init)
         return QueueStatus(
             queue: configuration.name,
             lanes: lanes,
-            delayed: replies[6].int ?? 0,
-            dead: replies[7].int ?? 0,
-            counters: counters,
+            delayed: delayed.int ?? 0,
+            dead: dead.int ?? 0,
+            counters: (stats.stringPairs ?? [:]).compactMapValues(Int.init),
             workers: try await workers()
         )
     }
@@ -527,7 +461,7 @@ public final class JobQueue: Sendable {
 
     /// Puts a dead letter back on its lane as a fresh job. Returns its job id, nil if no such entry.
     public func retryDeadLetter(entryID: String) async throws -> String? {
-        try await redis.evaluate(QueueScripts.retryDeadLetter, keys: [keys.dead], arguments: [entryID, keys.prefix]).string
+        try await redis.evaluate(QueueScripts.RetryDeadLetter(entryID: entryID, keys: keys)).string
     }
 
     /// Deletes every dead letter. Returns how many there were.
@@ -572,7 +506,7 @@ public final class JobQueue: Sendable {
     /// pending entries there (removing one that does would orphan them).
     public func deregister(workerID: String) async throws {
         _ = try await redis.pipeline([RedisCommand("DEL", keys.worker(workerID)), RedisCommand("ZREM", keys.workers, workerID)])
-        try await redis.evaluate(QueueScripts.dropConsumer, keys: keys.lanes, arguments: [QueueKeys.group, workerID])
+        try await redis.evaluate(QueueScripts.DropConsumer(workerID: workerID, keys: keys))
     }
 
     /// Workers whose registry entry is alive; forgets those whose entry has expired.
@@ -594,10 +528,6 @@ public final class JobQueue: Sendable {
     }
 
     // MARK: - Scripts in pipelines
-
-    func evalsha(_ script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument]) -> RedisCommand {
-        RedisCommand("EVALSHA", arguments: [script.sha1, keys.count] + keys + arguments)
-    }
 
     /// Sends EVALSHA commands in one pipeline; if the server lost the scripts (restart, SCRIPT
     /// FLUSH), loads them and sends the affected commands again.

@@ -20,8 +20,8 @@ enum QueueScripts {
         """
 
     /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job record.
-    /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, lane name, now ms,
-    /// result ttl, model. Every key about the job lives until its result could have expired: its
+    /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, delayed-set member
+    /// ('' when the job is due now), now ms, result ttl, model. Every key about the job lives until its result could have expired: its
     /// TTL is counted from its due time, so a job delayed for days keeps its idempotency key,
     /// batch and record until it runs and its result's TTL has passed.
     /// Returns {1, id} when queued, {0, existing id} for a duplicate idempotency key, {2, id} when
@@ -38,9 +38,8 @@ enum QueueScripts {
           if existing then return {0, existing} end
           redis.call('SET', KEYS[3], ARGV[1], 'EX', tonumber(ARGV[6]) + wait)
         end
-        if due > now then
-          redis.call('ZADD', KEYS[2], ARGV[7],
-            ARGV[8] .. '\\31' .. ARGV[1] .. '\\31' .. '1' .. '\\31' .. ARGV[3] .. '\\31' .. ARGV[4] .. '\\31' .. ARGV[2])
+        if ARGV[8] ~= '' then
+          redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8])
         else
           redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', '1', 'max', ARGV[3], 'batch', ARGV[4], 'model', ARGV[11],
             'job', ARGV[2])
@@ -100,25 +99,26 @@ enum QueueScripts {
     /// `share after` jobs per worker holding it. A worker that may not load takes only warm ones.
     /// Lanes are visited in priority order. Final entries (cancelled) are dropped on the way.
     /// KEYS: lanes in order. ARGV: group, consumer, count, key prefix, parked consumer, lookahead,
-    /// longest wait ms, now ms, warm claim expiry ms, model cache size, n, then n warm models
-    /// (most recently used first), share after (0: never), may load ('1': the worker has room to
-    /// load a model), starve gap ms, then models no longer warm here.
+    /// longest wait ms, now ms, warm claim expiry ms, model cache size, share after (0: never),
+    /// may load ('1': the worker has room to load a model), starve gap ms, then n and n warm
+    /// models (most recently used first), then m and m models no longer warm here
+    /// (`QueueScripts.TakeWarm` builds them).
     /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
     /// model claimed or ''}.
     static let takeWarm = RedisScript(
         modelOfJSON + """
             local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
             local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-            local cacheSize, nWarm = tonumber(ARGV[10]), tonumber(ARGV[11])
+            local cacheSize, shareAfter, mayLoad, starveGap = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13])
+            local nWarm = tonumber(ARGV[14])
             local mine, order = {}, {}
             for i = 1, nWarm do
-              local m = ARGV[11 + i]
+              local m = ARGV[14 + i]
               mine[m] = true
               order[#order + 1] = m
               redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
             end
-            for i = 15 + nWarm, #ARGV do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
-            local shareAfter, mayLoad, starveGap = tonumber(ARGV[12 + nWarm]), ARGV[13 + nWarm] == '1', tonumber(ARGV[14 + nWarm])
+            for i = 16 + nWarm, 15 + nWarm + tonumber(ARGV[15 + nWarm]) do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
             -- Routing workers are alive: the reclaim keeps parked entries in place rather than hand them back.
             redis.call('SET', prefix .. 'routing', me, 'PX', math.max(1, tonumber(expiry) - now))
             local elsewhere = {}
@@ -241,17 +241,18 @@ enum QueueScripts {
 
     /// Finish many jobs: write each result unless one is already final (first final result wins),
     /// count it, and acknowledge and delete the entry, all in one step.
-    /// KEYS: stats, lane high, lane default, lane low, then per job: result key, batch key.
-    /// ARGV: group, ttl, then per job: lane index (1-3), entry id, status, result json, has batch (0/1).
-    /// Returns how many results were written.
+    /// KEYS: stats, the lanes in order, then per job: result key, batch key.
+    /// ARGV: group, ttl, number of lanes, then per job: lane index (from 1), entry id, status,
+    /// result json, has batch (0/1). Returns how many results were written.
     static let finish = RedisScript(
         """
         local written = 0
-        local n = (#KEYS - 4) / 2
+        local lanes = tonumber(ARGV[3])
+        local n = (#KEYS - 1 - lanes) / 2
         for j = 0, n - 1 do
-          local a = 3 + j * 5
+          local a = 4 + j * 5
           local lane = KEYS[1 + tonumber(ARGV[a])]
-          local rkey, bkey = KEYS[5 + j * 2], KEYS[6 + j * 2]
+          local rkey, bkey = KEYS[2 + lanes + j * 2], KEYS[3 + lanes + j * 2]
           if redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
             written = written + 1
             redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
@@ -304,8 +305,9 @@ enum QueueScripts {
     /// their idle time is set back to the keep age (they stay overdue, so they are taken first);
     /// with none alive they go back on the lane as they are, for any worker (no attempt counted).
     /// KEYS: lane, dead, stats. ARGV: group, consumer, min idle ms, count, lane name, ttl,
-    /// dead max length, now ms, key prefix, parked consumer, release age ms, keep age ms.
-    /// Returns {requeued, dead}.
+    /// dead max length, now ms, key prefix, parked consumer, release age ms, keep age ms, the
+    /// `dead` result to write (JSON from Swift's writer; id, attempts, batch, message and finish
+    /// time are filled in here). Returns {requeued, dead}.
     static let reclaim = RedisScript(
         """
         local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[11], '-', '+', ARGV[4], ARGV[10])
@@ -345,8 +347,11 @@ enum QueueScripts {
               redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'id', id, 'lane', ARGV[5], 'attempt', attempt,
                 'max', max, 'batch', h['batch'] or '', 'reason', reason, 'failed_at', ARGV[8], 'job', h['job'] or '')
               if id ~= '' then
-                local result = {v = 1, id = id, status = 'dead', attempts = attempt, timings = {},
-                  error = {code = 'lease_expired', message = reason}}
+                local result = cjson.decode(ARGV[13])
+                result['id'] = id
+                result['attempts'] = attempt
+                result['error']['message'] = reason
+                result['timings']['finished'] = tonumber(ARGV[8]) / 1000
                 if (h['batch'] or '') ~= '' then result['batch'] = h['batch'] end
                 result = cjson.encode(result)
                 redis.call('SET', ARGV[9] .. 'result:' .. id, result, 'NX', 'EX', ARGV[6])

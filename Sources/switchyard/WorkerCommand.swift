@@ -159,7 +159,6 @@ struct WorkerCommand: AsyncParsableCommand {
             jobExecutor = LocalModelExecutor(manager: modelServers!, client: client)
         default: throw ValidationError("--executor: '\(executor)' is not one of local, provider, echo, noop")
         }
-        defer { httpClient?.shutdown() }
         var queueConfiguration = QueueConfiguration(name: configuration.queue)
         queueConfiguration.lease = try parseDuration(lease, field: "--lease")
         // A lease shorter than the watch loop's refresh cadence would be reclaimed while alive.
@@ -187,8 +186,10 @@ struct WorkerCommand: AsyncParsableCommand {
         defer { pool.shutDown() }
         let queue = JobQueue(configuration: queueConfiguration, redis: pool, logger: logger)
         let worker = Worker(queue: queue, executor: jobExecutor, configuration: workerConfiguration, logger: logger)
-        // Shut down in reverse order: the worker drains first, then the model servers stop.
+        // Shut down in reverse order: the worker drains first, then the model servers stop, then
+        // the HTTP client closes.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let client = httpClient { services.append(.init(service: CloseOnShutdown { client.shutdown() })) }
         if let modelServers { services.append(.init(service: modelServers)) }
         // A worker that has drained shuts the rest down gracefully (a cancelled group would not wait for its servers).
         services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
@@ -196,11 +197,8 @@ struct WorkerCommand: AsyncParsableCommand {
         do {
             try await group.run()
         } catch let error as WorkerError {
-            await modelServers?.shutdown()
+            // The group has stopped every service, model servers included.
             throw ValidationError(error.message)
-        } catch {
-            await modelServers?.shutdown()
-            throw error
         }
     }
 }

@@ -55,6 +55,50 @@ struct JSONTests {
         }
     }
 
+    /// Every stored property set, so a field added to the type but not to the hand-written
+    /// codec (the one source of the stored form) shows up as a difference below.
+    static let fullJob: Job = {
+        var job = jobs[1]
+        job.input.messages = [ChatMessage(role: "user", content: "hi")]
+        job.input.texts = ["a"]
+        return job
+    }()
+    static let fullResult = JobResult(
+        id: "j1",
+        status: .failed,
+        output: .object(["content": .string("ok")]),
+        attempts: 2,
+        worker: "w",
+        timings: .init(queued: 1.25, started: 2.5, finished: 3.75),
+        usage: JobUsage(promptTokens: 3, completionTokens: 4, totalTokens: 7, images: 1),
+        error: .init(code: "c", message: "m"),
+        batch: "b",
+        metadata: ["k": "v"],
+        testExecutor: "echo"
+    )
+
+    /// Optional stored properties left nil, by name (nested ones as `outer.inner`).
+    static func unset(_ value: Any, prefix: String = "") -> [String] {
+        Mirror(reflecting: value).children.flatMap { child -> [String] in
+            let name = prefix + (child.label ?? "?")
+            let mirror = Mirror(reflecting: child.value)
+            if mirror.displayStyle == .optional {
+                guard let inner = mirror.children.first?.value else { return [name] }
+                return Mirror(reflecting: inner).displayStyle == .struct ? unset(inner, prefix: name + ".") : []
+            }
+            return mirror.displayStyle == .struct && !(child.value is JSONValue) ? unset(child.value, prefix: name + ".") : []
+        }
+    }
+
+    @Test func theHandWrittenCodecWritesEveryFieldCodableDoes() throws {
+        #expect(Self.unset(Self.fullJob).isEmpty, "set these in the fixture: \(Self.unset(Self.fullJob))")
+        #expect(Self.unset(Self.fullResult).isEmpty, "set these in the fixture: \(Self.unset(Self.fullResult))")
+        #expect(try JSONValue.parse(Self.fullJob.encodedJSON()) == JSONValue.parse(Array(JSONEncoder().encode(Self.fullJob))))
+        #expect(try JSONValue.parse(Self.fullResult.encodedJSON()) == JSONValue.parse(Array(JSONEncoder().encode(Self.fullResult))))
+        #expect(try Job(json: Self.fullJob.encodedJSON()) == Self.fullJob)
+        #expect(try JobResult(json: Self.fullResult.encodedJSON()) == Self.fullResult)
+    }
+
     @Test func parserHandlesEscapesUnicodeAndNumbers() throws {
         let text = #"{"s":"a\"b\\c\/d\n\u00e9\ud83d\ude80","n":[-12,3.5,1e3,-0.25E-2,0],"t":true,"f":false,"z":null,"o":{}}"#
         let v = try JSONValue.parse(Array(text.utf8))

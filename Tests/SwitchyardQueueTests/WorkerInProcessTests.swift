@@ -94,8 +94,8 @@ struct WorkerInProcessTests {
             return reply("never")
         }
         try await withWorker(f.queue, executor: executor) { _ in
-            let reached1 = try await eventually(timeout: .seconds(10)) { try await f.queue.result(of: job.id) != nil }
-            #expect(reached1)
+            let finished = try await eventually(timeout: .seconds(10)) { try await f.queue.result(of: job.id) != nil }
+            #expect(finished)
         }
         let result = try #require(try await f.queue.result(of: job.id))
         #expect(result.status == .dead && result.error?.code == "timeout")
@@ -128,12 +128,12 @@ struct WorkerInProcessTests {
             return reply("ok")
         }
         try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
-            let reached2 = try await eventually(timeout: .seconds(6)) { try await f.queue.result(of: stuck.id) != nil }
-            #expect(reached2)
+            let finished = try await eventually(timeout: .seconds(6)) { try await f.queue.result(of: stuck.id) != nil }
+            #expect(finished)
             // The only slot is free again while the stuck executor still runs.
             _ = try await f.queue.push(next)
-            let reached3 = try await eventually(timeout: .seconds(6)) { try await f.queue.result(of: next.id)?.status == .succeeded }
-            #expect(reached3)
+            let succeeded = try await eventually(timeout: .seconds(6)) { try await f.queue.result(of: next.id)?.status == .succeeded }
+            #expect(succeeded)
             #expect(!seen.contains("stuck executor returned"))
         }
         let result = try #require(try await f.queue.result(of: stuck.id))
@@ -157,11 +157,12 @@ struct WorkerInProcessTests {
             return reply("never")
         }
         try await withWorker(f.queue, executor: executor) { worker in
-            let reached4 = try await eventually(timeout: .seconds(5)) { seen.contains("started") }
-            #expect(reached4)
-            #expect(try await f.queue.cancel(jobID: job.id) == .cancelled)
-            let reached5 = try await eventually(timeout: .seconds(5)) { seen.contains("cancelled") && worker.inFlightCount == 0 }
-            #expect(reached5)
+            let started = await eventually(timeout: .seconds(5)) { seen.contains("started") }
+            #expect(started)
+            let cancelled = try await f.queue.cancel(jobID: job.id)
+            #expect(cancelled == .cancelled)
+            let stopped = await eventually(timeout: .seconds(5)) { seen.contains("cancelled") && worker.inFlightCount == 0 }
+            #expect(stopped)
         }
         #expect(try await f.queue.result(of: job.id)?.status == .cancelled)
         #expect(try await f.queue.status().lanes.allSatisfy { $0.waiting == 0 && $0.pending == 0 })
@@ -185,7 +186,7 @@ struct WorkerInProcessTests {
             return reply("never")
         }
         try await withWorker(f.queue, executor: executor) { _ in
-            let started = try await eventually(timeout: .seconds(5)) { seen.contains("started 1") }
+            let started = await eventually(timeout: .seconds(5)) { seen.contains("started 1") }
             #expect(started)
             // As if this worker had stalled past its lease: its entry looks idle and another
             // worker's reclaim requeues it (the copy is attempt 2, the old entry is gone).
@@ -229,8 +230,8 @@ struct WorkerInProcessTests {
             return reply("done")
         }
         try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
-            let reached8 = try await eventually(timeout: .seconds(5)) { seen.contains("started") }
-            #expect(reached8)
+            let started = await eventually(timeout: .seconds(5)) { seen.contains("started") }
+            #expect(started)
         }
         // run() returned only after the job finished and its result was written.
         #expect(try await f.queue.result(of: job.id)?.status == .succeeded)
@@ -256,8 +257,8 @@ struct WorkerInProcessTests {
             return reply("never")
         }
         try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
-            let reached9 = try await eventually(timeout: .seconds(5)) { seen.contains("started") }
-            #expect(reached9)
+            let started = await eventually(timeout: .seconds(5)) { seen.contains("started") }
+            #expect(started)
         }
         #expect(seen.contains("cancelled"))
         #expect(try await f.queue.result(of: job.id) == nil)
@@ -282,10 +283,10 @@ struct WorkerInProcessTests {
             return reply(job.id == big.id ? String(repeating: "x", count: 1_500_000) : "fine")
         }
         try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
-            let reached10 = try await eventually(timeout: .seconds(20)) {
+            let allFinished = try await eventually(timeout: .seconds(20)) {
                 try await f.queue.results(of: ([big] + small).map(\.id)).allSatisfy { $0 != nil }
             }
-            #expect(reached10)
+            #expect(allFinished)
         }
         for job in small { #expect(try await f.queue.result(of: job.id)?.status == .succeeded) }
         let refused = try #require(try await f.queue.result(of: big.id))
@@ -303,8 +304,8 @@ struct WorkerInProcessTests {
             reply(String(repeating: "y", count: 5000))
         }
         try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
-            let reached11 = try await eventually(timeout: .seconds(5)) { try await f.queue.result(of: job.id) != nil }
-            #expect(reached11)
+            let finished = try await eventually(timeout: .seconds(5)) { try await f.queue.result(of: job.id) != nil }
+            #expect(finished)
         }
         let result = try #require(try await f.queue.result(of: job.id))
         #expect(result.status == .failed && result.error?.code == "result_too_large" && result.output == nil)
@@ -335,8 +336,8 @@ struct WorkerInProcessTests {
                 try await Task.sleep(for: .milliseconds(500))  // the worker waits in its blocking read
                 _ = try await f.queue.push(job)
             }
-            let reached12 = try await eventually(timeout: .seconds(10)) { try await f.queue.result(of: job.id) != nil }
-            #expect(reached12)
+            let finished = try await eventually(timeout: .seconds(10)) { try await f.queue.result(of: job.id) != nil }
+            #expect(finished)
         }
         #expect(proxy.faultsFired == 1)
         let result = try #require(try await f.queue.result(of: job.id))
@@ -409,8 +410,8 @@ struct WorkerInProcessTests {
         let configuration = testWorkerConfiguration(id: "restarted")
         let executor = ClosureExecutor { _, _ in reply("picked up") }
         try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
-            let reached13 = try await eventually(timeout: .seconds(5)) { try await f.queue.result(of: job.id) != nil }
-            #expect(reached13)
+            let finished = try await eventually(timeout: .seconds(5)) { try await f.queue.result(of: job.id) != nil }
+            #expect(finished)
         }
         let result = try #require(try await f.queue.result(of: job.id))
         #expect(result.status == .succeeded && result.attempts == 1)

@@ -1,0 +1,288 @@
+import SwitchyardCore
+import SwitchyardRedis
+
+/// One call of a queue script, its keys and arguments named. Lua reads them by position; each
+/// call type is the one place that fixes those positions, in the order the script's doc comment
+/// lists them, so Swift and Lua cannot drift apart one argument at a time.
+protocol QueueScriptCall {
+    static var script: RedisScript { get }
+    /// KEYS, in the script's order.
+    var keys: [any RedisArgument] { get }
+    /// ARGV, in the script's order.
+    var arguments: [any RedisArgument] { get }
+}
+
+extension QueueScriptCall {
+    /// EVALSHA for a pipeline (`JobQueue.pipelineScripts` reloads the script when Redis lost it).
+    var command: RedisCommand { RedisCommand("EVALSHA", arguments: [Self.script.sha1, keys.count] + keys + arguments) }
+}
+
+extension RedisConnectionPool {
+    /// Runs a queue script call (loading the script when Redis does not have it).
+    func evaluate<Call: QueueScriptCall>(_ call: Call) async throws -> RESPValue {
+        let reply = try await evaluate(Call.script, keys: call.keys, arguments: call.arguments)
+        try reply.throwingServerError()
+        return reply
+    }
+}
+
+extension QueueScripts {
+    /// `push`: queue one job (or schedule it), with its record, batch and idempotency key.
+    struct Push: QueueScriptCall {
+        static let script = QueueScripts.push
+        var keys: [any RedisArgument]
+        var arguments: [any RedisArgument]
+
+        init(_ job: Job, keys k: QueueKeys, configuration: QueueConfiguration, nowMs: Int64) {
+            let batch = job.batch ?? ""
+            let idempotencyKey = job.idempotencyKey ?? ""
+            let json = job.encodedJSON()
+            let dueMs = job.notBefore.map { Int64($0 * 1000) } ?? 0
+            // A job not due yet waits in the delayed set, as the member the promote script reads.
+            let member =
+                dueMs > nowMs
+                ? DelayedMember(lane: job.priority, jobID: job.id, attempt: 1, maxAttempts: job.maxAttempts, batch: batch, payload: json).bytes
+                : []
+            keys = [
+                k.lane(job.priority), k.delayed, k.idempotency(idempotencyKey), k.batch(batch), k.batchJobs(batch), k.stats, k.job(job.id),
+            ]
+            arguments = [
+                job.id, json, job.maxAttempts, batch, idempotencyKey, configuration.idempotencyTTL.wholeSeconds, dueMs, member, nowMs,
+                configuration.resultTTL.wholeSeconds, job.model,
+            ]
+        }
+
+        /// Queued, a duplicate idempotency key (the first job's id), or an id pushed already.
+        static func outcome(_ reply: RESPValue) throws -> PushOutcome {
+            try reply.throwingServerError()
+            guard let pair = reply.array, pair.count == 2, let flag = pair[0].int, let id = pair[1].string else {
+                throw RedisError(.unexpectedReply, "push returned \(reply)")
+            }
+            return flag == 1 ? .queued(id: id) : .duplicate(existingID: id)
+        }
+    }
+
+    /// `take`: up to `count` new entries, lanes in priority order.
+    struct Take: QueueScriptCall {
+        static let script = QueueScripts.take
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(keys k: QueueKeys, consumer: String, count: Int) {
+            keys = k.lanes
+            arguments = [QueueKeys.group, consumer, count, k.prefix]
+        }
+    }
+
+    /// `takeWarm`: a take with warm-model routing (see the script's doc comment).
+    struct TakeWarm: QueueScriptCall {
+        static let script = QueueScripts.takeWarm
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(
+            keys k: QueueKeys,
+            consumer: String,
+            count: Int,
+            warm: [String],
+            released: [String],
+            cacheSize: Int,
+            mayLoad: Bool,
+            routing: WarmRouting,
+            starveGapMs: Int64,
+            nowMs: Int64
+        ) {
+            keys = k.lanes
+            // Fixed arguments first, then the two lists, each after its length.
+            let fixed: [any RedisArgument] = [
+                QueueKeys.group, consumer, max(0, count), k.prefix, QueueKeys.parkedConsumer, routing.lookahead,
+                routing.longestWait.milliseconds, nowMs, nowMs + routing.claimTTL.milliseconds, max(1, cacheSize), routing.shareAfter,
+                mayLoad ? 1 : 0, max(1, starveGapMs),
+            ]
+            arguments = fixed + [warm.count] + warm + [released.count] + released
+        }
+
+        /// The reply: {{deliveries}, {last entry id per lane}, wake in ms or -1, model claimed or ''}.
+        static func decode(_ reply: RESPValue) throws -> WarmTake {
+            let parts = reply.array ?? []
+            guard parts.count == 4 else { throw RedisError(.unexpectedReply, "the warm take returned \(parts.count) parts, expected 4") }
+            let wake = parts[2].int ?? -1
+            return WarmTake(
+                deliveries: deliveries(parts[0]),
+                lastEntryIDs: (parts[1].array ?? []).compactMap(\.string),
+                wakeAfter: wake >= 0 ? .milliseconds(wake) : nil,
+                claimedModel: parts[3].string.flatMap { $0.isEmpty ? nil : $0 }
+            )
+        }
+    }
+
+    /// `{{lane index, entry id, fields}, ...}` as both takes return them.
+    static func deliveries(_ reply: RESPValue) -> [Delivery] {
+        (reply.array ?? []).compactMap { item in
+            guard let parts = item.array, parts.count == 3, let index = parts[0].int, JobPriority.inOrder.indices.contains(index - 1),
+                let entry = parts[1].string, let fields = parts[2].array
+            else { return nil }
+            return Delivery(lane: JobPriority.inOrder[index - 1], entryID: entry, fields: fields)
+        }
+    }
+
+    /// `finish`: write results and acknowledge their entries, many at once.
+    struct Finish: QueueScriptCall {
+        static let script = QueueScripts.finish
+        private(set) var keys: [any RedisArgument]
+        private(set) var arguments: [any RedisArgument]
+
+        init(keys k: QueueKeys, resultTTL: Duration) {
+            keys = [k.stats] + k.lanes
+            arguments = [QueueKeys.group, resultTTL.wholeSeconds, k.lanes.count]
+        }
+
+        mutating func append(_ completion: Completion, keys k: QueueKeys, json: [UInt8]) {
+            let d = completion.delivery
+            keys += [k.result(d.jobID), k.batch(d.batch)]
+            arguments += [
+                JobPriority.inOrder.firstIndex(of: d.lane)! + 1, d.entryID, completion.result.status.rawValue, json, d.batch.isEmpty ? "0" : "1",
+            ]
+        }
+    }
+
+    /// `retry`: schedule a failed attempt's next one.
+    struct Retry: QueueScriptCall {
+        static let script = QueueScripts.retry
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(_ delivery: Delivery, keys k: QueueKeys, dueMs: Int64) {
+            keys = [k.lane(delivery.lane), k.delayed, k.result(delivery.jobID), k.stats]
+            let member = DelayedMember(
+                lane: delivery.lane,
+                jobID: delivery.jobID,
+                attempt: delivery.attempt + 1,
+                maxAttempts: delivery.maxAttempts,
+                batch: delivery.batch,
+                payload: delivery.payload
+            )
+            arguments = [QueueKeys.group, delivery.entryID, dueMs, member.bytes]
+        }
+    }
+
+    /// `deadLetter`: move a delivery to the dead-letter stream with its reason (and final result).
+    struct DeadLetterDelivery: QueueScriptCall {
+        static let script = QueueScripts.deadLetter
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(_ delivery: Delivery, reason: String, result: JobResult?, keys k: QueueKeys, configuration: QueueConfiguration, nowMs: Int64) {
+            keys = [k.lane(delivery.lane), k.dead, k.result(delivery.jobID), k.batch(delivery.batch), k.stats]
+            arguments = [
+                QueueKeys.group, delivery.entryID, reason, delivery.payload, delivery.jobID, delivery.attempt, result?.encodedJSON() ?? [],
+                delivery.batch.isEmpty ? "0" : "1", configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit,
+                delivery.lane.rawValue, nowMs, delivery.maxAttempts, delivery.batch,
+            ]
+        }
+    }
+
+    /// `reclaim`: requeue or dead-letter one lane's entries whose lease ran out.
+    struct Reclaim: QueueScriptCall {
+        static let script = QueueScripts.reclaim
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(lane: JobPriority, consumer: String, limit: Int, keys k: QueueKeys, configuration: QueueConfiguration, nowMs: Int64) {
+            let lease = configuration.lease.milliseconds
+            keys = [k.lane(lane), k.dead, k.stats]
+            arguments = [
+                QueueKeys.group, consumer, lease, limit, lane.rawValue, configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit,
+                nowMs, k.prefix, QueueKeys.parkedConsumer, max(1, lease / 2), max(1, lease / 4), Self.deadResultTemplate,
+            ]
+        }
+
+        /// The `dead` result the script writes for a job whose last attempt's lease ran out, made
+        /// by the one JSON writer; the script fills in id, attempts, batch, message and finish time.
+        static let deadResultTemplate = JobResult(
+            id: "",
+            status: .dead,
+            attempts: 0,
+            timings: .init(finished: 0),
+            error: .init(code: "lease_expired", message: "")
+        ).encodedJSON()
+    }
+
+    /// `promote`: move due members of the delayed set onto their lanes.
+    struct Promote: QueueScriptCall {
+        static let script = QueueScripts.promote
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(keys k: QueueKeys, nowMs: Int64, limit: Int) {
+            keys = [k.delayed]
+            arguments = [nowMs, limit, k.prefix]
+        }
+    }
+
+    /// `handBack`: give entries back for another worker to run now, with no attempt counted.
+    struct HandBack: QueueScriptCall {
+        static let script = QueueScripts.handBack
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(lane: JobPriority, entryIDs: [String], keys k: QueueKeys) {
+            keys = [k.lane(lane)]
+            arguments = [QueueKeys.group] + entryIDs
+        }
+    }
+
+    /// `dropConsumer`: remove a worker from the lanes' group where it holds nothing.
+    struct DropConsumer: QueueScriptCall {
+        static let script = QueueScripts.dropConsumer
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(workerID: String, keys k: QueueKeys) {
+            keys = k.lanes
+            arguments = [QueueKeys.group, workerID]
+        }
+    }
+
+    /// `cancel`: a final `cancelled` result for a known job that has none.
+    struct Cancel: QueueScriptCall {
+        static let script = QueueScripts.cancel
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(jobID: String, result: JobResult, keys k: QueueKeys, resultTTL: Duration) {
+            keys = [k.result(jobID), k.job(jobID), k.stats]
+            arguments = [result.encodedJSON(), resultTTL.wholeSeconds, k.prefix]
+        }
+    }
+
+    /// `retryDeadLetter`: put a dead letter back on its lane as a fresh job.
+    struct RetryDeadLetter: QueueScriptCall {
+        static let script = QueueScripts.retryDeadLetter
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(entryID: String, keys k: QueueKeys) {
+            keys = [k.dead]
+            arguments = [entryID, k.prefix]
+        }
+    }
+}
+
+/// A member of the delayed set: `lane \31 id \31 attempt \31 max \31 batch \31 json`, the
+/// ASCII unit separator (31) between fields, which JSON never holds unescaped. Written only
+/// here (for the push and retry scripts); read by the promote script.
+struct DelayedMember {
+    let bytes: [UInt8]
+
+    init(lane: JobPriority, jobID: String, attempt: Int, maxAttempts: Int, batch: String, payload: [UInt8]) {
+        var member: [UInt8] = []
+        member.reserveCapacity(payload.count + 64)
+        for part in [lane.rawValue, jobID, String(attempt), String(maxAttempts), batch] {
+            member.append(contentsOf: part.utf8)
+            member.append(31)
+        }
+        member.append(contentsOf: payload)
+        bytes = member
+    }
+}
