@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #if defined(__linux__)
@@ -35,8 +36,9 @@ static void close_from(int lowest, int keep) {
         return;
     }
 #endif
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536) max = 65536;
+    struct rlimit limit;
+    long max = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? (long)limit.rlim_cur : sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > (1L << 20)) max = 1L << 20;
     for (int fd = lowest; fd < max; fd++) {
         if (fd != keep) close(fd);
     }

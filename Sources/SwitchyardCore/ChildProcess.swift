@@ -80,12 +80,18 @@ public final class ChildProcess: @unchecked Sendable {
         return nil
     }
 
-    /// This process's environment without Switchyard's secrets: a model server has no business
-    /// with the Redis password.
+    /// This process's environment without secrets: a model server has no business with the
+    /// Redis password or a provider's API key. Left out: Switchyard's own URL, password and key
+    /// variables, and every variable whose name holds KEY, TOKEN, SECRET, PASSWORD, PASSWD or
+    /// CREDENTIAL (any case).
     public static func inheritableEnvironment() -> [String: String] {
-        ProcessInfo.processInfo.environment.filter { key, _ in
-            !(key.hasPrefix("SWITCHYARD_") && (key.contains("PASSWORD") || key.contains("URL") || key.contains("KEY")))
-        }
+        ProcessInfo.processInfo.environment.filter { key, _ in !isSecret(key) }
+    }
+
+    static func isSecret(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        if upper.hasPrefix("SWITCHYARD_") && upper.contains("URL") { return true }
+        return ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].contains { upper.contains($0) }
     }
 
     /// Sends a signal (SIGTERM, SIGKILL, ...). Does nothing once the process has been reaped, so a

@@ -97,8 +97,11 @@ public actor ModelServerManager: Service {
     private var servers: [String: Server] = [:]
     private var starting: [String: Task<Server, any Error>] = [:]
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
-    /// Starts that failed, by token, until the caller that began each one reads its error.
-    private var failedStarts: [UInt64: any Error] = [:]
+    /// The token of each model's start in progress.
+    private var startTokens: [String: UInt64] = [:]
+    /// Starts that failed, by token, for a minute: every caller that waited for one gets its error
+    /// (rather than each starting the server again in turn).
+    private var failedStarts: [UInt64: (error: any Error, at: ContinuousClock.Instant)] = [:]
     private var nextToken: UInt64 = 0
     private var stats = Statistics()
     private var closed = false
@@ -106,6 +109,10 @@ public actor ModelServerManager: Service {
     private var stopping: [ChildProcess] = []
     /// Every server process started and not known to have exited (for the PID file).
     private var children: [ChildProcess] = []
+    private let (began, beginSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+
+    /// Lets `run()` go on: stop what an earlier worker with this PID file left, load the pinned models.
+    public nonisolated func begin() { beginSignal.yield() }
 
     public init(catalog: ModelCatalog, profile: HardwareProfile, configuration: Configuration = Configuration(), logger: Logger) {
         self.catalog = catalog
@@ -119,7 +126,16 @@ public actor ModelServerManager: Service {
     /// file left behind, loads the pinned models, stops idle servers now and then, and on
     /// graceful shutdown (after the worker, which comes later in the group, has drained) stops
     /// every server.
+    /// It waits for `begin()` first: a worker calls it once it holds its id, so a worker refused
+    /// for a live worker's id neither stops that one's servers nor starts any.
     public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            for await _ in self.began { break }
+        }
+        if Task.isCancelled || closed {
+            await shutdown()
+            return
+        }
         reapLeftovers()
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
@@ -140,8 +156,7 @@ public actor ModelServerManager: Service {
     public func preloadPinned() async {
         for model in catalog.pinned where !Task.isCancelled {
             do {
-                _ = try await acquire(model)
-                release(model)
+                release(try await acquire(model))
             } catch is CancellationError {
                 return
             } catch {
@@ -156,7 +171,8 @@ public actor ModelServerManager: Service {
         guard let path = configuration.pidFile, let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: " ")
-            guard parts.count == 2, let pid = Int32(parts[0]), let started = Int64(parts[1]), pid > 1 else { continue }
+            // Without a start time (no /proc: macOS) a pid may have been recycled: leave it alone.
+            guard parts.count == 2, let pid = Int32(parts[0]), let started = Int64(parts[1]), pid > 1, started >= 0 else { continue }
             if syp_process_start_time(pid) == started {
                 logger.warning("stopping model server pid \(pid), left running by an earlier worker with this id")
                 kill(pid, SIGKILL)
@@ -194,7 +210,7 @@ public actor ModelServerManager: Service {
     /// Runs `body` with a ready server for `model`, starting or waiting for one as needed.
     public func withServer<T: Sendable>(_ model: String, _ body: @Sendable (ModelServerLease) async throws -> T) async throws -> T {
         let lease = try await acquire(model)
-        defer { release(model) }
+        defer { release(lease) }
         return try await body(lease)
     }
 
@@ -206,11 +222,11 @@ public actor ModelServerManager: Service {
         guard let entry = catalog.models[model] else {
             throw ModelServerError(model: model, message: "not in the model catalog", retryable: false)
         }
-        var myStart: UInt64?
-        defer { if let myStart { failedStarts[myStart] = nil } }
+        // The start this caller waits for, its own or another caller's.
+        var awaited: UInt64?
         while true {
             if closed { throw ModelServerError(model: model, message: "the manager is shut down", retryable: true) }
-            if let token = myStart, let failure = failedStarts.removeValue(forKey: token) { throw failure }
+            if let token = awaited, let failure = failedStarts[token] { throw failure.error }
             if var server = servers[model] {
                 if server.process.isRunning {
                     server.inFlight += 1
@@ -226,6 +242,7 @@ public actor ModelServerManager: Service {
                 continue
             }
             if starting[model] != nil {
+                awaited = startTokens[model]
                 try await waitForChange()
                 continue
             }
@@ -240,7 +257,8 @@ public actor ModelServerManager: Service {
             }
             let token = nextToken
             nextToken += 1
-            myStart = token
+            awaited = token
+            startTokens[model] = token
             starting[model] = Task { try await self.startAndInstall(model, entry: entry, token: token) }
             try await waitForChange()
         }
@@ -263,22 +281,34 @@ public actor ModelServerManager: Service {
     }
 
     /// Starts a server and installs it, in one step on the actor, so everyone waiting for the
-    /// start finds it installed when they resume. A failure is kept for the caller that began it.
+    /// start finds it installed when they resume. A failure is kept a minute for those who waited.
     private func startAndInstall(_ model: String, entry: ModelCatalog.Entry, token: UInt64) async throws -> Server {
         do {
             let server = try await start(model, entry: entry)
             starting[model] = nil
+            startTokens[model] = nil
             servers[model] = server
             wakeWaiters()
             return server
         } catch {
             starting[model] = nil
-            failedStarts[token] = error
+            startTokens[model] = nil
+            let now = ContinuousClock.now
+            failedStarts = failedStarts.filter { now - $0.value.at < .seconds(60) }
+            failedStarts[token] = (error, now)
             wakeWaiters()
             throw error
         }
     }
 
+    /// Gives back a lease. A lease of a server that has since exited and been replaced does not
+    /// count against the replacement.
+    public func release(_ lease: ModelServerLease) {
+        guard servers[lease.model]?.process.pid == lease.pid else { return }
+        release(lease.model)
+    }
+
+    /// Gives back a lease of the model's current server.
     public func release(_ model: String) {
         guard var server = servers[model] else { return }
         server.inFlight = max(0, server.inFlight - 1)
@@ -423,6 +453,12 @@ public actor ModelServerManager: Service {
         logger.info("starting model server for \(model) (pid \(process.pid), port \(port))")
         let deadline = clock.now + configuration.readinessTimeout
         while clock.now < deadline {
+            if closed {
+                stopping.append(process)
+                let grace = configuration.stopGrace
+                Thread.detachNewThread { process.terminate(grace: grace) }
+                throw ModelServerError(model: model, message: "the manager is shut down", retryable: true)
+            }
             if !process.isRunning {
                 // The server's own words stay in the worker's log: they may quote paths, arguments
                 // or environment that a job's submitter has no business reading.

@@ -474,14 +474,13 @@ public final class JobQueue: Sendable {
     // MARK: - Worker registry
 
     /// Records a worker's heartbeat; the entry expires after `ttl` without one.
-    public func heartbeat(_ info: WorkerInfo, ttl: Duration) async throws {
-        let json = try JSONEncoder().encode(info)
-        _ = try await redis.pipeline([
-            RedisCommand("SET", keys.worker(info.id), Array(json), "EX", ttl.wholeSeconds),
-            RedisCommand("ZADD", keys.workers, Self.nowMs(), info.id),
-            // Forget workers silent for ten TTLs, so the set stays small without anyone calling status.
-            RedisCommand("ZREMRANGEBYSCORE", keys.workers, "-inf", Self.nowMs() - ttl.milliseconds * 10),
-        ])
+    /// Returns false, writing nothing, when the id is registered to another process (another pid
+    /// or host) and `force` is false: a second worker took the id while this one was away.
+    @discardableResult
+    public func heartbeat(_ info: WorkerInfo, ttl: Duration, force: Bool = false) async throws -> Bool {
+        let json = Array(try JSONEncoder().encode(info))
+        let call = QueueScripts.Heartbeat(info, json: json, ttl: ttl, force: force, keys: keys, nowMs: Self.nowMs())
+        return try await redis.evaluate(call).int == 1
     }
 
     /// Registers a worker as it starts: its entry is written only when no live worker holds the
@@ -495,7 +494,7 @@ public final class JobQueue: Sendable {
         if let bytes = replies[0].bytes {
             if let holder = try? JSONDecoder().decode(WorkerInfo.self, from: Data(bytes)) { return holder }
             // Unreadable (another version wrote it): ours now.
-            try await heartbeat(info, ttl: ttl)
+            try await heartbeat(info, ttl: ttl, force: true)
             return nil
         }
         try await redis.send("ZADD", keys.workers, Self.nowMs(), info.id)

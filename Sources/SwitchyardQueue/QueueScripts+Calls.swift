@@ -45,6 +45,7 @@ extension QueueScripts {
                 : []
             keys = [
                 k.lane(job.priority), k.delayed, k.idempotency(idempotencyKey), k.batch(batch), k.batchJobs(batch), k.stats, k.job(job.id),
+                k.result(job.id),
             ]
             arguments = [
                 job.id, json, job.maxAttempts, batch, idempotencyKey, configuration.idempotencyTTL.wholeSeconds, dueMs, member, nowMs,
@@ -229,6 +230,21 @@ extension QueueScripts {
         init(lane: JobPriority, entryIDs: [String], keys k: QueueKeys) {
             keys = [k.lane(lane)]
             arguments = [QueueKeys.group] + entryIDs
+        }
+    }
+
+    /// `heartbeat`: a worker's registry entry, unless another process holds the id.
+    struct Heartbeat: QueueScriptCall {
+        static let script = QueueScripts.heartbeat
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+
+        init(_ info: WorkerInfo, json: [UInt8], ttl: Duration, force: Bool, keys k: QueueKeys, nowMs: Int64) {
+            keys = [k.worker(info.id), k.workers]
+            // Workers silent for ten TTLs leave the set, so it stays small without anyone calling status.
+            arguments = [
+                json, ttl.wholeSeconds, nowMs, info.id, Int(info.pid), info.host, nowMs - ttl.milliseconds * 10, force ? "1" : "0",
+            ]
         }
     }
 

@@ -19,16 +19,17 @@ enum QueueScripts {
 
         """
 
-    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job record.
+    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job record, result.
     /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, delayed-set member
     /// ('' when the job is due now), now ms, result ttl, model. Every key about the job lives until its result could have expired: its
     /// TTL is counted from its due time, so a job delayed for days keeps its idempotency key,
     /// batch and record until it runs and its result's TTL has passed.
     /// Returns {1, id} when queued, {0, existing id} for a duplicate idempotency key, {2, id} when
-    /// a job with this id was pushed already (its record lives): nothing is queued or counted twice.
+    /// a job with this id was pushed already (its record or its result lives): nothing is queued
+    /// or counted twice.
     static let push = RedisScript(
         """
-        if redis.call('EXISTS', KEYS[7]) == 1 then return {2, ARGV[1]} end
+        if redis.call('EXISTS', KEYS[7]) == 1 or redis.call('EXISTS', KEYS[8]) == 1 then return {2, ARGV[1]} end
         local due, now = tonumber(ARGV[7]), tonumber(ARGV[9])
         local wait = 0
         if due > now then wait = math.ceil((due - now) / 1000) end
@@ -418,6 +419,25 @@ enum QueueScripts {
           end
         end
         return n
+        """
+    )
+
+    /// Record a worker's heartbeat, unless its id is registered to another process (another pid
+    /// or host): a second worker may have taken the id while this one was cut off from Redis.
+    /// KEYS: worker entry, workers. ARGV: entry json, ttl s, now ms, worker id, pid, host,
+    /// forget workers silent since (ms), force ('1': take the id over whoever holds it).
+    /// Returns 1 when recorded, 0 when the id belongs to another process.
+    static let heartbeat = RedisScript(
+        """
+        local current = redis.call('GET', KEYS[1])
+        if current and ARGV[8] ~= '1' then
+          local ok, entry = pcall(cjson.decode, current)
+          if ok and type(entry) == 'table' and (tostring(entry['pid']) ~= ARGV[5] or entry['host'] ~= ARGV[6]) then return 0 end
+        end
+        redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[7])
+        return 1
         """
     )
 

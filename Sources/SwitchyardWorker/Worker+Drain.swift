@@ -24,7 +24,8 @@ extension Worker {
         while ContinuousClock.now < deadline, state.withLock({ $0.inFlight.values.contains { $0.running } }) {
             _ = await jobEnded.wait(timeout: deadline - ContinuousClock.now)
         }
-        await flushNow()
+        state.withLock { $0.shutdownDeadline = ContinuousClock.now + configuration.shutdownWriteTime }
+        await flushNow(until: shutdownDeadline)
         // Whatever still runs is handed back for another worker to run at once.
         let unfinished = state.withLock { s -> [Delivery] in
             var out: [Delivery] = []
@@ -36,11 +37,12 @@ extension Worker {
             }
             return out
         }
-        if !unfinished.isEmpty {
+        if !unfinished.isEmpty && !redisUnreachableAtShutdown && !state.withLock({ $0.displaced }) {
             do {
                 let n = try await queue.handBack(unfinished)
                 logger.info("handed back \(n) unfinished jobs")
             } catch {
+                if Self.isUnreachable(error) { markUnreachableAtShutdown(error) }
                 logger.warning("could not hand back \(unfinished.count) jobs; they will be reclaimed when their lease runs out: \(error)")
             }
         }

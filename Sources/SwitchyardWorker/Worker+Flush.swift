@@ -25,16 +25,29 @@ extension Worker {
         }
     }
 
-    /// Writes whatever is pending now, trying a few times (used while draining).
-    func flushNow() async {
-        for _ in 0..<20 {
+    /// Writes whatever is pending now (used while draining), trying again until `deadline`, and
+    /// not at all once shutdown found Redis unreachable: what is left is reclaimed after its lease.
+    /// Returns whether everything was written.
+    @discardableResult
+    func flushNow(until deadline: ContinuousClock.Instant) async -> Bool {
+        while !redisUnreachableAtShutdown {
             let pending = takeOutcomes()
-            if pending.isEmpty { return }
-            if let error = await writeIsolating(pending) {
-                logger.warning("could not write results while draining: \(error)")
-                try? await Task.sleep(for: .milliseconds(250))
+            if pending.isEmpty { return true }
+            guard let error = await writeIsolating(pending) else { continue }
+            if Self.isUnreachable(error) || ContinuousClock.now >= deadline {
+                markUnreachableAtShutdown(error)
+                return false
             }
+            logger.warning("could not write results while draining: \(error)")
+            try? await Task.sleep(for: .milliseconds(250))
         }
+        return state.withLock { $0.outcomes.isEmpty }
+    }
+
+    /// Redis cannot be reached at all (as opposed to refusing one command).
+    static func isUnreachable(_ error: any Error) -> Bool {
+        guard let error = error as? RedisError else { return error is CancellationError }
+        return error.code == .connectionFailed || error.code == .timeout || error.code == .closed
     }
 
     private func takeOutcomes() -> [Outcome] {
@@ -56,7 +69,9 @@ extension Worker {
         } catch {
             var lastError: any Error = error
             var failed: [Outcome] = []
-            if outcomes.count > 1 {
+            if Self.isUnreachable(error) {
+                failed = outcomes
+            } else if outcomes.count > 1 {
                 for (index, outcome) in outcomes.enumerated() {
                     do {
                         try await write([outcome])
@@ -76,13 +91,20 @@ extension Worker {
             }
             var retry: [Outcome] = []
             var replaced: [Outcome] = []
-            let answers = failed.isEmpty ? false : await redisAnswers()
+            // Only a refusal of this one write counts: Redis answers, the outcome was written
+            // alone, and the error is the kind a too-large command gets (Redis closes the
+            // connection on a protocol error). OOM, READONLY, MISCONF and the like refuse every
+            // write for a while and never cost a result.
+            var counts = failed.count == 1 && Self.mayBeRefusal(lastError)
+            if counts { counts = await redisAnswers() }
             for outcome in failed {
                 let count = state.withLock { s -> Int in
-                    s.writeFailures[outcome.delivery.entryID, default: 0] += answers ? 1 : 0
+                    if counts { s.writeFailures[outcome.delivery.entryID, default: 0] += 1 }
                     return s.writeFailures[outcome.delivery.entryID] ?? 0
                 }
-                if count >= 3, case .finished(let completion) = outcome, completion.result.status != .cancelled {
+                if count >= 3, case .finished(let completion) = outcome, completion.result.status != .cancelled,
+                    completion.result.encodedJSON().count >= Self.smallestRefusableBytes
+                {
                     let message = "Redis refused to store the result (\(completion.result.encodedJSON().count) bytes): \(lastError)"
                     logger.warning("job \(completion.result.id): \(message)")
                     var rejected = completion.result
@@ -114,6 +136,18 @@ extension Worker {
             s.processed += outcomes.count
         }
         slotFreed.notify()
+    }
+
+    /// Redis's smallest settings of `proto-max-bulk-len` and `client-query-buffer-limit` are 1 MB:
+    /// a smaller result is never refused for its size.
+    static let smallestRefusableBytes = 1 << 20
+
+    /// An error a command too large for Redis gets: the server closes the connection (or says
+    /// "Protocol error").
+    static func mayBeRefusal(_ error: any Error) -> Bool {
+        guard let error = error as? RedisError else { return false }
+        if error.code == .connectionLost || error.code == .protocolError { return true }
+        return error.code == .serverError && (error.message.contains("Protocol error") || error.message.contains("query buffer"))
     }
 
     private func redisAnswers() async -> Bool {

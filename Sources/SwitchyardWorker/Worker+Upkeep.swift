@@ -13,7 +13,10 @@ extension Worker {
             var models: [String]?
             if let source = warmSource { models = await warmModels(source).warm }
             let info = workerInfo(rss: rss, models: models)
-            try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL)
+            if (try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL)) == false {
+                displaced()
+                return
+            }
             // A worker busy with long jobs takes nothing for a while: keep its warm claims alive.
             if let models, let routing = configuration.warmRouting {
                 // Recorded as published, so stopping withdraws them too.
@@ -100,5 +103,26 @@ extension Worker {
                 await handleLoopError(error, in: activity, failures: failures)
             }
         }
+    }
+}
+
+extension Worker {
+    /// Another process registered this worker's id while this one could not reach Redis (its
+    /// entry expired): both would take entries as the same consumer. This one stops at once and
+    /// forgets its running jobs, which are pending under the shared id, for the other to run.
+    func displaced() {
+        logger.error("another process registered this worker's id '\(configuration.id)' while it was away from Redis; stopping")
+        let tasks = state.withLock { s -> [Task<Void, Never>] in
+            s.displaced = true
+            var tasks: [Task<Void, Never>] = []
+            for (entry, job) in s.inFlight where job.running {
+                s.inFlight[entry]?.stopReason = .leaseLost
+                s.inFlight[entry]?.stoppedAt = .now
+                if let task = job.task { tasks.append(task) }
+            }
+            return tasks
+        }
+        for task in tasks { task.cancel() }
+        beginDrain()
     }
 }

@@ -83,6 +83,13 @@ public final class Worker: Service, Sendable {
         /// Outcomes that failed to be written on their own, by entry id: how many times.
         var writeFailures: [String: Int] = [:]
         var fetchTask: Task<Void, Never>?
+        /// Set by the drain: when the worker stops trying to write to Redis.
+        var shutdownDeadline: ContinuousClock.Instant?
+        /// A write during shutdown found Redis unreachable.
+        var unreachableAtShutdown = false
+        /// Another process registered this worker's id (found by a heartbeat): stop, and touch
+        /// nothing pending under the id.
+        var displaced = false
     }
 
     public init(queue: JobQueue, executor: any JobExecutor, configuration: WorkerConfiguration, logger: Logger) {
@@ -138,6 +145,7 @@ public final class Worker: Service, Sendable {
             logger.info("worker stopped before it started")
             return
         }
+        configuration.whenRegistered?()
         await withDiscardingTaskGroup { background in
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.maintenanceLoop() }
@@ -165,27 +173,55 @@ public final class Worker: Service, Sendable {
                 } onGracefulShutdown: {
                     self.beginDrain()
                 }
+                // Every delivery the fetch loop admitted is in flight before the drain looks.
+                await fetch.value
                 await self.drain()
             }
-            await self.flushNow()
+            await self.flushNow(until: self.shutdownDeadline)
             background.cancelAll()
         }
         // A write the flush loop had in flight when it was cancelled put its outcomes back: write them.
-        await flushNow()
-        await handBackOrphans()
+        await flushNow(until: shutdownDeadline)
         blocking.close()
-        do {
-            try await queue.withdrawWarm(workerID: configuration.id, models: Array(state.withLock { $0.publishedWarm }))
-        } catch {
-            logger.warning("could not withdraw warm-model claims (they run out by themselves): \(error)")
+        let (unreachable, displaced) = state.withLock { ($0.unreachableAtShutdown, $0.displaced) }
+        if displaced {
+            // Another process holds this id now: what is pending under it is that one's.
+            throw WorkerError(
+                .displaced,
+                "another process registered the id '\(configuration.id)' while this worker could not reach Redis; it stopped without "
+                    + "touching the jobs pending under that id"
+            )
         }
-        do {
-            try await queue.deregister(workerID: configuration.id)
-        } catch {
-            logger.warning("could not deregister: \(error)")
+        if unreachable {
+            logger.warning("Redis is unreachable: jobs left pending here run again after their lease; the registry entry runs out by itself")
+        } else {
+            await handBackOrphans()
+            do {
+                try await queue.withdrawWarm(workerID: configuration.id, models: Array(state.withLock { $0.publishedWarm }))
+                try await queue.deregister(workerID: configuration.id)
+            } catch {
+                logger.warning("could not deregister (the registry entry runs out by itself): \(error)")
+            }
         }
         logger.info("worker stopped", metadata: ["processed": "\(processed)"])
     }
+
+    /// When a stopping worker gives up on writing to Redis: the end of the grace period plus
+    /// `shutdownWriteTime` (or that long from now when the drain has not set it).
+    var shutdownDeadline: ContinuousClock.Instant {
+        state.withLock { $0.shutdownDeadline } ?? ContinuousClock.now + configuration.shutdownWriteTime
+    }
+
+    /// Shutdown found Redis unreachable: no more attempts to write, hand back or deregister.
+    func markUnreachableAtShutdown(_ error: any Error) {
+        let first = state.withLock { s -> Bool in
+            defer { s.unreachableAtShutdown = true }
+            return !s.unreachableAtShutdown
+        }
+        if first { logger.warning("stopping without Redis: \(error)") }
+    }
+
+    var redisUnreachableAtShutdown: Bool { state.withLock { $0.unreachableAtShutdown } }
 
     /// Creates the consumer groups and registers this worker, waiting for Redis as long as it
     /// takes (or until shutdown). Returns the live worker that already holds this id, if any.
@@ -201,7 +237,7 @@ public final class Worker: Service, Sendable {
             // An earlier run of this worker on this host that died without deregistering: take over.
             if let h = holder, h.host == self.hostName, h.pid != getpid(), kill(h.pid, 0) != 0, errno == ESRCH {
                 self.logger.info("taking over the id of an earlier worker (pid \(h.pid)) that is gone")
-                try await self.queue.heartbeat(self.workerInfo(), ttl: self.configuration.heartbeatTTL)
+                try await self.queue.heartbeat(self.workerInfo(), ttl: self.configuration.heartbeatTTL, force: true)
                 holder = nil
             }
         } until: {

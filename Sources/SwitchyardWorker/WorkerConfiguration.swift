@@ -33,6 +33,13 @@ public struct WorkerConfiguration: Sendable {
     /// job `failed` with `result_too_large`. Keep it under Redis's `proto-max-bulk-len`
     /// (512 MB by default). Default: 64 MiB.
     public var maxResultBytes: Int
+    /// How long a stopping worker, after the grace period, keeps trying to write outcomes, hand
+    /// back jobs and deregister when Redis fails; it stops at once when Redis cannot be reached.
+    /// What it could not write is reclaimed after its lease. Default: 10 s.
+    public var shutdownWriteTime: Duration
+    /// Called once the worker holds its id in the registry, before it takes any job: what must
+    /// not run for a worker that is refused (its id is a live worker's) starts here. Default: nil.
+    public var whenRegistered: (@Sendable () -> Void)?
 
     public init(
         id: String = WorkerConfiguration.defaultID(),
@@ -47,7 +54,8 @@ public struct WorkerConfiguration: Sendable {
         executorName: String = "unnamed",
         warmRouting: WarmRouting? = WarmRouting(),
         abandonAfter: Duration = .seconds(10),
-        maxResultBytes: Int = 64 << 20
+        maxResultBytes: Int = 64 << 20,
+        shutdownWriteTime: Duration = .seconds(10)
     ) {
         self.id = id
         self.concurrency = concurrency
@@ -62,6 +70,7 @@ public struct WorkerConfiguration: Sendable {
         self.warmRouting = warmRouting
         self.abandonAfter = abandonAfter
         self.maxResultBytes = maxResultBytes
+        self.shutdownWriteTime = shutdownWriteTime
     }
 
     /// host-pid-random: unique per process, readable in `switchyard status`.

@@ -5,6 +5,7 @@ public struct WorkerError: Error, Sendable, CustomStringConvertible {
     public struct ErrorCode: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable {
             case duplicateID
+            case displaced
         }
 
         private let value: Value
@@ -12,6 +13,9 @@ public struct WorkerError: Error, Sendable, CustomStringConvertible {
 
         /// A live worker (one whose registry entry has not expired) already uses this worker's id.
         public static var duplicateID: Self { .init(.duplicateID) }
+        /// Another process registered this worker's id while this worker could not reach Redis
+        /// (its registry entry had expired); this one stopped.
+        public static var displaced: Self { .init(.displaced) }
 
         public var description: String { value.rawValue }
     }

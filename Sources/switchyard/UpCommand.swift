@@ -117,7 +117,8 @@ struct LocalCluster {
     }
 
     /// A directory only this user can use: `given` (created 0700 when missing; refused when it is
-    /// a symbolic link, belongs to another user, or others may write to it), or a new one from mkdtemp.
+    /// a symbolic link, belongs to another user, or others may read, write or enter it), or a new
+    /// one from mkdtemp.
     static func privateDirectory(_ given: String?, label: String = "--state-dir") throws -> URL {
         guard let given else {
             var template = Array((FileManager.default.temporaryDirectory.path + "/switchyard-up-XXXXXX").utf8CString)
@@ -135,8 +136,10 @@ struct LocalCluster {
         guard lstat(given, &info) == 0 else { throw ValidationError("\(label): cannot read \(given): \(String(cString: strerror(errno)))") }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw ValidationError("\(label): \(given) is not a directory (or is a symbolic link)") }
         guard info.st_uid == getuid() else { throw ValidationError("\(label): \(given) belongs to another user (uid \(info.st_uid))") }
-        guard info.st_mode & 0o022 == 0 else {
-            throw ValidationError("\(label): others may write to \(given) (mode \(String(info.st_mode & 0o777, radix: 8))); chmod go-w it")
+        guard info.st_mode & 0o077 == 0 else {
+            throw ValidationError(
+                "\(label): others may use \(given) (mode \(String(info.st_mode & 0o777, radix: 8))); make it private: chmod 700 \(given)"
+            )
         }
         return URL(fileURLWithPath: given)
     }

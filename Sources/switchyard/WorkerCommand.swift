@@ -154,7 +154,7 @@ struct WorkerCommand: AsyncParsableCommand {
             let directory = try LocalCluster.privateDirectory(runtimeDirectory(), label: "runtime directory")
             let id = (workerID ?? "").isEmpty ? nil : workerID
             var managerConfiguration = ModelServerManager.Configuration(logDirectory: directory.path)
-            managerConfiguration.pidFile = id.map { directory.appendingPathComponent("worker-\(fileSafe($0)).pids").path }
+            managerConfiguration.pidFile = id.map { directory.appendingPathComponent("worker-\(fileSafe($0))-\(fnv1a($0)).pids").path }
             modelServers = ModelServerManager(catalog: catalog, profile: hardware, configuration: managerConfiguration, logger: logger)
             jobExecutor = LocalModelExecutor(manager: modelServers!, client: client)
         default: throw ValidationError("--executor: '\(executor)' is not one of local, provider, echo, noop")
@@ -169,6 +169,8 @@ struct WorkerCommand: AsyncParsableCommand {
         )
         queueConfiguration.resultTTL = try parseDuration(resultTTL, field: "--result-ttl")
         var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: hardware.name, executorName: executor)
+        // Model servers start (and an earlier worker's are stopped) only once this worker holds its id.
+        if let manager = modelServers { workerConfiguration.whenRegistered = { manager.begin() } }
         if let workerID {
             guard workerID != QueueKeys.parkedConsumer else { throw ValidationError("--worker-id: '\(workerID)' is reserved by the queue") }
             workerConfiguration.id = workerID
@@ -198,7 +200,9 @@ struct WorkerCommand: AsyncParsableCommand {
             try await group.run()
         } catch let error as WorkerError {
             // The group has stopped every service, model servers included.
-            throw ValidationError(error.message)
+            if error.code == .duplicateID { throw ValidationError(error.message) }
+            printError(error.message)
+            throw ExitCode(75)
         }
     }
 }
@@ -208,6 +212,16 @@ struct WorkerCommand: AsyncParsableCommand {
 func runtimeDirectory() -> String {
     if let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !base.isEmpty { return base + "/switchyard" }
     return FileManager.default.temporaryDirectory.path + "/switchyard-\(getuid())"
+}
+
+/// A short hex digest of `text` (FNV-1a, 64 bits): file names of ids that `fileSafe` makes equal stay apart.
+func fnv1a(_ text: String) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in text.utf8 {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x100_0000_01b3
+    }
+    return String(hash, radix: 16)
 }
 
 /// `text` with everything but letters, digits, '-', '_' and '.' replaced by '_', for file names.

@@ -10,6 +10,34 @@ import Darwin
 
 @Suite("Child processes")
 struct ChildProcessTests {
+    @Test func aChildInheritsNoSecretsAndNoSymlinkedLog() throws {
+        setenv("SWITCHYARD_TEST_PROVIDER_API_KEY", "planted-key-for-the-child-test", 1)
+        setenv("SWITCHYARD_TEST_PLAIN", "plain-value", 1)
+        defer {
+            unsetenv("SWITCHYARD_TEST_PROVIDER_API_KEY")
+            unsetenv("SWITCHYARD_TEST_PLAIN")
+        }
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("env-\(UUID().uuidString).log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let child = try ChildProcess(executable: "env", arguments: [], outputPath: log)
+        #expect(child.waitForExit() == 0)
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(text.contains("SWITCHYARD_TEST_PLAIN=plain-value"))
+        #expect(!text.contains("planted-key-for-the-child-test"))
+        var info = stat()
+        #expect(stat(log, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        // A log path that is a symbolic link (planted by someone else) is refused, not followed.
+        let target = FileManager.default.temporaryDirectory.appendingPathComponent("target-\(UUID().uuidString)").path
+        let link = target + ".link"
+        FileManager.default.createFile(atPath: target, contents: Data())
+        symlink(target, link)
+        defer {
+            try? FileManager.default.removeItem(atPath: target)
+            try? FileManager.default.removeItem(atPath: link)
+        }
+        #expect(throws: ChildProcess.SpawnError.self) { try ChildProcess(executable: "true", arguments: [], outputPath: link) }
+    }
+
     @Test func childStopsOnSIGTERMEvenWhenSpawnedFromATask() async throws {
         // A shell that waits on sleep; SIGTERM ends it only if the signal is not blocked in the child.
         let child = try ChildProcess(executable: "sh", arguments: ["-c", "sleep 30"])

@@ -181,6 +181,9 @@ struct ModelServerManagerTests {
         let pids = try await testGracefulShutdown { trigger in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await manager.run() }
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(await manager.statistics.warm.isEmpty, "nothing starts before begin()")
+                manager.begin()
                 let loaded = try await waitUntil { await manager.statistics.warm == ["b"] }
                 #expect(loaded)
                 let pids = Array(await manager.pids.values)
@@ -214,6 +217,9 @@ struct ModelServerManagerTests {
         try await testGracefulShutdown { trigger in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await manager.run() }
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(leftover.isRunning, "nothing is stopped before begin()")
+                manager.begin()
                 #expect(leftover.waitForExit(timeout: .seconds(5)))
                 trigger.triggerGracefulShutdown()
                 try await group.waitForAll()

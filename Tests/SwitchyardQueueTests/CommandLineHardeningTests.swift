@@ -173,7 +173,13 @@ struct CommandLineHardeningTests {
         mkdir(open, 0o777)
         chmod(open, 0o777)
         let (openCode, openOutput) = try runSwitchyard(["up"] + redis + ["--state-dir", open] + workerArguments)
-        #expect(openCode == 64 && openOutput.contains("others may write"), "\(openOutput)")
+        #expect(openCode == 64 && openOutput.contains("others may use"), "\(openOutput)")
+        // Readable by others is not private either: Redis writes every job's payload there.
+        let readable = base + "/readable"
+        mkdir(readable, 0o755)
+        chmod(readable, 0o755)
+        let (readableCode, readableOutput) = try runSwitchyard(["up"] + redis + ["--state-dir", readable] + workerArguments)
+        #expect(readableCode == 64 && readableOutput.contains("chmod 700"), "\(readableOutput)")
         let link = base + "/link"
         symlink(base, link)
         let (linkCode, linkOutput) = try runSwitchyard(["up"] + redis + ["--state-dir", link] + workerArguments)

@@ -42,6 +42,48 @@ struct QueueHardeningTests {
         #expect(try await f.queue.status().counters["pushed"] == 4)
     }
 
+    @Test func anIdWhoseResultLivesCannotBePushedAgainEvenAfterItsRecordExpired() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var job = chatJob("once")
+        job.batch = "b"
+        _ = try await f.queue.push(job)
+        let delivery = try #require(try await f.queue.take(consumer: "a", count: 1).first)
+        try await f.queue.finish([succeeded(delivery)])
+        try await f.pool.send("DEL", f.queue.keys.job(job.id))  // as if its record had expired first
+        #expect(try await f.queue.push(job) == .duplicate(existingID: job.id))
+        #expect(try await f.queue.batchProgress("b").total == 1)
+    }
+
+    @Test func aHeartbeatNeverOverwritesAnotherProcessesRegistration() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        func info(pid: Int32, host: String) -> WorkerInfo {
+            WorkerInfo(
+                id: "shared",
+                host: host,
+                pid: pid,
+                profile: "cpu",
+                concurrency: 1,
+                inFlight: 0,
+                startedAt: 0,
+                heartbeatAt: 0,
+                version: "x",
+                rssBytes: 0,
+                processed: 0,
+                executor: "local"
+            )
+        }
+        #expect(try await f.queue.heartbeat(info(pid: 10, host: "h1"), ttl: .seconds(30)))
+        #expect(try await f.queue.heartbeat(info(pid: 10, host: "h1"), ttl: .seconds(30)))
+        #expect(try await f.queue.heartbeat(info(pid: 11, host: "h1"), ttl: .seconds(30)) == false)
+        #expect(try await f.queue.heartbeat(info(pid: 10, host: "h2"), ttl: .seconds(30)) == false)
+        #expect(try await f.queue.workers().map(\.pid) == [10])
+        #expect(try await f.queue.heartbeat(info(pid: 11, host: "h1"), ttl: .seconds(30), force: true))
+        #expect(try await f.queue.workers().map(\.pid) == [11])
+    }
+
     @Test func aDelayedJobsKeysLiveUntilItsResultCouldExpire() async throws {
         let f = try QueueFixture {
             $0.resultTTL = .seconds(60)

@@ -366,10 +366,13 @@ struct WorkerInProcessTests {
         try await f.queue.heartbeat(twin, ttl: .seconds(30))
         _ = try await f.queue.push(chatJob("the twin's job"))
         _ = try await f.queue.take(consumer: "twin", count: 1)
+        let seen = Seen()
+        var configuration = WorkerConfiguration(id: "twin", executorName: "closure")
+        configuration.whenRegistered = { seen.add("registered") }
         let worker = Worker(
             queue: f.queue,
             executor: ClosureExecutor { _, _ in reply("no") },
-            configuration: WorkerConfiguration(id: "twin", executorName: "closure"),
+            configuration: configuration,
             logger: Logger(label: "test")
         )
         await #expect {
@@ -377,9 +380,65 @@ struct WorkerInProcessTests {
         } throws: { error in
             (error as? WorkerError)?.code == .duplicateID && "\(error)".contains("another-host")
         }
-        // The live worker's registration and its running job are untouched.
+        // The live worker's registration and its running job are untouched, and nothing that
+        // waits for registration (model servers, an earlier worker's leftovers) was started.
+        #expect(!seen.contains("registered"))
         #expect(try await f.queue.workers().map(\.host) == ["another-host"])
         #expect(try await f.queue.pendingEntries(consumer: "twin").count == 1)
+    }
+
+    /// Redis refusing every write for a while (here: out of memory) must not cost a good result:
+    /// the worker keeps it and writes it once Redis takes writes again.
+    @Test func aRedisThatRefusesAllWritesForAWhileCostsNoResult() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let job = chatJob("patience")
+        _ = try await f.queue.push(job)
+        let gate = Seen()
+        let executor = ClosureExecutor { _, _ in
+            while !gate.contains("go") { try await Task.sleep(for: .milliseconds(20)) }
+            return reply("kept")
+        }
+        try await withWorker(f.queue, executor: executor) { _ in
+            let started = try await eventually(timeout: .seconds(5)) { try await f.queue.pendingEntries(consumer: "in-process").count == 1 }
+            #expect(started)
+            try await f.pool.send("CONFIG", "SET", "maxmemory", "1")
+            gate.add("go")
+            try await Task.sleep(for: .seconds(3))  // many write attempts, each refused (OOM)
+            try await f.pool.send("CONFIG", "SET", "maxmemory", "0")
+            let finished = try await eventually(timeout: .seconds(10)) { try await f.queue.result(of: job.id) != nil }
+            #expect(finished)
+        }
+        let result = try #require(try await f.queue.result(of: job.id))
+        #expect(result.status == .succeeded && result.output?["content"] == .string("kept"), "\(result)")
+    }
+
+    /// With Redis gone, a stopping worker gives up on writing soon after its grace period instead
+    /// of retrying every step for minutes; its job is reclaimed after the lease like a crashed one's.
+    @Test func aWorkerStopsSoonWhenRedisIsGoneAtShutdown() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        _ = try await f.queue.push(chatJob("running when Redis dies"))
+        let seen = Seen()
+        let executor = ClosureExecutor { _, _ in
+            seen.add("started")
+            try await Task.sleep(for: .seconds(60))
+            return reply("never")
+        }
+        var configuration = testWorkerConfiguration()
+        configuration.shutdownGrace = .seconds(1)
+        configuration.shutdownWriteTime = .seconds(2)
+        let clock = ContinuousClock()
+        var stopped = clock.now
+        try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
+            let started = await eventually(timeout: .seconds(5)) { seen.contains("started") }
+            #expect(started)
+            f.server.kill()
+            stopped = clock.now
+        }
+        let took = clock.now - stopped
+        #expect(took < .seconds(20), "run() returned \(took) after shutdown began")
     }
 
     @Test func aWorkerTakingOverADeadPredecessorsIdRunsWhatItLeft() async throws {
