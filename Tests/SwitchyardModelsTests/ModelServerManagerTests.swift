@@ -184,7 +184,7 @@ struct ModelServerManagerTests {
                 try await Task.sleep(for: .milliseconds(300))
                 #expect(await manager.statistics.warm.isEmpty, "nothing starts before begin()")
                 manager.begin()
-                let loaded = try await waitUntil { await manager.statistics.warm == ["b"] }
+                let loaded = try await eventually(timeout: .seconds(60)) { await manager.statistics.warm == ["b"] }
                 #expect(loaded)
                 let pids = Array(await manager.pids.values)
                 trigger.triggerGracefulShutdown()
@@ -244,7 +244,7 @@ struct ModelServerManagerTests {
             """
         let impostor = try ChildProcess(executable: "python3", arguments: ["-c", script, String(port), file])
         defer { impostor.terminate(grace: .milliseconds(200)) }
-        #expect(try await waitUntil { RedisServer.isListening(port: port) })
+        #expect(try await eventually(timeout: .seconds(60)) { RedisServer.isListening(port: port) })
         let entry = ModelCatalog.Entry(file: file, framework: .llamaCppPython, memoryMB: 10, command: ["sh", "-c", "sleep 30", "{model}", "{port}"])
         var configuration = ModelServerManager.Configuration(readinessTimeout: .seconds(2), stopGrace: .milliseconds(200))
         configuration.portPicker = { port }
@@ -293,16 +293,6 @@ struct ModelServerManagerTests {
         }
         await manager.shutdown()
     }
-}
-
-/// Polls `condition` every 50 ms for up to `timeout`.
-func waitUntil(timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
 }
 
 final class EventLog: @unchecked Sendable {

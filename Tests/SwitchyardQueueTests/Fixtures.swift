@@ -41,14 +41,3 @@ func succeeded(_ delivery: Delivery, output: String = "ok", worker: String = "te
         result: JobResult(id: delivery.jobID, status: .succeeded, output: .string(output), attempts: delivery.attempt, worker: worker)
     )
 }
-
-/// Polls until `condition` holds or `timeout` passes; returns whether it held. For waiting on
-/// other processes, not for measuring speed.
-func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
-}

@@ -2,6 +2,7 @@ import Foundation
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
+import SwitchyardTestSupport
 import Testing
 
 @Suite("Queue operations against a real redis-server")

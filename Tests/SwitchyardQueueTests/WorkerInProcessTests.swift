@@ -73,6 +73,17 @@ func withWorker(
 
 func reply(_ text: String) -> JobOutput { JobOutput(output: .object(["content": .string(text)])) }
 
+/// An executor's body that runs until it is cancelled, and records that in `seen`.
+func runUntilCancelled(_ seen: Seen) async throws -> JobOutput {
+    do {
+        try await Task.sleep(for: .seconds(60))
+    } catch {
+        seen.add("cancelled")
+        throw error
+    }
+    return reply("never")
+}
+
 /// The worker run inside the test process, in a ServiceGroup-like harness: timeouts, lost
 /// leases, cancellation, draining, failed writes and lost replies, each against a real redis-server.
 @Suite("Worker in process", .serialized)
@@ -85,13 +96,7 @@ struct WorkerInProcessTests {
         job.timeout = 0.3
         _ = try await f.queue.push(job)
         let executor = ClosureExecutor { _, _ in
-            do {
-                try await Task.sleep(for: .seconds(60))
-            } catch {
-                seen.add("cancelled")
-                throw error
-            }
-            return reply("never")
+            try await runUntilCancelled(seen)
         }
         try await withWorker(f.queue, executor: executor) { _ in
             let finished = try await eventually(timeout: .seconds(10)) { try await f.queue.result(of: job.id) != nil }
@@ -148,13 +153,7 @@ struct WorkerInProcessTests {
         _ = try await f.queue.push(job)
         let executor = ClosureExecutor { _, _ in
             seen.add("started")
-            do {
-                try await Task.sleep(for: .seconds(60))
-            } catch {
-                seen.add("cancelled")
-                throw error
-            }
-            return reply("never")
+            return try await runUntilCancelled(seen)
         }
         try await withWorker(f.queue, executor: executor) { worker in
             let started = await eventually(timeout: .seconds(5)) { seen.contains("started") }
@@ -177,13 +176,7 @@ struct WorkerInProcessTests {
         let executor = ClosureExecutor { _, context in
             seen.add("started \(context.attempt)")
             guard context.attempt == 1 else { return reply("second attempt") }
-            do {
-                try await Task.sleep(for: .seconds(60))
-            } catch {
-                seen.add("cancelled")
-                throw error
-            }
-            return reply("never")
+            return try await runUntilCancelled(seen)
         }
         try await withWorker(f.queue, executor: executor) { _ in
             let started = await eventually(timeout: .seconds(5)) { seen.contains("started 1") }
@@ -248,13 +241,7 @@ struct WorkerInProcessTests {
         configuration.shutdownGrace = .milliseconds(300)
         let executor = ClosureExecutor { _, _ in
             seen.add("started")
-            do {
-                try await Task.sleep(for: .seconds(60))
-            } catch {
-                seen.add("cancelled")
-                throw error
-            }
-            return reply("never")
+            return try await runUntilCancelled(seen)
         }
         try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
             let started = await eventually(timeout: .seconds(5)) { seen.contains("started") }
