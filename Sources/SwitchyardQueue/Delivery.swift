@@ -82,11 +82,17 @@ public struct Delivery: Sendable, Hashable {
 /// The outcome of one delivery, for `JobQueue.finish`.
 public struct Completion: Sendable {
     public var delivery: Delivery
-    public var result: JobResult
+    public var result: JobResult {
+        didSet { encodedResult = nil }
+    }
+    /// `result.encodedJSON()`, when the caller has it already (the worker measures a result's
+    /// size before writing it): written as it is.
+    public private(set) var encodedResult: [UInt8]?
 
-    public init(delivery: Delivery, result: JobResult) {
+    public init(delivery: Delivery, result: JobResult, encodedResult: [UInt8]? = nil) {
         self.delivery = delivery
         self.result = result
+        self.encodedResult = encodedResult
     }
 }
 

@@ -65,8 +65,9 @@ public final class JobQueue: Sendable {
             var bytes = 0
             while start + commands.count < jobs.count, commands.count < chunkSize, commands.isEmpty || bytes < chunkBytes {
                 let call = QueueScripts.Push(jobs[start + commands.count], keys: keys, configuration: configuration, nowMs: now)
-                bytes += call.arguments.reduce(0) { $0 + (($1 as? [UInt8])?.count ?? 16) }
-                commands.append(call.command)
+                let command = call.command
+                bytes += command.encoded.count
+                commands.append(command)
             }
             do {
                 for reply in try await pipelineScripts(commands, scripts: [QueueScripts.push]) {
@@ -202,7 +203,7 @@ public final class JobQueue: Sendable {
         var count = 0
         var bytes = 0
         for completion in completions {
-            let json = completion.result.encodedJSON()
+            let json = completion.encodedResult ?? completion.result.encodedJSON()
             if count > 0 && (count >= chunkSize || bytes + json.count > chunkBytes) {
                 written += try await redis.evaluate(call).int ?? 0
                 call = QueueScripts.Finish(keys: keys, resultTTL: configuration.resultTTL)
@@ -505,7 +506,7 @@ public final class JobQueue: Sendable {
     /// pending entries there (removing one that does would orphan them).
     public func deregister(workerID: String) async throws {
         _ = try await redis.pipeline([RedisCommand("DEL", keys.worker(workerID)), RedisCommand("ZREM", keys.workers, workerID)])
-        try await redis.evaluate(QueueScripts.DropConsumer(workerID: workerID, keys: keys))
+        _ = try await redis.evaluate(QueueScripts.DropConsumer(workerID: workerID, keys: keys))
     }
 
     /// Workers whose registry entry is alive; forgets those whose entry has expired.

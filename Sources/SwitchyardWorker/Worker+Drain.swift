@@ -6,12 +6,12 @@ import SwitchyardQueue
 /// hand the rest back for another worker to run at once.
 extension Worker {
     func beginDrain() {
-        let fetch = state.withLock { s -> Task<Void, Never>? in
+        let cancelRead = state.withLock { s -> (@Sendable () -> Void)? in
             s.draining = true
-            return s.fetchTask
+            return s.cancelBlockingRead
         }
         // Cuts a blocking read short; wakes the fetch loop if it waits for a free slot.
-        fetch?.cancel()
+        cancelRead?()
         slotFreed.notify()
     }
 

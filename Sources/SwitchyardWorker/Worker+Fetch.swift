@@ -61,7 +61,14 @@ extension Worker {
     private func takeInOrder(free: Int, start: (Delivery) -> Void) async throws {
         var deliveries = try await queue.take(consumer: configuration.id, count: free)
         if deliveries.isEmpty {
-            deliveries = try await queue.waitForWork(on: blocking, consumer: configuration.id, count: free, block: configuration.blockTimeout)
+            deliveries = try await cancellableRead {
+                try await self.queue.waitForWork(
+                    on: self.blocking,
+                    consumer: self.configuration.id,
+                    count: free,
+                    block: self.configuration.blockTimeout
+                )
+            }
         }
         // COUNT applies per stream, so a read over three lanes can bring up to three times
         // the free slots: keep what fits, hand the rest straight back.
@@ -96,7 +103,25 @@ extension Worker {
             // Jobs this worker could not load for now become takeable when a running job ends,
             // which no new entry announces: look again soon.
             if busy >= source.modelCacheSize { block = min(block, .milliseconds(100)) }
-            _ = try await queue.waitForNewEntries(on: blocking, after: take.lastEntryIDs, block: block)
+            let (after, wait) = (take.lastEntryIDs, block)
+            _ = try await cancellableRead { try await self.queue.waitForNewEntries(on: self.blocking, after: after, block: wait) }
+        }
+    }
+
+    /// Runs a blocking read in a task of its own that a drain can cancel (`beginDrain`), so a
+    /// stopping worker does not wait out the read's block time.
+    private func cancellableRead<T: Sendable>(_ read: @escaping @Sendable () async throws -> T) async throws -> T {
+        let task = Task { try await read() }
+        let draining = state.withLock { s -> Bool in
+            s.cancelBlockingRead = { task.cancel() }
+            return s.draining
+        }
+        if draining { task.cancel() }
+        defer { state.withLock { $0.cancelBlockingRead = nil } }
+        return try await withTaskCancellationHandler {
+            try await task.value
+        } onCancel: {
+            task.cancel()
         }
     }
 

@@ -100,8 +100,11 @@ extension Worker {
     /// (not retried: the same job would give as large a result again).
     private func succeeded(_ job: Job, _ delivery: Delivery, started: Double, output: JobOutput) -> Outcome {
         let success = result(job, delivery, .succeeded, started: started, output: output.output, usage: output.usage)
-        let size = success.encodedJSON().count
-        guard size > configuration.maxResultBytes else { return .finished(Completion(delivery: delivery, result: success)) }
+        let encoded = success.encodedJSON()
+        let size = encoded.count
+        guard size > configuration.maxResultBytes else {
+            return .finished(Completion(delivery: delivery, result: success, encodedResult: encoded))
+        }
         let info = JobResult.ErrorInfo(
             code: "result_too_large",
             message: "the result is \(size) bytes, over the worker's limit of \(configuration.maxResultBytes) (--max-result-bytes)"

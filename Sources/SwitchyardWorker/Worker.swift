@@ -82,7 +82,8 @@ public final class Worker: Service, Sendable {
         var publishedWarm: Set<String> = []
         /// Outcomes that failed to be written on their own, by entry id: how many times.
         var writeFailures: [String: Int] = [:]
-        var fetchTask: Task<Void, Never>?
+        /// The fetch loop's blocking read in progress, cancelled by a drain.
+        var cancelBlockingRead: (@Sendable () -> Void)?
         /// Set by the drain: when the worker stops trying to write to Redis.
         var shutdownDeadline: ContinuousClock.Instant?
         /// A write during shutdown found Redis unreachable.
@@ -151,21 +152,13 @@ public final class Worker: Service, Sendable {
             background.addTask { await self.maintenanceLoop() }
             background.addTask { await self.watchLoop() }
             background.addTask { await self.flushLoop() }
-            // The fetch loop runs in a task of its own, so a drain can cut its blocking read short;
-            // the jobs it admits run as children of this group.
-            let (admitted, admit) = AsyncStream.makeStream(of: (Job, Delivery).self)
-            let fetch = Task {
-                await self.fetchLoop { delivery in
-                    if let job = self.admitJob(delivery) { admit.yield((job, delivery)) }
-                }
-                admit.finish()
-            }
-            state.withLock { $0.fetchTask = fetch }
+            // The fetch loop runs in the job group's body and each job it admits runs as a child;
+            // a drain cuts the loop's blocking read short (`beginDrain`).
             await withDiscardingTaskGroup { jobs in
                 await withGracefulShutdownHandler {
                     await withTaskCancellationHandler {
-                        for await (job, delivery) in admitted {
-                            jobs.addTask { await self.runJob(job, delivery: delivery) }
+                        await self.fetchLoop { delivery in
+                            if let job = self.admitJob(delivery) { jobs.addTask { await self.runJob(job, delivery: delivery) } }
                         }
                     } onCancel: {
                         self.beginDrain()
@@ -173,8 +166,6 @@ public final class Worker: Service, Sendable {
                 } onGracefulShutdown: {
                     self.beginDrain()
                 }
-                // Every delivery the fetch loop admitted is in flight before the drain looks.
-                await fetch.value
                 await self.drain()
             }
             await self.flushNow(until: self.shutdownDeadline)
