@@ -71,6 +71,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The cluster-wide response cache: canonical request keys, the cache policy.
+        .target(name: "SwitchyardCache", dependencies: ["SwitchyardCore"]),
         // The worker runtime: a Service that takes, runs and finishes jobs, and drains on SIGTERM.
         .target(
             name: "SwitchyardWorker",
@@ -117,6 +119,7 @@ let package = Package(
             dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardTestSupport"]
         ),
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
+        .testTarget(name: "SwitchyardCacheTests", dependencies: ["SwitchyardCache", "SwitchyardCore"]),
         .testTarget(
             name: "SwitchyardQueueTests",
             dependencies: [

@@ -29,6 +29,8 @@ public enum CachePolicy: String, Sendable, Codable, CaseIterable {
     case bypass
     /// Read and write the cache even for non-deterministic requests.
     case force
+    /// Skip the read, and store the new answer.
+    case refresh
 }
 
 /// One message of a chat job, OpenAI-style.

@@ -29,7 +29,7 @@ enum QueueScripts {
     /// or counted twice.
     static let push = RedisScript(
         """
-        if redis.call('EXISTS', KEYS[7]) == 1 or redis.call('EXISTS', KEYS[8]) == 1 then return {2, ARGV[1]} end
+        if redis.call('EXISTS', KEYS[7], KEYS[8]) > 0 then return {2, ARGV[1]} end
         local due, now = tonumber(ARGV[7]), tonumber(ARGV[9])
         local wait = 0
         if due > now then wait = math.ceil((due - now) / 1000) end
