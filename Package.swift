@@ -72,12 +72,15 @@ let package = Package(
             ]
         ),
         // The cluster-wide response cache: canonical request keys, the cache policy.
-        .target(name: "SwitchyardCache", dependencies: ["SwitchyardCore"]),
+        .target(
+            name: "SwitchyardCache",
+            dependencies: ["SwitchyardCore", "SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
+        ),
         // The worker runtime: a Service that takes, runs and finishes jobs, and drains on SIGTERM.
         .target(
             name: "SwitchyardWorker",
             dependencies: [
-                "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis",
+                "SwitchyardCache", "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -85,8 +88,8 @@ let package = Package(
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker", "SwitchyardProviders",
-                "SwitchyardModels",
+                "SwitchyardCache", "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker",
+                "SwitchyardProviders", "SwitchyardModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -119,7 +122,7 @@ let package = Package(
             dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardTestSupport"]
         ),
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
-        .testTarget(name: "SwitchyardCacheTests", dependencies: ["SwitchyardCache", "SwitchyardCore"]),
+        .testTarget(name: "SwitchyardCacheTests", dependencies: ["SwitchyardCache", "SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
         .testTarget(
             name: "SwitchyardQueueTests",
             dependencies: [

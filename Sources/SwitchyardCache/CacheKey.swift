@@ -6,11 +6,14 @@ import SwitchyardCore
 public struct CacheTarget: Sendable, Hashable, CustomStringConvertible {
     public let description: String
 
+    /// A target as an executor describes it (`CacheTargetReporting`).
+    public init(_ description: String) { self.description = description }
+
     /// A remote or OpenAI-compatible provider and the model name it is sent.
-    public static func provider(_ name: String, model: String) -> CacheTarget { CacheTarget(description: "provider:\(name)/\(model)") }
+    public static func provider(_ name: String, model: String) -> CacheTarget { CacheTarget("provider:\(name)/\(model)") }
 
     /// A local model server: the catalog model and its file's identity (path, size, modification time).
-    public static func local(_ model: String, file: String) -> CacheTarget { CacheTarget(description: "local:\(model)@\(file)") }
+    public static func local(_ model: String, file: String) -> CacheTarget { CacheTarget("local:\(model)@\(file)") }
 }
 
 /// The key of a request in the response cache: the SHA-256 of its canonical form.

@@ -81,17 +81,22 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// This process's environment without secrets: a model server has no business with the
-    /// Redis password or a provider's API key. Left out: Switchyard's own URL, password and key
-    /// variables, and every variable whose name holds KEY, TOKEN, SECRET, PASSWORD, PASSWD or
-    /// CREDENTIAL (any case).
+    /// Redis password or a provider's API key. Left out: Switchyard's own URL variables, every
+    /// variable whose name holds KEY, TOKEN, SECRET, PASSWORD, PASSWD, CREDENTIAL or AUTH (any
+    /// case; but HF_TOKEN and HUGGING_FACE_HUB_TOKEN, which model servers use to fetch gated
+    /// models, stay), and every value that is a URL with credentials in it.
     public static func inheritableEnvironment() -> [String: String] {
-        ProcessInfo.processInfo.environment.filter { key, _ in !isSecret(key) }
+        ProcessInfo.processInfo.environment.filter { key, value in !isSecret(key, value: value) }
     }
 
-    static func isSecret(_ name: String) -> Bool {
+    static func isSecret(_ name: String, value: String = "") -> Bool {
         let upper = name.uppercased()
+        // What model servers need to fetch gated models, or to tune themselves.
+        if ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TOKENIZERS_PARALLELISM"].contains(upper) { return false }
         if upper.hasPrefix("SWITCHYARD_") && upper.contains("URL") { return true }
-        return ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].contains { upper.contains($0) }
+        if ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"].contains(where: { upper.contains($0) }) { return true }
+        // A URL with credentials in it (redis://user:password@host, postgres://…).
+        return value.range(of: #"://[^/@\s]*:[^/@\s]*@"#, options: .regularExpression) != nil
     }
 
     /// Sends a signal (SIGTERM, SIGKILL, ...). Does nothing once the process has been reaped, so a

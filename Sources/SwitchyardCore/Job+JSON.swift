@@ -155,6 +155,10 @@ extension JobResult {
             JSONWriter.key("batch", first: &first, to: &out)
             JSONWriter.string(batch, to: &out)
         }
+        if let cache {
+            JSONWriter.key("cache", first: &first, to: &out)
+            JSONValue.object(["status": .string(cache.status.rawValue), "lookup_ms": .number(cache.lookupMs)]).write(to: &out)
+        }
         if let error {
             JSONWriter.key("error", first: &first, to: &out)
             JSONValue.object(["code": .string(error.code), "message": .string(error.message)]).write(to: &out)
@@ -255,6 +259,12 @@ extension JobResult {
             metadata = nil
         }
         testExecutor = try r.optionalString("test_executor")
+        if let c = try r.optionalObject("cache") {
+            var cr = FieldReader(object: c, path: "cache.")
+            cache = CacheInfo(status: try cr.choice("status", CacheInfo.Status.self), lookupMs: try cr.number("lookup_ms"))
+        } else {
+            cache = nil
+        }
     }
 }
 

@@ -200,6 +200,30 @@ public struct JobResult: Sendable, Codable, Hashable {
         }
     }
 
+    /// How the response cache served a job: `hit` (answered from the cache), `miss` (computed
+    /// and stored, or computed because nothing could be stored), `coalesced` (waited for an
+    /// identical request in flight on this or another worker, then read its answer), `bypass`
+    /// (the cache was not used: the policy, or the cache's Redis failed).
+    public struct CacheInfo: Sendable, Codable, Hashable {
+        public enum Status: String, Sendable, Codable, CaseIterable {
+            case hit, miss, coalesced, bypass
+        }
+
+        public var status: Status
+        /// Time spent in the cache (lookups, waiting for another worker's answer), in ms.
+        public var lookupMs: Double
+
+        enum CodingKeys: String, CodingKey {
+            case status
+            case lookupMs = "lookup_ms"
+        }
+
+        public init(status: Status, lookupMs: Double) {
+            self.status = status
+            self.lookupMs = lookupMs
+        }
+    }
+
     public struct ErrorInfo: Sendable, Codable, Hashable {
         public var code: String
         public var message: String
@@ -224,11 +248,14 @@ public struct JobResult: Sendable, Codable, Hashable {
     /// Set only when a built-in test executor (`echo`, `noop`) wrote the result: the output is
     /// made up, not a model's answer.
     public var testExecutor: String?
+    /// How the response cache served the job (absent when it was not consulted).
+    public var cache: CacheInfo?
 
     enum CodingKeys: String, CodingKey {
         case version = "v"
         case id, status, output, attempts, worker, timings, usage, error, batch, metadata
         case testExecutor = "test_executor"
+        case cache
     }
 
     public init(
@@ -242,7 +269,8 @@ public struct JobResult: Sendable, Codable, Hashable {
         error: ErrorInfo? = nil,
         batch: String? = nil,
         metadata: [String: String]? = nil,
-        testExecutor: String? = nil
+        testExecutor: String? = nil,
+        cache: CacheInfo? = nil
     ) {
         self.version = Job.formatVersion
         self.id = id
@@ -256,5 +284,6 @@ public struct JobResult: Sendable, Codable, Hashable {
         self.batch = batch
         self.metadata = metadata
         self.testExecutor = testExecutor
+        self.cache = cache
     }
 }

@@ -4,11 +4,20 @@ import Foundation
 public struct JobOutput: Sendable {
     public var output: JSONValue
     public var usage: JobUsage?
+    /// How the response cache served the job, when it was consulted.
+    public var cache: JobResult.CacheInfo?
 
-    public init(output: JSONValue, usage: JobUsage? = nil) {
+    public init(output: JSONValue, usage: JobUsage? = nil, cache: JobResult.CacheInfo? = nil) {
         self.output = output
         self.usage = usage
+        self.cache = cache
     }
+}
+
+/// An executor whose answers the response cache may keep: it says what a job would be sent to
+/// (a provider and its upstream model, or a local model and its file), or nil when it cannot tell.
+public protocol CacheTargetReporting: Sendable {
+    func cacheTarget(for job: Job) -> String?
 }
 
 /// A failed attempt. `retryable` failures are retried with backoff until the attempt limit;

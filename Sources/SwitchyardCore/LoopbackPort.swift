@@ -34,7 +34,8 @@ extension LoopbackPort {
     /// Whether the socket listening on `port` belongs to process `pid` or one of its children, so
     /// that an answer on the port is known to come from the server this process started and not
     /// from another that took the port first. Linux only (it reads /proc); nil where that cannot
-    /// be told, and then callers fall back on what the server says about itself.
+    /// be told (elsewhere, or when no listening socket for the port is found, as can happen while
+    /// sockets come and go), and then callers fall back on what the server says about itself.
     public static func isListening(on port: Int, byProcessTreeOf pid: Int32) -> Bool? {
         #if os(Linux)
         var inodes: Set<String> = []
@@ -48,7 +49,9 @@ extension LoopbackPort {
                 inodes.insert("socket:[\(fields[9])]")
             }
         }
-        if inodes.isEmpty { return false }
+        // No listening socket found for a port that answers: the kernel's table changed while it
+        // was read (it is not read atomically), so nothing can be told.
+        if inodes.isEmpty { return nil }
         for process in [pid] + children(of: pid) {
             let directory = "/proc/\(process)/fd"
             for fd in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {

@@ -5,7 +5,7 @@ import SwitchyardProviders
 
 /// Runs jobs on local model servers: the manager lends a warm server for the job's model and the
 /// OpenAI-compatible protocol does the rest (llama-server, llama-cpp-python, mlx_lm.server all speak it).
-public struct LocalModelExecutor: JobExecutor, WarmModelReporting {
+public struct LocalModelExecutor: JobExecutor, WarmModelReporting, CacheTargetReporting {
     public let manager: ModelServerManager
     private let client: HTTPClient
 
@@ -17,6 +17,16 @@ public struct LocalModelExecutor: JobExecutor, WarmModelReporting {
     public func warmModels() async -> [String] { await manager.warmModels }
 
     public var modelCacheSize: Int { manager.profile.modelCacheSize }
+
+    /// The catalog model and its file's identity (path, size, modification time), so a new
+    /// model file is a new cache key; nil for a model not in the catalog.
+    public func cacheTarget(for job: Job) -> String? {
+        guard let entry = manager.catalog.models[job.model] else { return nil }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: entry.file)
+        let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+        let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        return "local:\(job.model)@\(entry.file) \(size) \(Int64(modified * 1000))"
+    }
 
     public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
         do {

@@ -110,9 +110,17 @@ public actor ModelServerManager: Service {
     /// Every server process started and not known to have exited (for the PID file).
     private var children: [ChildProcess] = []
     private let (began, beginSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    private var hasBegun = false
 
-    /// Lets `run()` go on: stop what an earlier worker with this PID file left, load the pinned models.
-    public nonisolated func begin() { beginSignal.yield() }
+    /// Stops what an earlier worker with this PID file left (before any server of this manager
+    /// starts), then lets `run()` load the pinned models. A worker calls it, and waits for it,
+    /// once it holds its id and before it takes a job.
+    public func begin() {
+        guard !hasBegun, !closed else { return }
+        hasBegun = true
+        reapLeftovers()
+        beginSignal.yield()
+    }
 
     public init(catalog: ModelCatalog, profile: HardwareProfile, configuration: Configuration = Configuration(), logger: Logger) {
         self.catalog = catalog
@@ -132,11 +140,11 @@ public actor ModelServerManager: Service {
         await cancelWhenGracefulShutdown {
             for await _ in self.began { break }
         }
-        if Task.isCancelled || closed {
+        // Stopped before the worker held its id: nothing was reaped, nothing is loaded.
+        if Task.isCancelled || closed || !hasBegun {
             await shutdown()
             return
         }
-        reapLeftovers()
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.preloadPinned() }
@@ -172,7 +180,9 @@ public actor ModelServerManager: Service {
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: " ")
             // Without a start time (no /proc: macOS) a pid may have been recycled: leave it alone.
-            guard parts.count == 2, let pid = Int32(parts[0]), let started = Int64(parts[1]), pid > 1, started >= 0 else { continue }
+            guard parts.count == 2, let pid = Int32(parts[0]), let started = Int64(parts[1]), pid > 1, started >= 0,
+                !children.contains(where: { $0.pid == pid })
+            else { continue }
             if syp_process_start_time(pid) == started {
                 logger.warning("stopping model server pid \(pid), left running by an earlier worker with this id")
                 kill(pid, SIGKILL)

@@ -289,3 +289,15 @@ public struct ProviderExecutor: JobExecutor {
         }
     }
 }
+
+extension ProviderExecutor: CacheTargetReporting {
+    /// The provider a job goes to and the model name it is sent, as `execute` picks them; nil
+    /// when the job cannot run (it fails at once, with nothing to cache).
+    public func cacheTarget(for job: Job) -> String? {
+        if let requested = job.route, file.routeRefusal(requested, model: job.model) != nil { return nil }
+        let route = file.models[job.model]
+        guard let providerName = job.route ?? route?.provider ?? file.defaultProvider, providers[providerName] != nil else { return nil }
+        let providerModel = route?.provider == providerName ? (route?.model ?? job.model) : job.model
+        return "provider:\(providerName)/\(providerModel)"
+    }
+}

@@ -191,6 +191,9 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
     public var models: [String]?
     /// True when the executor is a built-in test executor (echo, noop) that calls no model.
     public var testExecutor: Bool?
+    /// Random per worker process: tells this process's registration from another's with the
+    /// same id (a restarted container can have the same pid).
+    public var token: String?
 
     enum CodingKeys: String, CodingKey {
         case id, host, pid, profile, concurrency
@@ -201,6 +204,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         case rssBytes = "rss_bytes"
         case processed, executor, models
         case testExecutor = "test_executor"
+        case token
     }
 
     public init(
@@ -217,7 +221,8 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         processed: Int,
         executor: String,
         models: [String]? = nil,
-        testExecutor: Bool? = nil
+        testExecutor: Bool? = nil,
+        token: String? = nil
     ) {
         self.id = id
         self.host = host
@@ -233,6 +238,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         self.models = models
         self.executor = executor
         self.testExecutor = testExecutor
+        self.token = token
     }
 }
 

@@ -493,7 +493,11 @@ public final class JobQueue: Sendable {
         ])
         try replies[0].throwingServerError()
         if let bytes = replies[0].bytes {
-            if let holder = try? JSONDecoder().decode(WorkerInfo.self, from: Data(bytes)) { return holder }
+            if let holder = try? JSONDecoder().decode(WorkerInfo.self, from: Data(bytes)) {
+                // Our own entry: an earlier try of this call whose reply was lost.
+                if holder.token != nil && holder.token == info.token { return nil }
+                return holder
+            }
             // Unreadable (another version wrote it): ours now.
             try await heartbeat(info, ttl: ttl, force: true)
             return nil

@@ -244,6 +244,7 @@ extension QueueScripts {
             // Workers silent for ten TTLs leave the set, so it stays small without anyone calling status.
             arguments = [
                 json, ttl.wholeSeconds, nowMs, info.id, Int(info.pid), info.host, nowMs - ttl.milliseconds * 10, force ? "1" : "0",
+                info.token ?? "",
             ]
         }
     }

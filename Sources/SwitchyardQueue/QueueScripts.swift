@@ -422,17 +422,24 @@ enum QueueScripts {
         """
     )
 
-    /// Record a worker's heartbeat, unless its id is registered to another process (another pid
-    /// or host): a second worker may have taken the id while this one was cut off from Redis.
+    /// Record a worker's heartbeat, unless its id is registered to another process (another
+    /// token; for entries without one, another pid or host): a second worker may have taken the
+    /// id while this one was cut off from Redis.
     /// KEYS: worker entry, workers. ARGV: entry json, ttl s, now ms, worker id, pid, host,
-    /// forget workers silent since (ms), force ('1': take the id over whoever holds it).
+    /// forget workers silent since (ms), force ('1': take the id over whoever holds it), token.
     /// Returns 1 when recorded, 0 when the id belongs to another process.
     static let heartbeat = RedisScript(
         """
         local current = redis.call('GET', KEYS[1])
         if current and ARGV[8] ~= '1' then
           local ok, entry = pcall(cjson.decode, current)
-          if ok and type(entry) == 'table' and (tostring(entry['pid']) ~= ARGV[5] or entry['host'] ~= ARGV[6]) then return 0 end
+          if ok and type(entry) == 'table' then
+            if type(entry['token']) == 'string' then
+              if entry['token'] ~= ARGV[9] then return 0 end
+            elseif tostring(entry['pid']) ~= ARGV[5] or entry['host'] ~= ARGV[6] then
+              return 0
+            end
+          end
         end
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
         redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])

@@ -27,7 +27,7 @@ public final class FaultProxy: @unchecked Sendable {
         )
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline, !RedisServer.isListening(port: port), process.isRunning { usleep(20_000) }
-        guard RedisServer.isListening(port: port) else {
+        guard RedisServer.isListening(port: port), LoopbackPort.isListening(on: port, byProcessTreeOf: process.pid) != false else {
             process.terminate(grace: .seconds(1))
             throw RedisServer.StartError(description: "the fault proxy did not start: \(log.suffix(500))")
         }

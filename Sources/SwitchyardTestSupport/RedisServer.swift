@@ -99,7 +99,14 @@ public final class RedisServer: @unchecked Sendable {
             if !p.isRunning {
                 throw StartError(description: "redis-server exited at start on port \(port)")
             }
-            if ping(port: port) { return p }
+            if ping(port: port) {
+                // Another test's server may have taken the port first and answered for ours,
+                // which then fails to bind: only our own process's answer counts.
+                if LoopbackPort.isListening(on: port, byProcessTreeOf: p.pid) != false { return p }
+                p.send(SIGKILL)
+                p.waitForExit()
+                throw StartError(description: "port \(port) was taken by another process")
+            }
             usleep(5_000)
         }
         p.send(SIGKILL)

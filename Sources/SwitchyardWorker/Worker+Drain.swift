@@ -21,7 +21,8 @@ extension Worker {
     func drain() async {
         let deadline = ContinuousClock.now + configuration.shutdownGrace
         logger.info("draining: \(inFlightCount) jobs in flight, grace \(configuration.shutdownGrace)")
-        while ContinuousClock.now < deadline, state.withLock({ $0.inFlight.values.contains { $0.running } }) {
+        // A cancelled worker (its group failed) does not wait: every wait would return at once.
+        while !Task.isCancelled, ContinuousClock.now < deadline, state.withLock({ $0.inFlight.values.contains { $0.running } }) {
             _ = await jobEnded.wait(timeout: deadline - ContinuousClock.now)
         }
         state.withLock { $0.shutdownDeadline = ContinuousClock.now + configuration.shutdownWriteTime }
@@ -46,6 +47,20 @@ extension Worker {
                 logger.warning("could not hand back \(unfinished.count) jobs; they will be reclaimed when their lease runs out: \(error)")
             }
         }
+        if Task.isCancelled { await abandonWhatDoesNotStop() }
+    }
+
+    /// In a cancelled worker the watch loop has stopped too: give jobs told to stop until
+    /// `abandonAfter` to end, then abandon the rest, so the job group can end.
+    private func abandonWhatDoesNotStop() async {
+        let deadline = ContinuousClock.now + configuration.abandonAfter
+        while ContinuousClock.now < deadline, state.withLock({ $0.inFlight.values.contains { $0.running } }) {
+            // A sleep of its own: this task is cancelled, and its own sleeps would return at once.
+            await Task.detached { try? await Task.sleep(for: .milliseconds(50)) }.value
+        }
+        let stuck = state.withLock { $0.inFlight.values.filter(\.running).compactMap(\.attempt) }
+        if !stuck.isEmpty { logger.warning("abandoning \(stuck.count) jobs whose executor did not stop") }
+        for attempt in stuck { attempt.abandon() }
     }
 
     /// Entries delivered to this worker that it never ran (a read cut short by the shutdown, a

@@ -48,6 +48,11 @@ extension Worker {
     /// reply was lost. Without this they would wait out a lease and come back as a new attempt,
     /// and a job with one attempt would be dead-lettered without ever having run.
     func adoptOrphans(start: (Delivery) -> Void) async throws {
+        // After an outage another process may hold this id, and what is pending under it is its.
+        if try await !queue.heartbeat(workerInfo(), ttl: configuration.heartbeatTTL) {
+            displaced()
+            return
+        }
         let known = state.withLock { Set($0.inFlight.keys) }
         let orphans = try await queue.orphans(consumer: configuration.id, known: known)
         if orphans.isEmpty { return }

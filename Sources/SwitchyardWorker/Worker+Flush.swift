@@ -34,8 +34,12 @@ extension Worker {
             let pending = takeOutcomes()
             if pending.isEmpty { return true }
             guard let error = await writeIsolating(pending) else { continue }
-            if Self.isUnreachable(error) || ContinuousClock.now >= deadline {
+            if Self.isUnreachable(error) {
                 markUnreachableAtShutdown(error)
+                return false
+            }
+            if ContinuousClock.now >= deadline {
+                logger.warning("gave up writing results at shutdown (they are reclaimed after their lease): \(error)")
                 return false
             }
             logger.warning("could not write results while draining: \(error)")

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchyardCache
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
@@ -49,10 +50,9 @@ extension Worker {
         let started = Date().timeIntervalSince1970
         let context = JobContext(attempt: delivery.attempt, workerID: configuration.id)
         let attempt = Attempt()
-        let executor = self.executor
         let task = Task {
             do {
-                attempt.finish(.success(try await executor.execute(job, context: context)))
+                attempt.finish(.success(try await self.execute(job, context: context)))
             } catch {
                 attempt.finish(.failure(error))
             }
@@ -96,10 +96,29 @@ extension Worker {
         jobEnded.notify()
     }
 
+    /// Runs a job on the executor, through the response cache when there is one and the
+    /// executor says what the job is sent to. Waiting for another worker's answer counts against
+    /// the job's timeout like the call itself.
+    private func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
+        let executor = self.executor
+        guard let cache, let target = (executor as? any CacheTargetReporting)?.cacheTarget(for: job) else {
+            return try await executor.execute(job, context: context)
+        }
+        return try await cache.answer(
+            key: CacheKey(job: job, target: CacheTarget(target)),
+            namespace: nil,
+            use: CacheUse(job: job),
+            bound: .milliseconds(Int64(job.timeout * 1000))
+        ) {
+            try await executor.execute(job, context: context)
+        }
+    }
+
     /// A success, unless the result is larger than `maxResultBytes`: then a failure that says so
     /// (not retried: the same job would give as large a result again).
     private func succeeded(_ job: Job, _ delivery: Delivery, started: Double, output: JobOutput) -> Outcome {
-        let success = result(job, delivery, .succeeded, started: started, output: output.output, usage: output.usage)
+        var success = result(job, delivery, .succeeded, started: started, output: output.output, usage: output.usage)
+        success.cache = output.cache
         let encoded = success.encodedJSON()
         let size = encoded.count
         guard size > configuration.maxResultBytes else {

@@ -69,7 +69,8 @@ extension Worker {
                 processed: s.processed,
                 executor: configuration.executorName,
                 models: models,
-                testExecutor: executor.testExecutorName != nil ? true : nil
+                testExecutor: executor.testExecutorName != nil ? true : nil,
+                token: token
             )
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import SwitchyardCache
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
@@ -23,6 +24,8 @@ public final class Worker: Service, Sendable {
     let executor: any JobExecutor
     /// Set when the executor reports warm models and routing is on.
     let warmSource: (any WarmModelReporting)?
+    /// The response cache, for executors that say what a job is sent to (`CacheTargetReporting`).
+    let cache: ResponseCache?
     let logger: Logger
     let blocking: RedisConnection
     let state = Mutex(State())
@@ -34,6 +37,8 @@ public final class Worker: Service, Sendable {
     let jobEnded = Signal()
     let startedAt = Date().timeIntervalSince1970
     let hostName = ProcessInfo.processInfo.hostName
+    /// Tells this worker's registration from another process's with the same id.
+    let token = UUID().uuidString
 
     /// Why a running job's task was cancelled.
     enum StopReason: Sendable {
@@ -93,9 +98,16 @@ public final class Worker: Service, Sendable {
         var displaced = false
     }
 
-    public init(queue: JobQueue, executor: any JobExecutor, configuration: WorkerConfiguration, logger: Logger) {
+    public init(
+        queue: JobQueue,
+        executor: any JobExecutor,
+        configuration: WorkerConfiguration,
+        cache: ResponseCache? = nil,
+        logger: Logger
+    ) {
         self.queue = queue
         self.executor = executor
+        self.cache = executor is any CacheTargetReporting ? cache : nil
         self.warmSource = configuration.warmRouting == nil ? nil : executor as? any WarmModelReporting
         self.configuration = configuration
         var logger = logger
@@ -146,7 +158,7 @@ public final class Worker: Service, Sendable {
             logger.info("worker stopped before it started")
             return
         }
-        configuration.whenRegistered?()
+        await configuration.whenRegistered?()
         await withDiscardingTaskGroup { background in
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.maintenanceLoop() }
@@ -185,6 +197,9 @@ public final class Worker: Service, Sendable {
         }
         if unreachable {
             logger.warning("Redis is unreachable: jobs left pending here run again after their lease; the registry entry runs out by itself")
+        } else if (try? await queue.heartbeat(workerInfo(), ttl: configuration.heartbeatTTL)) == false {
+            // Another process registered this id meanwhile: what is pending under it is that one's.
+            logger.warning("another process holds this worker's id now; stopping without handing anything back")
         } else {
             await handBackOrphans()
             do {
@@ -225,8 +240,11 @@ public final class Worker: Service, Sendable {
         var holder: WorkerInfo?
         await retrying("register") {
             holder = try await self.queue.register(self.workerInfo(), ttl: self.configuration.heartbeatTTL)
-            // An earlier run of this worker on this host that died without deregistering: take over.
-            if let h = holder, h.host == self.hostName, h.pid != getpid(), kill(h.pid, 0) != 0, errno == ESRCH {
+            // An earlier run of this worker on this host that died without deregistering (its pid
+            // is gone, or is ours again, as in a restarted container): take over.
+            if let h = holder, h.host == self.hostName, h.token != self.token,
+                h.pid == getpid() || (kill(h.pid, 0) != 0 && errno == ESRCH)
+            {
                 self.logger.info("taking over the id of an earlier worker (pid \(h.pid)) that is gone")
                 try await self.queue.heartbeat(self.workerInfo(), ttl: self.configuration.heartbeatTTL, force: true)
                 holder = nil

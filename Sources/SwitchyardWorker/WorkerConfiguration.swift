@@ -39,7 +39,7 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownWriteTime: Duration
     /// Called once the worker holds its id in the registry, before it takes any job: what must
     /// not run for a worker that is refused (its id is a live worker's) starts here. Default: nil.
-    public var whenRegistered: (@Sendable () -> Void)?
+    public var whenRegistered: (@Sendable () async -> Void)?
 
     public init(
         id: String = WorkerConfiguration.defaultID(),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import SwitchyardCache
 import SwitchyardCore
 import SwitchyardHTTP
 import SwitchyardModels
@@ -92,6 +93,24 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "How long a job told to stop (timeout, cancel, shutdown) may go on before the worker gives up waiting for it and frees its slot.")
     var abandonAfter = "10s"
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: "The cluster-wide response cache: identical deterministic requests are answered once (see docs/CONFIGURATION.md)."
+    )
+    var cache = true
+
+    @Option(
+        help:
+            "A Redis for the response cache only (it may run with maxmemory and an eviction policy). Default: SWITCHYARD_CACHE_REDIS_URL, else the queue's Redis."
+    )
+    var cacheRedisUrl: String?
+
+    @Option(help: "How long the response cache keeps an answer.")
+    var cacheTTL = "5m"
+
+    @Option(help: "Answers larger than this are not kept in the response cache.")
+    var cacheMaxEntryBytes = "1mb"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
 
@@ -108,6 +127,21 @@ struct WorkerCommand: AsyncParsableCommand {
             --executor local|provider (echo and noop are test executors that call no model, and run only when named)
             """
         )
+    }
+
+    /// The response cache's own Redis. A cache that does not answer must not hold jobs up: it
+    /// connects with a short timeout and no reconnect wait, and the cache steps aside.
+    static func cacheRedisConfiguration(_ url: String) throws -> RedisConfiguration {
+        var own: RedisConfiguration
+        do {
+            own = try RedisConfiguration(url: url)
+        } catch {
+            throw ValidationError("--cache-redis-url: \(error.message)")
+        }
+        own.poolSize = max(own.poolSize, 4)
+        own.connectTimeout = min(own.connectTimeout, .milliseconds(500))
+        own.reconnectWait = .zero
+        return own
     }
 
     func run() async throws {
@@ -170,7 +204,7 @@ struct WorkerCommand: AsyncParsableCommand {
         queueConfiguration.resultTTL = try parseDuration(resultTTL, field: "--result-ttl")
         var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: hardware.name, executorName: executor)
         // Model servers start (and an earlier worker's are stopped) only once this worker holds its id.
-        if let manager = modelServers { workerConfiguration.whenRegistered = { manager.begin() } }
+        if let manager = modelServers { workerConfiguration.whenRegistered = { await manager.begin() } }
         if let workerID {
             guard workerID != QueueKeys.parkedConsumer else { throw ValidationError("--worker-id: '\(workerID)' is reserved by the queue") }
             workerConfiguration.id = workerID
@@ -187,7 +221,24 @@ struct WorkerCommand: AsyncParsableCommand {
         let pool = RedisConnectionPool(configuration: redisConfiguration, logger: logger)
         defer { pool.shutDown() }
         let queue = JobQueue(configuration: queueConfiguration, redis: pool, logger: logger)
-        let worker = Worker(queue: queue, executor: jobExecutor, configuration: workerConfiguration, logger: logger)
+        var responseCache: ResponseCache?
+        var cachePool: RedisConnectionPool?
+        if cache {
+            var cacheConfiguration = ResponseCacheConfiguration(queue: configuration.queue)
+            cacheConfiguration.ttl = try parseDuration(cacheTTL, field: "--cache-ttl")
+            cacheConfiguration.maxEntryBytes = try parseSize(cacheMaxEntryBytes, field: "--cache-max-entry-bytes")
+            var redisForCache = pool
+            if let url = cacheRedisUrl ?? ProcessInfo.processInfo.environment["SWITCHYARD_CACHE_REDIS_URL"] {
+                redisForCache = RedisConnectionPool(configuration: try Self.cacheRedisConfiguration(url), logger: logger)
+                cachePool = redisForCache
+            }
+            responseCache = ResponseCache(redis: redisForCache, configuration: cacheConfiguration, logger: logger)
+        }
+        defer {
+            responseCache?.close()
+            cachePool?.shutDown()
+        }
+        let worker = Worker(queue: queue, executor: jobExecutor, configuration: workerConfiguration, cache: responseCache, logger: logger)
         // Shut down in reverse order: the worker drains first, then the model servers stop, then
         // the HTTP client closes.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []

@@ -74,7 +74,8 @@ struct JSONTests {
         error: .init(code: "c", message: "m"),
         batch: "b",
         metadata: ["k": "v"],
-        testExecutor: "echo"
+        testExecutor: "echo",
+        cache: .init(status: .coalesced, lookupMs: 1.25)
     )
 
     /// Optional stored properties left nil, by name (nested ones as `outer.inner`).

@@ -183,7 +183,7 @@ struct ModelServerManagerTests {
                 group.addTask { try await manager.run() }
                 try await Task.sleep(for: .milliseconds(300))
                 #expect(await manager.statistics.warm.isEmpty, "nothing starts before begin()")
-                manager.begin()
+                await manager.begin()
                 let loaded = try await eventually(timeout: .seconds(60)) { await manager.statistics.warm == ["b"] }
                 #expect(loaded)
                 let pids = Array(await manager.pids.values)
@@ -219,13 +219,39 @@ struct ModelServerManagerTests {
                 group.addTask { try await manager.run() }
                 try await Task.sleep(for: .milliseconds(300))
                 #expect(leftover.isRunning, "nothing is stopped before begin()")
-                manager.begin()
+                await manager.begin()
+                // begin() returns once the leftovers are stopped: a server started next is safe.
                 #expect(leftover.waitForExit(timeout: .seconds(5)))
                 trigger.triggerGracefulShutdown()
                 try await group.waitForAll()
             }
         }
         #expect(stranger.isRunning)
+    }
+
+    @Test func aManagerStoppedBeforeBeginStopsNothingItDidNotStart() async throws {
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("pids-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: pidFile) }
+        // A live worker's server, in the PID file a refused worker with the same id would share.
+        let live = try ChildProcess(executable: "sleep", arguments: ["300"], parentDeathSignal: nil)
+        defer { live.terminate(grace: .milliseconds(100)) }
+        try "\(live.pid) \(syp_process_start_time(live.pid))\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+        let manager = ModelServerManager(
+            catalog: try Self.catalog(pinned: ["a"]),
+            profile: .cpu,
+            configuration: .init(pidFile: pidFile),
+            logger: Logger(label: "test")
+        )
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await manager.run() }
+                try await Task.sleep(for: .milliseconds(200))
+                trigger.triggerGracefulShutdown()
+                try await group.waitForAll()
+            }
+        }
+        #expect(live.isRunning)
+        #expect(await manager.statistics.loads == 0)
     }
 
     @Test func onlyTheServerItStartedCountsAsReady() async throws {

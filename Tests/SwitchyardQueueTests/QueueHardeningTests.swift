@@ -82,6 +82,19 @@ struct QueueHardeningTests {
         #expect(try await f.queue.workers().map(\.pid) == [10])
         #expect(try await f.queue.heartbeat(info(pid: 11, host: "h1"), ttl: .seconds(30), force: true))
         #expect(try await f.queue.workers().map(\.pid) == [11])
+        // With tokens, the token decides: the same pid in a restarted container is another process.
+        var mine = info(pid: 1, host: "c")
+        mine.token = "t1"
+        var restarted = mine
+        restarted.token = "t2"
+        #expect(try await f.queue.heartbeat(mine, ttl: .seconds(30), force: true))
+        #expect(try await f.queue.heartbeat(restarted, ttl: .seconds(30)) == false)
+        #expect(try await f.queue.heartbeat(mine, ttl: .seconds(30)))
+        // A register whose reply was lost, tried again, finds its own entry: registered, not refused.
+        try await f.pool.send("DEL", f.queue.keys.worker("shared"))
+        #expect(try await f.queue.register(mine, ttl: .seconds(30)) == nil)
+        #expect(try await f.queue.register(mine, ttl: .seconds(30)) == nil)
+        #expect(try await f.queue.register(restarted, ttl: .seconds(30))?.token == "t1")
     }
 
     @Test func aDelayedJobsKeysLiveUntilItsResultCouldExpire() async throws {

@@ -428,6 +428,37 @@ struct WorkerInProcessTests {
         #expect(took < .seconds(20), "run() returned \(took) after shutdown began")
     }
 
+    /// When its group cancels it (another service failed), a worker with an executor that ignores
+    /// cancellation still ends: it abandons the job after `abandonAfter` instead of waiting for it.
+    @Test func aCancelledWorkerEndsDespiteAStuckExecutor() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        _ = try await f.queue.push(chatJob("stuck"))
+        let seen = Seen()
+        let executor = ClosureExecutor { _, _ in
+            seen.add("started")
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                Thread.detachNewThread {
+                    sleep(8)
+                    seen.add("returned")
+                    done.resume()
+                }
+            }
+            return reply("late")
+        }
+        var configuration = testWorkerConfiguration()
+        configuration.abandonAfter = .milliseconds(500)
+        var logger = Logger(label: "test.worker")
+        logger.logLevel = .critical
+        let worker = Worker(queue: f.queue, executor: executor, configuration: configuration, logger: logger)
+        let running = Task { try await worker.run() }
+        let started = await eventually(timeout: .seconds(5)) { seen.contains("started") }
+        #expect(started)
+        running.cancel()
+        _ = try? await running.value
+        #expect(!seen.contains("returned"), "run() waited for the stuck executor")
+    }
+
     @Test func aWorkerTakingOverADeadPredecessorsIdRunsWhatItLeft() async throws {
         let f = try QueueFixture()
         defer { f.close() }
