@@ -194,6 +194,9 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
     /// Random per worker process: tells this process's registration from another's with the
     /// same id (a restarted container can have the same pid).
     public var token: String?
+    /// The response cache's counters of this worker since it started (hits, misses, coalesced,
+    /// takeovers, stores, too_large, bypassed, errors, bytes_stored); nil without a cache.
+    public var cache: [String: Int]?
 
     enum CodingKeys: String, CodingKey {
         case id, host, pid, profile, concurrency
@@ -204,7 +207,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         case rssBytes = "rss_bytes"
         case processed, executor, models
         case testExecutor = "test_executor"
-        case token
+        case token, cache
     }
 
     public init(
@@ -222,7 +225,8 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         executor: String,
         models: [String]? = nil,
         testExecutor: Bool? = nil,
-        token: String? = nil
+        token: String? = nil,
+        cache: [String: Int]? = nil
     ) {
         self.id = id
         self.host = host
@@ -239,6 +243,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         self.executor = executor
         self.testExecutor = testExecutor
         self.token = token
+        self.cache = cache
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchyardCache
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
@@ -70,9 +71,17 @@ extension Worker {
                 executor: configuration.executorName,
                 models: models,
                 testExecutor: executor.testExecutorName != nil ? true : nil,
-                token: token
+                token: token,
+                cache: cache.map { Self.counters($0.statistics) }
             )
         }
+    }
+
+    static func counters(_ s: ResponseCacheStatistics) -> [String: Int] {
+        [
+            "hits": s.hits, "misses": s.misses, "coalesced": s.coalesced, "takeovers": s.takeovers, "stores": s.stores,
+            "too_large": s.tooLarge, "bypassed": s.bypassed, "errors": s.errors, "bytes_stored": s.bytesStored,
+        ]
     }
 
     // MARK: - Errors

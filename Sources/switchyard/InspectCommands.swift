@@ -69,6 +69,27 @@ struct StatusCommand: AsyncParsableCommand {
             print("  delayed \(status.delayed)   dead \(status.dead)")
             let counters = status.counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "  ")
             print("  totals: \(counters.isEmpty ? "none yet" : counters)")
+            // The response cache across live workers (each counts since it started).
+            let cache = status.workers.compactMap(\.cache).reduce(into: [String: Int]()) { sum, c in sum.merge(c, uniquingKeysWith: +) }
+            if !cache.isEmpty {
+                let served = (cache["hits"] ?? 0) + (cache["coalesced"] ?? 0)
+                let looked = served + (cache["misses"] ?? 0)
+                let ratio = looked == 0 ? 0 : Double(served) / Double(looked) * 100
+                print(
+                    String(
+                        format:
+                            "response cache: hit ratio %.1f%%  (hits %d, coalesced %d, misses %d, bypassed %d, stores %d, too large %d, errors %d)",
+                        ratio,
+                        cache["hits"] ?? 0,
+                        cache["coalesced"] ?? 0,
+                        cache["misses"] ?? 0,
+                        cache["bypassed"] ?? 0,
+                        cache["stores"] ?? 0,
+                        cache["too_large"] ?? 0,
+                        cache["errors"] ?? 0
+                    )
+                )
+            }
             print("workers alive: \(status.workers.count)")
             for w in status.workers.sorted(by: { $0.id < $1.id }) {
                 let age = Date().timeIntervalSince1970 - w.heartbeatAt

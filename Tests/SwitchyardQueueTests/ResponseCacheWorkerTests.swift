@@ -54,6 +54,13 @@ struct ResponseCacheWorkerTests {
         let statuses = results.compactMap(\.cache?.status)
         #expect(statuses.count == 40 && statuses.filter { $0 == .miss }.count == 1)
         #expect(Set(results.compactMap(\.worker)).count > 1, "the jobs were spread over several workers")
+        // The workers' counters reach `status` with their heartbeats: 39 of 40 served by the cache.
+        var status = ""
+        let shown = try await eventually(timeout: .seconds(10)) {
+            status = try runSwitchyard(["status", "--redis-url", f.server.url, "--queue", "test"]).output
+            return status.contains("response cache: hit ratio 97.5%")
+        }
+        #expect(shown, "\(status)")
         for w in workers { #expect(w.terminate() == 0) }
     }
 
