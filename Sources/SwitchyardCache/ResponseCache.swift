@@ -10,6 +10,8 @@ public struct ResponseCacheConfiguration: Sendable {
     public var queue: String
     /// How long an answer is kept. Default: 5 minutes.
     public var ttl: Duration
+    /// The longest a job or a model's setting may ask answers to be kept. Default: 24 hours.
+    public var maxTTL: Duration
     /// Answers larger than this (stored JSON) are not kept, and counted. Default: 1 MiB.
     public var maxEntryBytes: Int
     /// How long the completion signal of a computed request lives, for waiters that arrive late.
@@ -25,6 +27,7 @@ public struct ResponseCacheConfiguration: Sendable {
     public init(
         queue: String = "default",
         ttl: Duration = .seconds(300),
+        maxTTL: Duration = .seconds(86400),
         maxEntryBytes: Int = 1 << 20,
         signalTTL: Duration = .seconds(60),
         leaseTTL: Duration = .seconds(10),
@@ -32,6 +35,7 @@ public struct ResponseCacheConfiguration: Sendable {
     ) {
         self.queue = queue
         self.ttl = ttl
+        self.maxTTL = maxTTL
         self.maxEntryBytes = maxEntryBytes
         self.signalTTL = signalTTL
         self.leaseTTL = leaseTTL
@@ -109,14 +113,17 @@ public final class ResponseCache: Sendable {
     }
 
     /// The answer for `key`: from the cache, from an identical request in flight, or from
-    /// `compute` (at most `bound` is spent waiting for others). `use` is what the job's policy allows.
+    /// `compute` (at most `bound` is spent waiting for others). `use` is what the job's policy
+    /// allows; `ttl` how long a new answer is kept (default `ttl`, at most `maxTTL`).
     public func answer(
         key: CacheKey,
         namespace: String?,
         use: CacheUse,
         bound: Duration,
+        ttl: Duration? = nil,
         compute: @escaping @Sendable () async throws -> JobOutput
     ) async throws -> JobOutput {
+        let ttl = min(ttl ?? configuration.ttl, configuration.maxTTL)
         let clock = ContinuousClock()
         let began = clock.now
         func tagged(_ output: JobOutput, _ status: JobResult.CacheInfo.Status, waited: Duration = .zero) -> JobOutput {
@@ -128,17 +135,19 @@ public final class ResponseCache: Sendable {
         switch use {
         case .none:
             count { $0.bypassed += 1 }
-            return tagged(try await compute(), .bypass)
+            let computeStart = clock.now
+            let output = try await compute()
+            return tagged(output, .bypass, waited: clock.now - computeStart)
         case .writeOnly:
             let computeStart = clock.now
             let output = try await compute()
             let spent = clock.now - computeStart
-            if isUp { await storeFresh(key: key, namespace: namespace, output: output) }
+            if isUp { await storeFresh(key: key, namespace: namespace, output: output, ttl: ttl) }
             return tagged(output, .miss, waited: spent)
         case .readWrite:
             // One call per key in this process; followers share the leader's answer.
             return try await flights.run(key.redisKey(queue: configuration.queue, namespace: namespace)) {
-                try await self.cluster(key: key, namespace: namespace, bound: bound, compute: compute)
+                try await self.cluster(key: key, namespace: namespace, bound: bound, ttl: ttl, compute: compute)
             } shared: { output in
                 var shared = output
                 shared.cache = .init(status: .coalesced, lookupMs: output.cache?.lookupMs ?? 0)
@@ -154,6 +163,7 @@ public final class ResponseCache: Sendable {
         key: CacheKey,
         namespace: String?,
         bound: Duration,
+        ttl: Duration,
         compute: @escaping @Sendable () async throws -> JobOutput
     ) async throws -> JobOutput {
         let clock = ContinuousClock()
@@ -213,7 +223,7 @@ public final class ResponseCache: Sendable {
                 }
                 computing = clock.now - start
                 count { $0.misses += 1 }
-                await store(keys, token: token, output: output)
+                await store(keys, token: token, output: output, ttl: ttl)
                 return tagged(output, .miss)
             case .held(let remaining, let lastSignal):
                 waited = true
@@ -264,7 +274,7 @@ public final class ResponseCache: Sendable {
     }
 
     /// Stores a computed answer if this caller still holds the lease, and signals waiters.
-    private func store(_ keys: CacheKeys, token: String, output: JobOutput) async {
+    private func store(_ keys: CacheKeys, token: String, output: JobOutput, ttl: Duration) async {
         let bytes = Self.encode(output)
         if bytes.count > configuration.maxEntryBytes {
             count { $0.tooLarge += 1 }
@@ -275,7 +285,7 @@ public final class ResponseCache: Sendable {
             let reply = try await redis.evaluate(
                 CacheScripts.store,
                 keys: keys.all,
-                arguments: [token, bytes, configuration.ttl.milliseconds, configuration.signalTTL.milliseconds, "1"]
+                arguments: [token, bytes, ttl.milliseconds, configuration.signalTTL.milliseconds, "1"]
             )
             try reply.throwingServerError()
             if reply.int == 1 {
@@ -292,7 +302,7 @@ public final class ResponseCache: Sendable {
     }
 
     /// `refresh`: store whatever lease is held (the answer is new), and signal.
-    private func storeFresh(key: CacheKey, namespace: String?, output: JobOutput) async {
+    private func storeFresh(key: CacheKey, namespace: String?, output: JobOutput, ttl: Duration) async {
         let keys = CacheKeys(key: key, queue: configuration.queue, namespace: namespace)
         let bytes = Self.encode(output)
         guard bytes.count <= configuration.maxEntryBytes else {
@@ -303,7 +313,7 @@ public final class ResponseCache: Sendable {
             let reply = try await redis.evaluate(
                 CacheScripts.store,
                 keys: keys.all,
-                arguments: ["", bytes, configuration.ttl.milliseconds, configuration.signalTTL.milliseconds, "0"]
+                arguments: ["", bytes, ttl.milliseconds, configuration.signalTTL.milliseconds, "0"]
             )
             try reply.throwingServerError()
             count {

@@ -47,6 +47,8 @@ extension Job {
         timeout = try reader.number("timeout")
         cache = try reader.choice("cache", CachePolicy.self)
         idempotencyKey = try reader.optionalString("idempotency_key")
+        cacheNamespace = try reader.optionalString("cache_namespace")
+        cacheTTL = try reader.optionalNumber("cache_ttl")
         batch = try reader.optionalString("batch")
         notBefore = try reader.optionalNumber("not_before")
         var metadata: [String: String] = [:]
@@ -70,6 +72,14 @@ extension Job {
         }
         JSONWriter.key("cache", first: &first, to: &out)
         JSONWriter.string(cache.rawValue, to: &out)
+        if let cacheNamespace {
+            JSONWriter.key("cache_namespace", first: &first, to: &out)
+            JSONWriter.string(cacheNamespace, to: &out)
+        }
+        if let cacheTTL {
+            JSONWriter.key("cache_ttl", first: &first, to: &out)
+            JSONWriter.number(cacheTTL, to: &out)
+        }
         JSONWriter.key("id", first: &first, to: &out)
         JSONWriter.string(id, to: &out)
         if let idempotencyKey {

@@ -41,7 +41,8 @@ extension Job {
     /// Fields a request line may carry; anything else is a typo and is rejected.
     static let requestFields: Set<String> = [
         "id", "kind", "model", "route", "messages", "prompt", "parameters", "temperature", "max_tokens", "seed", "top_p",
-        "stop", "size", "n", "count", "input", "texts", "priority", "max_attempts", "timeout", "cache", "idempotency_key",
+        "stop", "size", "n", "count", "input", "texts", "priority", "max_attempts", "timeout", "cache", "cache_namespace", "cache_ttl",
+        "idempotency_key",
         "delay", "not_before", "metadata",
     ]
 
@@ -192,6 +193,14 @@ extension Job {
                 metadata[k] = s
             }
         }
+        func cacheNamespace() throws(JobValidationError) -> String? {
+            guard let namespace = try string("cache_namespace") else { return nil }
+            guard (1...64).contains(namespace.count), namespace.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
+            else {
+                throw JobValidationError(field: "cache_namespace", problem: "must be 1-64 letters, digits, '-', '_' or '.'")
+            }
+            return namespace
+        }
         func idempotencyKey() throws(JobValidationError) -> String? {
             guard let key = try string("idempotency_key") else { return nil }
             guard !key.isEmpty, key.utf8.count <= 256, !key.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 }) else {
@@ -213,6 +222,8 @@ extension Job {
             timeout: try number("timeout", 0.001...86400) ?? defaults.timeout,
             cache: try choice("cache", CachePolicy.self) ?? .auto,
             idempotencyKey: try idempotencyKey(),
+            cacheNamespace: try cacheNamespace(),
+            cacheTTL: try number("cache_ttl", 1...(30 * 86400)),
             batch: defaults.batch,
             notBefore: notBefore,
             metadata: metadata,

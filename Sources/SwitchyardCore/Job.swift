@@ -94,6 +94,11 @@ public struct Job: Sendable, Codable, Hashable, Identifiable {
     public var timeout: Double
     public var cache: CachePolicy
     public var idempotencyKey: String?
+    /// A key space of its own in the response cache (for example per tenant); nil: the queue's.
+    public var cacheNamespace: String?
+    /// How long the response cache keeps this job's answer, in seconds (the worker keeps it
+    /// within its `--cache-max-ttl`); nil: the worker's `--cache-ttl`.
+    public var cacheTTL: Double?
     public var batch: String?
     /// Unix time (seconds) before which the job must not start.
     public var notBefore: Double?
@@ -107,6 +112,8 @@ public struct Job: Sendable, Codable, Hashable, Identifiable {
         case maxAttempts = "max_attempts"
         case timeout, cache
         case idempotencyKey = "idempotency_key"
+        case cacheNamespace = "cache_namespace"
+        case cacheTTL = "cache_ttl"
         case batch
         case notBefore = "not_before"
         case metadata
@@ -124,6 +131,8 @@ public struct Job: Sendable, Codable, Hashable, Identifiable {
         timeout: Double = 300,
         cache: CachePolicy = .auto,
         idempotencyKey: String? = nil,
+        cacheNamespace: String? = nil,
+        cacheTTL: Double? = nil,
         batch: String? = nil,
         notBefore: Double? = nil,
         metadata: [String: String] = [:],
@@ -140,6 +149,8 @@ public struct Job: Sendable, Codable, Hashable, Identifiable {
         self.timeout = timeout
         self.cache = cache
         self.idempotencyKey = idempotencyKey
+        self.cacheNamespace = cacheNamespace
+        self.cacheTTL = cacheTTL
         self.batch = batch
         self.notBefore = notBefore
         self.metadata = metadata

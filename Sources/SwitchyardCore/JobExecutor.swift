@@ -18,6 +18,13 @@ public struct JobOutput: Sendable {
 /// (a provider and its upstream model, or a local model and its file), or nil when it cannot tell.
 public protocol CacheTargetReporting: Sendable {
     func cacheTarget(for job: Job) -> String?
+    /// How long answers for this job's model are kept, in seconds, when its configuration says
+    /// (the providers file's or the catalog's `cache_ttl`); nil: the worker's default (the default).
+    func cacheTTL(for job: Job) -> Double?
+}
+
+extension CacheTargetReporting {
+    public func cacheTTL(for job: Job) -> Double? { nil }
 }
 
 /// A failed attempt. `retryable` failures are retried with backoff until the attempt limit;

@@ -20,6 +20,8 @@ public struct LocalModelExecutor: JobExecutor, WarmModelReporting, CacheTargetRe
 
     /// The catalog model and its file's identity (path, size, modification time), so a new
     /// model file is a new cache key; nil for a model not in the catalog.
+    public func cacheTTL(for job: Job) -> Double? { manager.catalog.models[job.model]?.cacheTTL }
+
     public func cacheTarget(for job: Job) -> String? {
         guard let entry = manager.catalog.models[job.model] else { return nil }
         let attributes = try? FileManager.default.attributesOfItem(atPath: entry.file)

@@ -26,6 +26,9 @@ public struct ModelCatalog: Sendable, Codable {
         public var extraArguments: [String]
         /// A command of its own (argv template), instead of the profile's.
         public var command: [String]?
+        /// How long the response cache keeps this model's answers, in seconds; nil: the worker's
+        /// `--cache-ttl`.
+        public var cacheTTL: Double?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case file, framework
@@ -33,6 +36,7 @@ public struct ModelCatalog: Sendable, Codable {
             case contextSize = "context_size"
             case extraArguments = "extra_arguments"
             case command
+            case cacheTTL = "cache_ttl"
         }
 
         public init(
@@ -41,7 +45,8 @@ public struct ModelCatalog: Sendable, Codable {
             memoryMB: Int,
             contextSize: Int = 2048,
             extraArguments: [String] = [],
-            command: [String]? = nil
+            command: [String]? = nil,
+            cacheTTL: Double? = nil
         ) {
             self.file = file
             self.framework = framework
@@ -49,6 +54,7 @@ public struct ModelCatalog: Sendable, Codable {
             self.contextSize = contextSize
             self.extraArguments = extraArguments
             self.command = command
+            self.cacheTTL = cacheTTL
         }
 
         public init(from decoder: any Decoder) throws {
@@ -59,7 +65,8 @@ public struct ModelCatalog: Sendable, Codable {
                 memoryMB: try c.decode(Int.self, forKey: .memoryMB),
                 contextSize: try c.decodeIfPresent(Int.self, forKey: .contextSize) ?? 2048,
                 extraArguments: try c.decodeIfPresent([String].self, forKey: .extraArguments) ?? [],
-                command: try c.decodeIfPresent([String].self, forKey: .command)
+                command: try c.decodeIfPresent([String].self, forKey: .command),
+                cacheTTL: try c.decodeIfPresent(Double.self, forKey: .cacheTTL)
             )
         }
     }

@@ -18,11 +18,20 @@ public struct ProvidersFile: Sendable, Codable {
         /// The providers a job for this model may name in its `route`; when absent, the file's
         /// `allow_routes` decides.
         public var routes: [String]?
+        /// How long the response cache keeps this model's answers, in seconds; absent: the
+        /// worker's `--cache-ttl`.
+        public var cacheTTL: Double?
 
-        public init(provider: String, model: String? = nil, routes: [String]? = nil) {
+        enum CodingKeys: String, CodingKey {
+            case provider, model, routes
+            case cacheTTL = "cache_ttl"
+        }
+
+        public init(provider: String, model: String? = nil, routes: [String]? = nil, cacheTTL: Double? = nil) {
             self.provider = provider
             self.model = model
             self.routes = routes
+            self.cacheTTL = cacheTTL
         }
     }
 
@@ -157,7 +166,7 @@ public struct ProvidersFile: Sendable, Codable {
 
     static let schema = FieldSchema.object([
         "providers": .array(.fields(ProviderConfiguration.CodingKeys.self, except: ["headers": .map(.any)])),
-        "models": .map(.object(["provider": .any, "model": .any, "routes": .any])),
+        "models": .map(.object(["provider": .any, "model": .any, "routes": .any, "cache_ttl": .any])),
         "default_provider": .any,
         "http": .fields(HTTPSettings.CodingKeys.self),
         "allow_routes": .any,
@@ -300,4 +309,6 @@ extension ProviderExecutor: CacheTargetReporting {
         let providerModel = route?.provider == providerName ? (route?.model ?? job.model) : job.model
         return "provider:\(providerName)/\(providerModel)"
     }
+
+    public func cacheTTL(for job: Job) -> Double? { file.models[job.model]?.cacheTTL }
 }

@@ -101,14 +101,17 @@ extension Worker {
     /// the job's timeout like the call itself.
     private func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
         let executor = self.executor
-        guard let cache, let target = (executor as? any CacheTargetReporting)?.cacheTarget(for: job) else {
+        guard let cache, let reporting = executor as? any CacheTargetReporting, let target = reporting.cacheTarget(for: job) else {
             return try await executor.execute(job, context: context)
         }
+        // The job's own TTL, else its model's, else the worker's (the cache caps it).
+        let ttl = (job.cacheTTL ?? reporting.cacheTTL(for: job)).map { Duration.milliseconds(Int64($0 * 1000)) }
         return try await cache.answer(
             key: CacheKey(job: job, target: CacheTarget(target)),
-            namespace: nil,
+            namespace: job.cacheNamespace,
             use: CacheUse(job: job),
-            bound: .milliseconds(Int64(job.timeout * 1000))
+            bound: .milliseconds(Int64(job.timeout * 1000)),
+            ttl: ttl
         ) {
             try await executor.execute(job, context: context)
         }

@@ -108,6 +108,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "How long the response cache keeps an answer.")
     var cacheTTL = "5m"
 
+    @Option(help: "The longest a job's cache_ttl or a model's cache_ttl may keep an answer.")
+    var cacheMaxTTL = "24h"
+
     @Option(help: "Answers larger than this are not kept in the response cache.")
     var cacheMaxEntryBytes = "1mb"
 
@@ -226,6 +229,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if cache {
             var cacheConfiguration = ResponseCacheConfiguration(queue: configuration.queue)
             cacheConfiguration.ttl = try parseDuration(cacheTTL, field: "--cache-ttl")
+            cacheConfiguration.maxTTL = try parseDuration(cacheMaxTTL, field: "--cache-max-ttl")
             cacheConfiguration.maxEntryBytes = try parseSize(cacheMaxEntryBytes, field: "--cache-max-entry-bytes")
             var redisForCache = pool
             if let url = cacheRedisUrl ?? ProcessInfo.processInfo.environment["SWITCHYARD_CACHE_REDIS_URL"] {

@@ -162,6 +162,30 @@ struct ResponseCacheTests {
         cache.close()
     }
 
+    @Test func aJobsTTLIsKeptWithinTheMaximum() async throws {
+        let server = try RedisServer()
+        let pool = RedisConnectionPool(configuration: server.configuration)
+        var configuration = ResponseCacheConfiguration(queue: "test")
+        configuration.maxTTL = .seconds(3600)
+        let cache = ResponseCache(redis: pool, configuration: configuration, logger: Logger(label: "test"))
+        let upstream = Upstream(delay: .zero)
+        _ = try await cache.answer(key: Self.key, namespace: "a", use: .readWrite, bound: .seconds(5), ttl: .seconds(100)) {
+            try await upstream.answer()
+        }
+        _ = try await cache.answer(key: Self.key, namespace: "b", use: .readWrite, bound: .seconds(5), ttl: .seconds(90_000)) {
+            try await upstream.answer()
+        }
+        _ = try await cache.answer(key: Self.key, namespace: "c", use: .readWrite, bound: .seconds(5)) { try await upstream.answer() }
+        func ttl(_ namespace: String) async throws -> Int {
+            try await pool.send("PTTL", Self.key.redisKey(queue: "test", namespace: namespace)).int ?? -2
+        }
+        #expect((90_000...100_000).contains(try await ttl("a")))
+        #expect((3_500_000...3_600_000).contains(try await ttl("b")))
+        #expect((290_000...300_000).contains(try await ttl("c")))
+        cache.close()
+        pool.shutDown()
+    }
+
     @Test func withItsRedisGoneTheCacheStepsAsideAndJobsStillRun() async throws {
         var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(try LoopbackPort.free())")
         configuration.connectTimeout = .milliseconds(200)

@@ -61,6 +61,8 @@ struct JSONTests {
         var job = jobs[1]
         job.input.messages = [ChatMessage(role: "user", content: "hi")]
         job.input.texts = ["a"]
+        job.cacheNamespace = "tenant-a"
+        job.cacheTTL = 90.5
         return job
     }()
     static let fullResult = JobResult(

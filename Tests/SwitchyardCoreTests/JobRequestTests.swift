@@ -26,4 +26,20 @@ struct JobRequestTests {
         let image = try job(#"{"model":"m","kind":"image","prompt":"p","parameters":{"quality":"hd"}}"#)
         #expect(image.input.parameters == ["quality": .string("hd")])
     }
+
+    @Test func cacheSettingsAreCheckedByName() throws {
+        let job = try job(#"{"model":"m","prompt":"p","cache":"refresh","cache_namespace":"tenant-a","cache_ttl":600}"#)
+        #expect(job.cache == .refresh && job.cacheNamespace == "tenant-a" && job.cacheTTL == 600)
+        for (line, field) in [
+            (#"{"model":"m","prompt":"p","cache_namespace":"a/b"}"#, "cache_namespace"),
+            (#"{"model":"m","prompt":"p","cache_ttl":0}"#, "cache_ttl"),
+            (#"{"model":"m","prompt":"p","cache":"sometimes"}"#, "cache"),
+        ] {
+            #expect {
+                try self.job(line)
+            } throws: { error in
+                (error as? JobValidationError)?.field == field
+            }
+        }
+    }
 }
