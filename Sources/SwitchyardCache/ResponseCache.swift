@@ -20,6 +20,12 @@ public struct ResponseCacheConfiguration: Sendable {
     /// How long a lease on a key lasts without renewal; the computing worker renews it every
     /// third of that, so a dead leader is replaced within about this long. Default: 10 s.
     public var leaseTTL: Duration
+    /// The in-process near cache in front of Redis, for hot keys: how many bytes of answers it
+    /// holds (least recently stored go first; 0 turns it off). Default: 8 MiB.
+    public var nearCacheBytes: Int
+    /// How long the near cache serves an answer without asking Redis; an answer refreshed on
+    /// another worker reaches this one within this long. Default: 2 s.
+    public var nearCacheTTL: Duration
     /// After a failure of the cache's Redis, how long the cache steps aside (every job runs
     /// without it) before it tries again; failures are logged once per such interval. Default: 5 s.
     public var retryAfterFailure: Duration
@@ -31,6 +37,8 @@ public struct ResponseCacheConfiguration: Sendable {
         maxEntryBytes: Int = 1 << 20,
         signalTTL: Duration = .seconds(60),
         leaseTTL: Duration = .seconds(10),
+        nearCacheBytes: Int = 8 << 20,
+        nearCacheTTL: Duration = .seconds(2),
         retryAfterFailure: Duration = .seconds(5)
     ) {
         self.queue = queue
@@ -39,6 +47,8 @@ public struct ResponseCacheConfiguration: Sendable {
         self.maxEntryBytes = maxEntryBytes
         self.signalTTL = signalTTL
         self.leaseTTL = leaseTTL
+        self.nearCacheBytes = nearCacheBytes
+        self.nearCacheTTL = nearCacheTTL
         self.retryAfterFailure = retryAfterFailure
     }
 }
@@ -85,6 +95,7 @@ public final class ResponseCache: Sendable {
     let logger: Logger
     private let state = Mutex(State())
     private let flights = Flights()
+    private let near: NearCache
 
     struct State {
         var stats = ResponseCacheStatistics()
@@ -98,6 +109,7 @@ public final class ResponseCache: Sendable {
         self.redis = redis
         self.configuration = configuration
         self.logger = logger
+        self.near = NearCache(capacity: configuration.nearCacheBytes, ttl: configuration.nearCacheTTL)
     }
 
     public var statistics: ResponseCacheStatistics { state.withLock { $0.stats } }
@@ -143,8 +155,13 @@ public final class ResponseCache: Sendable {
             let output = try await compute()
             let spent = clock.now - computeStart
             if isUp { await storeFresh(key: key, namespace: namespace, output: output, ttl: ttl) }
+            near.put(key.redisKey(queue: configuration.queue, namespace: namespace), output)
             return tagged(output, .miss, waited: spent)
         case .readWrite:
+            if let hot = near.get(key.redisKey(queue: configuration.queue, namespace: namespace)) {
+                count { $0.hits += 1 }
+                return tagged(hot, .hit)
+            }
             // One call per key in this process; followers share the leader's answer.
             return try await flights.run(key.redisKey(queue: configuration.queue, namespace: namespace)) {
                 try await self.cluster(key: key, namespace: namespace, bound: bound, ttl: ttl, compute: compute)
@@ -197,6 +214,7 @@ public final class ResponseCache: Sendable {
             switch lease {
             case .hit(let bytes):
                 if let output = Self.decode(bytes) {
+                    near.put(keys.entry, output)
                     count { stats in
                         if waited { stats.coalesced += 1 } else { stats.hits += 1 }
                     }
@@ -281,6 +299,7 @@ public final class ResponseCache: Sendable {
             await signal(keys, token: token, failed: true)
             return
         }
+        near.put(keys.entry, output, bytes: bytes.count)
         do {
             let reply = try await redis.evaluate(
                 CacheScripts.store,
@@ -505,5 +524,58 @@ final class SharedAnswer: Sendable {
             slot.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: .failure(CancellationError()))
         }
         return try result.get()
+    }
+}
+
+/// Recent answers in this process, bounded by bytes, each served for a short TTL without asking
+/// Redis. The least recently stored go first when it is full.
+final class NearCache: Sendable {
+    private struct Entry {
+        let output: JobOutput
+        let bytes: Int
+        let expires: ContinuousClock.Instant
+        let order: UInt64
+    }
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var bytes = 0
+        var next: UInt64 = 0
+    }
+    private let state = Mutex(State())
+    let capacity: Int
+    let ttl: Duration
+
+    init(capacity: Int, ttl: Duration) {
+        self.capacity = capacity
+        self.ttl = ttl
+    }
+
+    func get(_ key: String) -> JobOutput? {
+        guard capacity > 0 else { return nil }
+        return state.withLock { s -> JobOutput? in
+            guard let entry = s.entries[key] else { return nil }
+            if entry.expires <= .now {
+                s.entries[key] = nil
+                s.bytes -= entry.bytes
+                return nil
+            }
+            return entry.output
+        }
+    }
+
+    func put(_ key: String, _ output: JobOutput, bytes: Int? = nil) {
+        guard capacity > 0 else { return }
+        let size = bytes ?? ResponseCache.encode(output).count
+        guard size <= capacity / 4 else { return }
+        state.withLock { s in
+            if let old = s.entries.removeValue(forKey: key) { s.bytes -= old.bytes }
+            s.next += 1
+            s.entries[key] = Entry(output: output, bytes: size, expires: .now + ttl, order: s.next)
+            s.bytes += size
+            while s.bytes > capacity, let oldest = s.entries.min(by: { $0.value.order < $1.value.order }) {
+                s.entries[oldest.key] = nil
+                s.bytes -= oldest.value.bytes
+            }
+        }
     }
 }

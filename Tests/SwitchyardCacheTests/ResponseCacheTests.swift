@@ -186,6 +186,26 @@ struct ResponseCacheTests {
         pool.shutDown()
     }
 
+    @Test func theNearCacheServesHotKeysWithoutRedisForItsTTL() async throws {
+        let server = try RedisServer()
+        var configuration = ResponseCacheConfiguration(queue: "test")
+        configuration.nearCacheTTL = .milliseconds(500)
+        var redis = server.configuration
+        redis.reconnectWait = .zero
+        redis.connectTimeout = .milliseconds(200)
+        let cache = ResponseCache(redis: RedisConnectionPool(configuration: redis), configuration: configuration, logger: Logger(label: "test"))
+        let upstream = Upstream(delay: .zero)
+        _ = try await cache.answer(key: Self.key, namespace: nil, use: .readWrite, bound: .seconds(5)) { try await upstream.answer() }
+        server.kill()
+        let hot = try await cache.answer(key: Self.key, namespace: nil, use: .readWrite, bound: .seconds(5)) { try await upstream.answer() }
+        #expect(hot.cache?.status == .hit && upstream.count == 1)
+        try await Task.sleep(for: .milliseconds(600))
+        // Past its near TTL, with Redis gone: computed, the cache stepping aside.
+        let cold = try await cache.answer(key: Self.key, namespace: nil, use: .readWrite, bound: .seconds(5)) { try await upstream.answer() }
+        #expect(cold.cache?.status == .bypass && upstream.count == 2)
+        cache.close()
+    }
+
     @Test func withItsRedisGoneTheCacheStepsAsideAndJobsStillRun() async throws {
         var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(try LoopbackPort.free())")
         configuration.connectTimeout = .milliseconds(200)

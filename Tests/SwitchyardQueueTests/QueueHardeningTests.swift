@@ -128,14 +128,16 @@ struct QueueHardeningTests {
     }
 
     @Test func aCancelledDelayedJobDoesNotRunWhenItsResultTTLIsShorterThanTheDelay() async throws {
-        let f = try QueueFixture { $0.resultTTL = .seconds(1) }
+        // The result TTL (3 s) runs out long before the job is due (5 s); the cancelled result
+        // must still be there when it is (it lives until the due time plus the result TTL).
+        let f = try QueueFixture { $0.resultTTL = .seconds(3) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         var job = chatJob("delayed")
-        job.notBefore = Date().timeIntervalSince1970 + 2.5
+        job.notBefore = Date().timeIntervalSince1970 + 5
         _ = try await f.queue.push(job)
         #expect(try await f.queue.cancel(jobID: job.id) == .cancelled)
-        try await Task.sleep(for: .seconds(3))
+        try await Task.sleep(for: .seconds(5.5))
         try await f.queue.promoteDue()
         #expect(try await f.queue.take(consumer: "a", count: 10).isEmpty)
         #expect(try await f.queue.result(of: job.id)?.status == .cancelled)

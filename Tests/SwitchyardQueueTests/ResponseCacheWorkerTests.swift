@@ -116,4 +116,59 @@ struct ResponseCacheWorkerTests {
         #expect(results.allSatisfy { $0?.status == .succeeded && [.bypass, .coalesced].contains($0?.cache?.status) }, "\(results)")
         #expect(w.log.contains("response cache: its Redis failed"))
     }
+
+    /// The worker computing an answer is killed mid-call: another worker's waiting jobs take the
+    /// work over once its lease on the key runs out, and every job gets an answer.
+    @Test func aKilledLeaderIsReplacedAndEveryJobGetsAnAnswer() async throws {
+        let f = try QueueFixture { $0.lease = .seconds(2) }
+        defer { f.close() }
+        let standin = try StandinServer()
+        // The first call hangs long enough to kill its worker during it; later calls are quick.
+        try await standin.setFaults([["path": "/v1/chat/completions", "latency_ms": 20000, "times": 1]])
+        let providers = try Self.providersFile(standin)
+        defer { try? FileManager.default.removeItem(at: providers) }
+        let arguments = ["--queue", "test", "--providers", providers.path, "--lease", "2s", "--concurrency", "4"]
+        let leader = try WorkerProcess(redisURL: f.server.url, id: "leader", arguments: arguments)
+        let first = Self.question()
+        _ = try await f.queue.push(first)
+        let calling = try await eventually(timeout: .seconds(20)) { (try await standin.stats()["requests"] as? Int ?? 0) >= 1 }
+        #expect(calling)
+        let follower = try WorkerProcess(redisURL: f.server.url, id: "follower", arguments: arguments)
+        defer { _ = follower.terminate() }
+        let rest = (0..<4).map { _ in Self.question() }
+        _ = try await f.queue.push(rest)
+        try await Task.sleep(for: .milliseconds(500))  // the follower's jobs wait on the leader's lease
+        leader.kill()
+        let all = ([first] + rest).map(\.id)
+        let answered = try await eventually(timeout: .seconds(60)) { try await f.queue.results(of: all).allSatisfy { $0 != nil } }
+        #expect(answered)
+        let results = try await f.queue.results(of: all).compactMap { $0 }
+        #expect(results.allSatisfy { $0.status == .succeeded && $0.worker == "follower" })
+        #expect(Set(results.compactMap(\.output)).count == 1)
+        // The dead leader's call, and one by the worker that took over.
+        let byPath = try await standin.stats()["by_path"] as? [String: Int]
+        #expect(byPath?["/v1/chat/completions"] == 2, "\(byPath ?? [:])")
+    }
+
+    @Test func identicalJobsOnRealLlamaServersAreInferredOnce() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let catalog = try LlamaServer.catalogFile(models: ["tiny"])
+        defer { try? FileManager.default.removeItem(atPath: catalog) }
+        let arguments = ["--queue", "test", "--models", catalog, "--profile", "cpu", "--concurrency", "4"]
+        let workers = try ["a", "b"].map { try WorkerProcess(redisURL: f.server.url, id: "local-cache-\($0)", arguments: arguments) }
+        let jobs = (0..<12).map { _ -> Job in
+            var job = Self.question()
+            job.model = "tiny"
+            return job
+        }
+        _ = try await f.queue.push(jobs)
+        let done = try await eventually(timeout: .seconds(90)) { try await f.queue.results(of: jobs.map(\.id)).allSatisfy { $0 != nil } }
+        #expect(done)
+        let results = try await f.queue.results(of: jobs.map(\.id)).compactMap { $0 }
+        #expect(results.allSatisfy { $0.status == .succeeded })
+        #expect(Set(results.compactMap(\.output)).count == 1)
+        #expect(results.filter { $0.cache?.status == .miss }.count == 1, "\(results.map { $0.cache?.status.rawValue ?? "-" })")
+        for w in workers { #expect(w.terminate() == 0) }
+    }
 }
