@@ -55,4 +55,7 @@ enum CacheScripts {
 extension Duration {
     /// Whole milliseconds (at least 1), for PX and BLOCK arguments.
     var milliseconds: Int64 { max(1, components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000) }
+
+    /// Milliseconds with their fraction, for the time a job spent in the cache.
+    var inMilliseconds: Double { Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15 }
 }

@@ -141,7 +141,7 @@ public final class ResponseCache: Sendable {
         func tagged(_ output: JobOutput, _ status: JobResult.CacheInfo.Status, waited: Duration = .zero) -> JobOutput {
             var output = output
             let spent = (clock.now - began) - waited
-            output.cache = .init(status: status, lookupMs: Double(spent.components.attoseconds) / 1e15 + Double(spent.components.seconds) * 1000)
+            output.cache = .init(status: status, lookupMs: spent.inMilliseconds)
             return output
         }
         switch use {
@@ -191,7 +191,7 @@ public final class ResponseCache: Sendable {
         func tagged(_ output: JobOutput, _ status: JobResult.CacheInfo.Status) -> JobOutput {
             var output = output
             let spent = clock.now - began - computing
-            output.cache = .init(status: status, lookupMs: Double(spent.components.seconds) * 1000 + Double(spent.components.attoseconds) / 1e15)
+            output.cache = .init(status: status, lookupMs: spent.inMilliseconds)
             return output
         }
         func bypass() async throws -> JobOutput {

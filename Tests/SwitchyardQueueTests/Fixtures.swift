@@ -41,3 +41,21 @@ func succeeded(_ delivery: Delivery, output: String = "ok", worker: String = "te
         result: JobResult(id: delivery.jobID, status: .succeeded, output: .string(output), attempts: delivery.attempt, worker: worker)
     )
 }
+
+/// A registry entry of another worker process, as a test plants it.
+func workerInfo(id: String, host: String, pid: Int32, heartbeatAt: Double = Date().timeIntervalSince1970) -> WorkerInfo {
+    WorkerInfo(
+        id: id,
+        host: host,
+        pid: pid,
+        profile: "cpu",
+        concurrency: 1,
+        inFlight: 1,
+        startedAt: 0,
+        heartbeatAt: heartbeatAt,
+        version: "x",
+        rssBytes: 0,
+        processed: 0,
+        executor: "local"
+    )
+}

@@ -59,22 +59,7 @@ struct QueueHardeningTests {
     @Test func aHeartbeatNeverOverwritesAnotherProcessesRegistration() async throws {
         let f = try QueueFixture()
         defer { f.close() }
-        func info(pid: Int32, host: String) -> WorkerInfo {
-            WorkerInfo(
-                id: "shared",
-                host: host,
-                pid: pid,
-                profile: "cpu",
-                concurrency: 1,
-                inFlight: 0,
-                startedAt: 0,
-                heartbeatAt: 0,
-                version: "x",
-                rssBytes: 0,
-                processed: 0,
-                executor: "local"
-            )
-        }
+        func info(pid: Int32, host: String) -> WorkerInfo { workerInfo(id: "shared", host: host, pid: pid, heartbeatAt: 0) }
         #expect(try await f.queue.heartbeat(info(pid: 10, host: "h1"), ttl: .seconds(30)))
         #expect(try await f.queue.heartbeat(info(pid: 10, host: "h1"), ttl: .seconds(30)))
         #expect(try await f.queue.heartbeat(info(pid: 11, host: "h1"), ttl: .seconds(30)) == false)

@@ -336,20 +336,7 @@ struct WorkerInProcessTests {
         let f = try QueueFixture()
         defer { f.close() }
         try await f.queue.ensureGroups()
-        let twin = WorkerInfo(
-            id: "twin",
-            host: "another-host",
-            pid: 4242,
-            profile: "cpu",
-            concurrency: 1,
-            inFlight: 1,
-            startedAt: 0,
-            heartbeatAt: Date().timeIntervalSince1970,
-            version: "x",
-            rssBytes: 0,
-            processed: 0,
-            executor: "local"
-        )
+        let twin = workerInfo(id: "twin", host: "another-host", pid: 4242)
         try await f.queue.heartbeat(twin, ttl: .seconds(30))
         _ = try await f.queue.push(chatJob("the twin's job"))
         _ = try await f.queue.take(consumer: "twin", count: 1)
@@ -466,20 +453,7 @@ struct WorkerInProcessTests {
         // A pid on this host that no longer runs: a predecessor killed with SIGKILL.
         let gone = try ChildProcess(executable: "true", arguments: [])
         gone.waitForExit()
-        let predecessor = WorkerInfo(
-            id: "restarted",
-            host: ProcessInfo.processInfo.hostName,
-            pid: gone.pid,
-            profile: "cpu",
-            concurrency: 1,
-            inFlight: 1,
-            startedAt: 0,
-            heartbeatAt: Date().timeIntervalSince1970,
-            version: "x",
-            rssBytes: 0,
-            processed: 0,
-            executor: "local"
-        )
+        let predecessor = workerInfo(id: "restarted", host: ProcessInfo.processInfo.hostName, pid: gone.pid)
         try await f.queue.heartbeat(predecessor, ttl: .seconds(30))
         let job = chatJob("left behind", maxAttempts: 1)
         _ = try await f.queue.push(job)
