@@ -77,11 +77,17 @@ public struct CacheKey: Sendable, Hashable {
         }
     }
 
-    /// The Redis key of the entry: `syc:<queue>:<namespace>:{<digest>}` (`-` for no namespace).
-    /// The digest is the hash tag, so entries spread over a cluster's slots while one request's
-    /// keys (entry, lease, completion signal) share one.
+    /// The Redis key of the entry: `syc:<queue>:{<digest>}`, and `syc:<queue>:{<digest>}:ns:<namespace>`
+    /// in a namespace. The digest is the hash tag, so entries spread over a cluster's slots while
+    /// one request's keys (entry, lease, completion signal) share one. A queue name holds no brace
+    /// and a namespace no colon, so no two (queue, namespace) pairs share a key.
     public func redisKey(queue: String, namespace: String?) -> String {
-        "syc:\(queue):\(namespace ?? "-"):{\(digest)}"
+        "syc:\(queue):{\(digest)}" + (namespace.map { ":ns:\($0)" } ?? "")
+    }
+
+    /// Whether `namespace` may name a key space: 1-64 letters, digits, '-', '_' or '.'.
+    public static func isValidNamespace(_ namespace: String) -> Bool {
+        (1...64).contains(namespace.count) && namespace.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
     }
 }
 

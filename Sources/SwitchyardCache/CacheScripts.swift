@@ -5,14 +5,20 @@ import SwitchyardRedis
 enum CacheScripts {
     /// The entry if there is one; else the lease for this caller if free; else how long the
     /// lease has left and the last completion signal's id (a waiter reads signals after it).
-    /// ARGV: token, lease ms. Returns {2, entry} | {1} | {0, lease ms left, last signal id}.
+    /// ARGV: token, lease ms. Returns {2, entry, entry ms left} | {1} | {0, lease ms left, last
+    /// signal id}. A lease found without an expiry (set by hand) is given one.
     static let lease = RedisScript(
         """
         local entry = redis.call('GET', KEYS[1])
-        if entry then return {2, entry} end
+        if entry then return {2, entry, redis.call('PTTL', KEYS[1])} end
         if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+        local left = redis.call('PTTL', KEYS[2])
+        if left == -1 then
+          redis.call('PEXPIRE', KEYS[2], ARGV[2])
+          left = tonumber(ARGV[2])
+        end
         local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-        return {0, redis.call('PTTL', KEYS[2]), last[1] and last[1][1] or '0-0'}
+        return {0, left, last[1] and last[1][1] or '0-0'}
         """
     )
 
@@ -23,7 +29,8 @@ enum CacheScripts {
         """
         if ARGV[5] == '1' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
         redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-        if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end
+        -- A refresh ends any lease too: a leader still computing cannot store an older answer over it.
+        redis.call('DEL', KEYS[2])
         redis.call('XADD', KEYS[3], 'MAXLEN', '1', '*', 's', 'stored')
         redis.call('PEXPIRE', KEYS[3], ARGV[4])
         return 1

@@ -155,7 +155,7 @@ public final class ResponseCache: Sendable {
             let output = try await compute()
             let spent = clock.now - computeStart
             if isUp { await storeFresh(key: key, namespace: namespace, output: output, ttl: ttl) }
-            near.put(key.redisKey(queue: configuration.queue, namespace: namespace), output)
+            near.put(key.redisKey(queue: configuration.queue, namespace: namespace), output, ttl: ttl)
             return tagged(output, .miss, waited: spent)
         case .readWrite:
             if let hot = near.get(key.redisKey(queue: configuration.queue, namespace: namespace)) {
@@ -163,7 +163,7 @@ public final class ResponseCache: Sendable {
                 return tagged(hot, .hit)
             }
             // One call per key in this process; followers share the leader's answer.
-            return try await flights.run(key.redisKey(queue: configuration.queue, namespace: namespace)) {
+            return try await flights.run(key.redisKey(queue: configuration.queue, namespace: namespace), bound: bound) {
                 try await self.cluster(key: key, namespace: namespace, bound: bound, ttl: ttl, compute: compute)
             } shared: { output in
                 var shared = output
@@ -195,6 +195,8 @@ public final class ResponseCache: Sendable {
             return output
         }
         func bypass() async throws -> JobOutput {
+            // A stopped job computes nothing.
+            try Task.checkCancellation()
             count { $0.bypassed += 1 }
             let start = clock.now
             let output = try await compute()
@@ -208,13 +210,14 @@ public final class ResponseCache: Sendable {
             do {
                 lease = try await takeLease(keys, token: token, ttl: configuration.leaseTTL)
             } catch {
+                try Task.checkCancellation()
                 stepAside(error)
                 return try await bypass()
             }
             switch lease {
-            case .hit(let bytes):
+            case .hit(let bytes, let remaining):
                 if let output = Self.decode(bytes) {
-                    near.put(keys.entry, output)
+                    near.put(keys.entry, output, ttl: remaining)
                     count { stats in
                         if waited { stats.coalesced += 1 } else { stats.hits += 1 }
                     }
@@ -231,12 +234,20 @@ public final class ResponseCache: Sendable {
                 let renewal = Task { await self.renew(keys, token: token) }
                 defer { renewal.cancel() }
                 do {
-                    output = try await compute()
+                    // A stopped leader gives its lease up at once, even if its call goes on (an
+                    // abandoned executor): a waiter elsewhere takes over, and its late answer is refused.
+                    output = try await withTaskCancellationHandler {
+                        try await compute()
+                    } onCancel: {
+                        renewal.cancel()
+                        Task.detached { await self.signal(keys, token: token, failed: true) }
+                    }
                     renewal.cancel()
                 } catch {
                     renewal.cancel()
                     computing = clock.now - start
-                    await signal(keys, token: token, failed: true)
+                    // Detached: a cancelled task's Redis calls would fail at once.
+                    await Task.detached { await self.signal(keys, token: token, failed: true) }.value
                     throw error
                 }
                 computing = clock.now - start
@@ -251,9 +262,9 @@ public final class ResponseCache: Sendable {
                 let wait = min(left, remaining + .milliseconds(50))
                 do {
                     try await waitForSignal(keys, after: lastSignal, for: wait)
-                } catch is CancellationError {
-                    throw CancellationError()
                 } catch {
+                    try Task.checkCancellation()
+                    if error is CancellationError { throw error }
                     stepAside(error)
                     return try await bypass()
                 }
@@ -262,7 +273,7 @@ public final class ResponseCache: Sendable {
     }
 
     enum Lease {
-        case hit([UInt8])
+        case hit([UInt8], remaining: Duration?)
         case acquired
         case held(remaining: Duration, lastSignal: String)
     }
@@ -272,7 +283,9 @@ public final class ResponseCache: Sendable {
         try reply.throwingServerError()
         let parts = reply.array ?? []
         switch parts.first?.int {
-        case 2: return .hit(parts.count > 1 ? parts[1].bytes ?? [] : [])
+        case 2:
+            let remaining = parts.count > 2 ? parts[2].int.flatMap { $0 > 0 ? Duration.milliseconds($0) : nil } : nil
+            return .hit(parts.count > 1 ? parts[1].bytes ?? [] : [], remaining: remaining)
         case 1: return .acquired
         default:
             let remaining = parts.count > 1 ? max(0, parts[1].int ?? 0) : 0
@@ -299,7 +312,7 @@ public final class ResponseCache: Sendable {
             await signal(keys, token: token, failed: true)
             return
         }
-        near.put(keys.entry, output, bytes: bytes.count)
+        near.put(keys.entry, output, bytes: bytes.count, ttl: ttl)
         do {
             let reply = try await redis.evaluate(
                 CacheScripts.store,
@@ -359,7 +372,15 @@ public final class ResponseCache: Sendable {
             state.withLock { $0.idle.popLast() } ?? RedisConnection(configuration: redis.configuration, logger: logger)
         var reusable = false
         defer {
-            if reusable { state.withLock { $0.idle.append(connection) } } else { connection.close() }
+            // At most a few are kept for the next waits; the rest close.
+            let kept =
+                reusable
+                && state.withLock { s -> Bool in
+                    guard s.idle.count < 8 else { return false }
+                    s.idle.append(connection)
+                    return true
+                }
+            if !kept { connection.close() }
         }
         let blockMs = max(1, duration.milliseconds)
         let reply = try await connection.send(
@@ -385,6 +406,8 @@ public final class ResponseCache: Sendable {
 
     /// The cache's Redis failed: step aside for a while (logged once per interval).
     private func stepAside(_ error: any Error) {
+        // A stopped job's calls fail with this at once: not a failure of the cache's Redis.
+        if error is CancellationError || Task.isCancelled { return }
         let first = state.withLock { s -> Bool in
             s.stats.errors += 1
             let first = s.downUntil == nil
@@ -456,9 +479,11 @@ final class Flights: Sendable {
     /// a follower whose leader was cancelled (its job stopped) tries again, maybe as the leader.
     func run(
         _ key: String,
+        bound: Duration,
         _ body: @Sendable () async throws -> JobOutput,
         shared: (JobOutput) -> JobOutput
     ) async throws -> JobOutput {
+        let deadline = ContinuousClock.now + bound
         while true {
             let (answer, leading) = running.withLock { r -> (SharedAnswer, Bool) in
                 if let answer = r[key] { return (answer, false) }
@@ -478,7 +503,11 @@ final class Flights: Sendable {
                 return try result.get()
             }
             do {
-                return shared(try await answer.wait())
+                guard let output = try await answer.wait(until: deadline) else {
+                    // The leader outlasted this job's bound: this one goes its own way.
+                    return try await body()
+                }
+                return shared(output)
             } catch is CancellationError {
                 try Task.checkCancellation()
             }
@@ -504,17 +533,26 @@ final class SharedAnswer: Sendable {
         for waiter in waiters { waiter.resume(returning: result) }
     }
 
-    /// The answer; `CancellationError` as soon as the waiting task is cancelled.
-    func wait() async throws -> JobOutput {
+    /// The answer, or nil when `deadline` passes first; `CancellationError` as soon as the waiting
+    /// task is cancelled.
+    func wait(until deadline: ContinuousClock.Instant) async throws -> JobOutput? {
         let id = slot.withLock { s -> Int in
             defer { s.next += 1 }
             return s.next
         }
+        let timer = Task {
+            try? await Task.sleep(until: deadline)
+            if !Task.isCancelled {
+                slot.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: .failure(FlightTimeout()))
+            }
+        }
+        defer { timer.cancel() }
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<JobOutput, any Error>, Never>) in
                 let ready = slot.withLock { s -> Result<JobOutput, any Error>? in
                     if let result = s.result { return result }
                     if Task.isCancelled { return .failure(CancellationError()) }
+                    if ContinuousClock.now >= deadline { return .failure(FlightTimeout()) }
                     s.waiters[id] = continuation
                     return nil
                 }
@@ -523,8 +561,11 @@ final class SharedAnswer: Sendable {
         } onCancel: {
             slot.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: .failure(CancellationError()))
         }
+        if case .failure(let error) = result, error is FlightTimeout { return nil }
         return try result.get()
     }
+
+    struct FlightTimeout: Error {}
 }
 
 /// Recent answers in this process, bounded by bytes, each served for a short TTL without asking
@@ -563,14 +604,15 @@ final class NearCache: Sendable {
         }
     }
 
-    func put(_ key: String, _ output: JobOutput, bytes: Int? = nil) {
+    /// Keeps `output` for the near TTL, or for `ttl` when that is shorter (the entry's own life in Redis).
+    func put(_ key: String, _ output: JobOutput, bytes: Int? = nil, ttl entryTTL: Duration? = nil) {
         guard capacity > 0 else { return }
         let size = bytes ?? ResponseCache.encode(output).count
         guard size <= capacity / 4 else { return }
         state.withLock { s in
             if let old = s.entries.removeValue(forKey: key) { s.bytes -= old.bytes }
             s.next += 1
-            s.entries[key] = Entry(output: output, bytes: size, expires: .now + ttl, order: s.next)
+            s.entries[key] = Entry(output: output, bytes: size, expires: .now + min(ttl, entryTTL ?? ttl), order: s.next)
             s.bytes += size
             while s.bytes > capacity, let oldest = s.entries.min(by: { $0.value.order < $1.value.order }) {
                 s.entries[oldest.key] = nil

@@ -27,7 +27,11 @@ public struct LocalModelExecutor: JobExecutor, WarmModelReporting, CacheTargetRe
         let attributes = try? FileManager.default.attributesOfItem(atPath: entry.file)
         let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
         let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-        return "local:\(job.model)@\(entry.file) \(size) \(Int64(modified * 1000))"
+        // Everything the server is started with can change its answers.
+        let command = (entry.command ?? manager.profile.serverCommand) + entry.extraArguments
+        let settings =
+            "ctx=\(entry.contextSize) gpu=\(manager.profile.gpuLayers) batch=\(manager.profile.batchSize) cmd=\(command.joined(separator: " "))"
+        return "local:\(job.model)@\(entry.file) \(size) \(Int64(modified * 1000)) \(settings)"
     }
 
     public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {

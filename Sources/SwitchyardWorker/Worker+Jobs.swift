@@ -104,8 +104,12 @@ extension Worker {
         guard let cache, let reporting = executor as? any CacheTargetReporting, let target = reporting.cacheTarget(for: job) else {
             return try await executor.execute(job, context: context)
         }
-        // The job's own TTL, else its model's, else the worker's (the cache caps it).
-        let ttl = (job.cacheTTL ?? reporting.cacheTTL(for: job)).map { Duration.milliseconds(Int64($0 * 1000)) }
+        // The job's own TTL, else its model's, else the worker's (the cache caps it). A namespace
+        // that is not one (a job written by hand) keeps the job out of the cache.
+        let ttl = (job.cacheTTL ?? reporting.cacheTTL(for: job)).map { Duration.milliseconds(Int64(min(max($0, 0), 1e9) * 1000)) }
+        if let namespace = job.cacheNamespace, !CacheKey.isValidNamespace(namespace) {
+            return try await executor.execute(job, context: context)
+        }
         return try await cache.answer(
             key: CacheKey(job: job, target: CacheTarget(target)),
             namespace: job.cacheNamespace,

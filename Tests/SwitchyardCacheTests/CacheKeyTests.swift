@@ -77,8 +77,12 @@ struct CacheKeyTests {
             text
                 == #"{"form":1,"input":[{"content":"hi","role":"user"}],"kind":"chat","parameters":{"max_tokens":16,"temperature":0},"target":"provider:openrouter/qwen/qwen3"}"#
         )
-        #expect(key.redisKey(queue: "default", namespace: nil) == "syc:default:-:{\(key.digest)}")
-        #expect(key.redisKey(queue: "default", namespace: "tenant-a") == "syc:default:tenant-a:{\(key.digest)}")
+        #expect(key.redisKey(queue: "default", namespace: nil) == "syc:default:{\(key.digest)}")
+        #expect(key.redisKey(queue: "default", namespace: "tenant-a") == "syc:default:{\(key.digest)}:ns:tenant-a")
+        // No namespace is not a namespace called "-", and a queue name cannot pose as a namespace.
+        #expect(key.redisKey(queue: "default", namespace: "-") != key.redisKey(queue: "default", namespace: nil))
+        #expect(key.redisKey(queue: "a:ns:b", namespace: nil) != key.redisKey(queue: "a", namespace: "b"))
+        #expect(!CacheKey.isValidNamespace("a:b") && !CacheKey.isValidNamespace("") && CacheKey.isValidNamespace("tenant-a"))
     }
 
     @Test func policyFollowsTheJobsCacheFieldAndDeterminism() {

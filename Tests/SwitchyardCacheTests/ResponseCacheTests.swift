@@ -206,6 +206,46 @@ struct ResponseCacheTests {
         cache.close()
     }
 
+    /// A leader whose job is stopped gives its lease up at once: a waiter on another worker takes
+    /// over without waiting out the lease, and the stopped worker's cache stays on.
+    @Test func aStoppedLeaderReleasesItsLeaseAtOnce() async throws {
+        let server = try RedisServer()
+        let a = Self.cache(server, leaseTTL: .seconds(20))
+        let b = Self.cache(server, leaseTTL: .seconds(20))
+        let upstream = Upstream(delay: .zero)
+        let leader = Task {
+            try await a.answer(key: Self.key, namespace: nil, use: .readWrite, bound: .seconds(30)) {
+                try await Task.sleep(for: .seconds(60))
+                return JobOutput(output: .string("never"))
+            }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let waiter = Task { try await b.answer(key: Self.key, namespace: nil, use: .readWrite, bound: .seconds(30)) { try await upstream.answer() } }
+        try await Task.sleep(for: .milliseconds(200))
+        let clock = ContinuousClock()
+        let stopped = clock.now
+        leader.cancel()
+        let output = try await waiter.value
+        #expect(clock.now - stopped < .seconds(5), "the waiter waited out the lease")
+        #expect(output.cache?.status == .miss && b.statistics.takeovers == 1)
+        #expect(a.statistics.errors == 0)
+        a.close()
+        b.close()
+    }
+
+    @Test func theNearCacheNeverOutlivesAnEntrysTTL() async throws {
+        let server = try RedisServer()
+        let cache = Self.cache(server)
+        let upstream = Upstream(delay: .zero)
+        _ = try await cache.answer(key: Self.key, namespace: nil, use: .readWrite, bound: .seconds(5), ttl: .milliseconds(300)) {
+            try await upstream.answer("v1")
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let later = try await cache.answer(key: Self.key, namespace: nil, use: .readWrite, bound: .seconds(5)) { try await upstream.answer("v2") }
+        #expect(later.output["content"] == .string("v2") && later.cache?.status == .miss)
+        cache.close()
+    }
+
     @Test func withItsRedisGoneTheCacheStepsAsideAndJobsStillRun() async throws {
         var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(try LoopbackPort.free())")
         configuration.connectTimeout = .milliseconds(200)
