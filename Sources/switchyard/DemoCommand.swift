@@ -133,13 +133,16 @@ struct DemoCommand: AsyncParsableCommand {
         let models = Dictionary(uniqueKeysWithValues: jobList.map { ($0.id, $0.model) })
         var waits: [Double] = []
         var runs: [Double] = []
+        var cached: [String: Int] = [:]
         for r in results {
+            cached[r.cache?.status.rawValue ?? "none", default: 0] += 1
             byStatus[r.status.rawValue, default: 0] += 1
             byWorker[r.worker ?? "?", default: 0] += 1
             byModel[models[r.id] ?? "?", default: [:]][r.worker ?? "?", default: 0] += 1
             if let q = r.timings.queued, let s = r.timings.started, let f = r.timings.finished {
                 waits.append((s - q) * 1000)
-                runs.append((f - s) * 1000)
+                // Inference times are those of jobs the model actually ran.
+                if r.cache?.status != .hit && r.cache?.status != .coalesced { runs.append((f - s) * 1000) }
             }
         }
         waits.sort()
@@ -151,6 +154,11 @@ struct DemoCommand: AsyncParsableCommand {
             say("  \(model) ran on: \(workers.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
         }
         say("queue wait: p50 \(pct(waits, 50)), p95 \(pct(waits, 95)); inference: p50 \(pct(runs, 50)), p95 \(pct(runs, 95))")
+        let fromCache = (cached["hit"] ?? 0) + (cached["coalesced"] ?? 0)
+        say(
+            "response cache: \(fromCache) of \(results.count) answered from the cache, \(cached["miss"] ?? 0) computed "
+                + "(the jobs repeat \(prompts.count) prompts at temperature 0: identical requests are answered once across the cluster)"
+        )
         for r in results.prefix(3) {
             let content = r.output?["content"]?.string ?? ""
             let shown = content.unicodeScalars.map { $0.value < 32 || $0.value == 127 ? "·" : String($0) }.joined()

@@ -392,6 +392,8 @@ struct WorkerProcessTests {
         // model's jobs, then the other's, so each model is loaded once.
         #expect(text.contains("model loads: 2 "))
         #expect(text.contains("tiny-a ran on: ") && text.contains("tiny-b ran on: "))
+        // Four distinct requests: nothing to answer from the response cache.
+        #expect(text.contains("response cache: 0 of 4 answered from the cache, 4 computed"))
         #expect(text.contains("redis-server stopped"))
         // Nothing left listening on the port it used.
         #expect(!RedisServer.isListening(port: port))
