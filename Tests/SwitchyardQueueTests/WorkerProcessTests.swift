@@ -264,7 +264,7 @@ struct WorkerProcessTests {
         // One model load served all six jobs; the server's pid is in the worker's log.
         let loads = w.log.components(separatedBy: "model server for tiny ready after").dropFirst()
         #expect(loads.count == 1)
-        let pid = try #require(loads.first?.components(separatedBy: "(pid ").dropFirst().first.flatMap { Int32($0.prefix { $0.isNumber }) })
+        let pid = try #require(loads.first.flatMap(firstPID))
         #expect(kill(pid, 0) == 0)
         #expect(w.terminate() == 0)
         #expect(kill(pid, 0) != 0, "the model server outlived its worker")
@@ -285,10 +285,7 @@ struct WorkerProcessTests {
         _ = try await f.queue.push(job)
         let done = try await eventually(timeout: .seconds(60)) { try await f.queue.result(of: job.id) != nil }
         #expect(done)
-        let pid = try #require(
-            w.log.components(separatedBy: "model server for tiny ready after").last?.components(separatedBy: "(pid ").dropFirst().first
-                .flatMap { Int32($0.prefix { $0.isNumber }) }
-        )
+        let pid = try #require(w.log.components(separatedBy: "model server for tiny ready after").last.flatMap(firstPID))
         #expect(kill(pid, 0) == 0)
         w.kill()
         // No drain, no shutdown: the kernel's parent-death signal takes the server down.
@@ -398,4 +395,9 @@ struct WorkerProcessTests {
         // Nothing left listening on the port it used.
         #expect(!RedisServer.isListening(port: port))
     }
+}
+
+/// The first number after "(pid " in a log excerpt: the pid of the model server it announces.
+func firstPID(_ text: some StringProtocol) -> Int32? {
+    text.components(separatedBy: "(pid ").dropFirst().first.flatMap { Int32($0.prefix { $0.isNumber }) }
 }
