@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "SwitchyardCore", targets: ["SwitchyardCore"]),
         .library(name: "SwitchyardQueue", targets: ["SwitchyardQueue"]),
         .library(name: "SwitchyardProviders", targets: ["SwitchyardProviders"]),
+        .library(name: "SwitchyardResilience", targets: ["SwitchyardResilience"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -58,10 +59,20 @@ let package = Package(
             name: "SwitchyardQueue",
             dependencies: ["SwitchyardCore", "SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
         ),
-        // Provider adapters (OpenAI-compatible, Leonardo, Runware) and the executor that runs jobs on them.
+        // Shared resilience: circuit breakers and rate limits per target, decided in Redis, with
+        // each worker's local copy of the breakers kept by Pub/Sub.
+        .target(
+            name: "SwitchyardResilience",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardRedis", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Provider adapters (OpenAI-compatible, Leonardo, Runware) and the executor that runs jobs
+        // on them, along each model's chain of targets.
         .target(
             name: "SwitchyardProviders",
-            dependencies: ["SwitchyardCore", "SwitchyardHTTP", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardResilience", .product(name: "Logging", package: "swift-log")]
         ),
         // Local model servers: the catalog and each worker's LRU of model-server processes.
         .target(
@@ -89,7 +100,7 @@ let package = Package(
             name: "switchyard",
             dependencies: [
                 "SwitchyardCache", "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker",
-                "SwitchyardProviders", "SwitchyardModels",
+                "SwitchyardProviders", "SwitchyardModels", "SwitchyardResilience",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -102,7 +113,7 @@ let package = Package(
             name: "SwitchyardBench",
             dependencies: [
                 "SwitchyardCore", "SwitchyardHTTP", "SwitchyardModels", "SwitchyardProviders", "SwitchyardQueue", "SwitchyardRedis",
-                "SwitchyardTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "SwitchyardResilience", "SwitchyardTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/SwitchyardBench"
@@ -120,6 +131,12 @@ let package = Package(
         .testTarget(
             name: "SwitchyardProvidersTests",
             dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardTestSupport"]
+        ),
+        .testTarget(
+            name: "SwitchyardResilienceTests",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardRedis", "SwitchyardResilience", "SwitchyardTestSupport",
+            ]
         ),
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
         .testTarget(name: "SwitchyardCacheTests", dependencies: ["SwitchyardCache", "SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),

@@ -183,6 +183,10 @@ extension JobResult {
             JSONWriter.key("output", first: &first, to: &out)
             output.write(to: &out)
         }
+        if let route {
+            JSONWriter.key("route", first: &first, to: &out)
+            route.json.write(to: &out)
+        }
         JSONWriter.key("status", first: &first, to: &out)
         JSONWriter.string(status.rawValue, to: &out)
         if let testExecutor {
@@ -274,6 +278,14 @@ extension JobResult {
             cache = CacheInfo(status: try cr.choice("status", CacheInfo.Status.self), lookupMs: try cr.number("lookup_ms"))
         } else {
             cache = nil
+        }
+        if let value = try r.optionalObject("route") {
+            guard let parsed = JobRoute(json: .object(value)) else {
+                throw JobValidationError(field: "route", problem: "expected an object with target and steps")
+            }
+            route = parsed
+        } else {
+            route = nil
         }
     }
 }

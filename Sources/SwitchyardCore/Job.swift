@@ -261,12 +261,15 @@ public struct JobResult: Sendable, Codable, Hashable {
     public var testExecutor: String?
     /// How the response cache served the job (absent when it was not consulted).
     public var cache: CacheInfo?
+    /// Which target of the model's chain answered, and each step on the way (absent for
+    /// executors without chains, and for answers from the cache).
+    public var route: JobRoute?
 
     enum CodingKeys: String, CodingKey {
         case version = "v"
         case id, status, output, attempts, worker, timings, usage, error, batch, metadata
         case testExecutor = "test_executor"
-        case cache
+        case cache, route
     }
 
     public init(

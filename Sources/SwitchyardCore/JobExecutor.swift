@@ -6,11 +6,14 @@ public struct JobOutput: Sendable {
     public var usage: JobUsage?
     /// How the response cache served the job, when it was consulted.
     public var cache: JobResult.CacheInfo?
+    /// Which target answered and the steps on the way, for executors with chains of targets.
+    public var route: JobRoute?
 
-    public init(output: JSONValue, usage: JobUsage? = nil, cache: JobResult.CacheInfo? = nil) {
+    public init(output: JSONValue, usage: JobUsage? = nil, cache: JobResult.CacheInfo? = nil, route: JobRoute? = nil) {
         self.output = output
         self.usage = usage
         self.cache = cache
+        self.route = route
     }
 }
 
@@ -33,11 +36,15 @@ public struct JobFailure: Error, Sendable, CustomStringConvertible {
     public var code: String
     public var message: String
     public var retryable: Bool
+    /// The soonest a retry can help (every target's breaker is open for this long, say); the
+    /// retry waits at least this, up to the queue's backoff cap. Default nil.
+    public var retryAfter: Duration?
 
-    public init(code: String, message: String, retryable: Bool = true) {
+    public init(code: String, message: String, retryable: Bool = true, retryAfter: Duration? = nil) {
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.retryAfter = retryAfter
     }
 
     public var description: String { "\(code): \(message)" }

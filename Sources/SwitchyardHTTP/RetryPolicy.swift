@@ -134,7 +134,7 @@ extension HTTPResponse {
     /// Why the retry policy stopped, when it returned an error response it would otherwise have retried.
     public var giveUpReason: String? { header("x-switchyard-give-up") }
 
-    func withGiveUpReason(_ reason: String) -> HTTPResponse {
+    public func withGiveUpReason(_ reason: String) -> HTTPResponse {
         var copy = self
         copy.head.headers.append(("x-switchyard-give-up", reason))
         return copy

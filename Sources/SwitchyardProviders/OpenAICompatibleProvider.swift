@@ -84,9 +84,14 @@ public struct OpenAICompatibleProvider: Provider {
         request.headers.removeAll { $0.name == "Accept" }
         request.headers.append(("Accept", "text/event-stream"))
         let policy = transport.configuration.retryPolicy
+        // Inside a chain, each attempt is admitted by the target's breaker and rate limit, and
+        // its outcome recorded (a 2xx stream's once it has ended).
+        let call = TargetCall.current
         var attempt = 1
         var response: HTTPStreamingResponse
+        var ticket: TargetCall.Ticket?
         while true {
+            ticket = try await call?.begin()
             do {
                 response = try await transport.client.stream(request)
                 if (200..<300).contains(response.head.status) { break }
@@ -94,9 +99,10 @@ public struct OpenAICompatibleProvider: Provider {
                 // non-streaming calls (429, 5xx, honouring Retry-After).
                 var raw: [UInt8] = []
                 for try await chunk in response.body { raw += chunk }
+                if let call, let ticket { await call.end(ticket, call.outcome(head: response.head, error: nil)) }
                 switch policy.decide(attempt: attempt, request: request, response: response.head, error: nil) {
                 case .retry(let delay):
-                    try await Task.sleep(for: delay)
+                    if let call { try await call.pause(delay) } else { try await Task.sleep(for: delay) }
                     attempt += 1
                     continue
                 case .giveUp(let reason):
@@ -105,15 +111,39 @@ public struct OpenAICompatibleProvider: Provider {
                     throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw)
                 }
             } catch let error as HTTPClientError {
+                if let call, let ticket { await call.end(ticket, call.outcome(head: nil, error: error)) }
                 switch policy.decide(attempt: attempt, request: request, response: nil, error: error) {
                 case .retry(let delay):
-                    try await Task.sleep(for: delay)
+                    if let call { try await call.pause(delay) } else { try await Task.sleep(for: delay) }
                     attempt += 1
                 default:
                     throw ProviderError.from(error, provider: name)
                 }
             }
         }
+        do {
+            let output = try await gather(response, onDelta: onDelta)
+            if let call, let ticket { await call.end(ticket, .success) }
+            return output
+        } catch let error as ProviderError {
+            if let call, let ticket {
+                let broken = error.code == .transport || error.code == .timeout
+                await call.end(
+                    ticket,
+                    broken
+                        ? call.outcome(
+                            head: nil,
+                            error: HTTPClientError(error.code == .timeout ? .timeout : .connectionLost, "", mayHaveReachedServer: true)
+                        )
+                        : call.outcome(head: response.head, error: nil, invalidResponse: error.code == .invalidResponse || error.code == .failed)
+                )
+            }
+            throw error
+        }
+    }
+
+    /// Reads a 2xx stream to its end: the whole answer, or a `ProviderError`.
+    private func gather(_ response: HTTPStreamingResponse, onDelta: @Sendable (String) -> Void) async throws -> JobOutput {
         var content = ""
         var finishReason: JSONValue?
         var usage: JobUsage?

@@ -1,6 +1,7 @@
 import Foundation
 import SwitchyardCore
 import SwitchyardHTTP
+import SwitchyardResilience
 
 /// A remote or local inference API. Adapters turn a job into the provider's calls and its answer
 /// into a `JobOutput`; every failure is a `ProviderError`.
@@ -38,6 +39,22 @@ public struct ProviderConfiguration: Sendable, Codable, Hashable {
     public var pollTimeoutMs: Int
     /// Extra headers for every request (OpenRouter's HTTP-Referer and X-Title, say).
     public var headers: [String: String]
+    /// The circuit breaker of each of this provider's targets; nil: the file's `breaker`, else
+    /// the defaults. Default nil.
+    public var breaker: BreakerSettings?
+    /// The rate limits of each of this provider's targets (each upstream model its own); nil:
+    /// none. Default nil.
+    public var rateLimit: RateLimitSettings?
+    /// What calls cost, for the estimate each result records; nil: unknown. Default nil.
+    public var price: TargetPrice?
+    /// `cluster` (the default): the provider is one service that every worker calls, so its
+    /// breakers and limits are shared. `worker`: each worker calls its own (a llama.cpp server on
+    /// localhost, say), so each worker keeps its own breaker and limits for it.
+    public var scope: Scope
+
+    public enum Scope: String, Sendable, Codable, Hashable {
+        case cluster, worker
+    }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, kind
@@ -50,7 +67,9 @@ public struct ProviderConfiguration: Sendable, Codable, Hashable {
         case stream
         case pollIntervalMs = "poll_interval_ms"
         case pollTimeoutMs = "poll_timeout_ms"
-        case headers
+        case headers, breaker
+        case rateLimit = "rate_limit"
+        case price, scope
     }
 
     public init(
@@ -65,7 +84,11 @@ public struct ProviderConfiguration: Sendable, Codable, Hashable {
         stream: Bool = false,
         pollIntervalMs: Int = 1_000,
         pollTimeoutMs: Int = 300_000,
-        headers: [String: String] = [:]
+        headers: [String: String] = [:],
+        breaker: BreakerSettings? = nil,
+        rateLimit: RateLimitSettings? = nil,
+        price: TargetPrice? = nil,
+        scope: Scope = .cluster
     ) {
         self.name = name
         self.kind = kind
@@ -79,6 +102,10 @@ public struct ProviderConfiguration: Sendable, Codable, Hashable {
         self.pollIntervalMs = pollIntervalMs
         self.pollTimeoutMs = pollTimeoutMs
         self.headers = headers
+        self.breaker = breaker
+        self.rateLimit = rateLimit
+        self.price = price
+        self.scope = scope
     }
 
     public init(from decoder: any Decoder) throws {
@@ -95,7 +122,11 @@ public struct ProviderConfiguration: Sendable, Codable, Hashable {
             stream: try c.decodeIfPresent(Bool.self, forKey: .stream) ?? false,
             pollIntervalMs: try c.decodeIfPresent(Int.self, forKey: .pollIntervalMs) ?? 1_000,
             pollTimeoutMs: try c.decodeIfPresent(Int.self, forKey: .pollTimeoutMs) ?? 300_000,
-            headers: try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
+            headers: try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:],
+            breaker: try c.decodeIfPresent(BreakerSettings.self, forKey: .breaker),
+            rateLimit: try c.decodeIfPresent(RateLimitSettings.self, forKey: .rateLimit),
+            price: try c.decodeIfPresent(TargetPrice.self, forKey: .price),
+            scope: try c.decodeIfPresent(Scope.self, forKey: .scope) ?? .cluster
         )
     }
 
@@ -130,14 +161,25 @@ struct ProviderTransport: Sendable {
     }
 
     /// Sends with retries and returns the JSON body of a 2xx answer; anything else is a ProviderError.
+    /// Inside a chain (`TargetCall.current`), every attempt is admitted by the target's breaker
+    /// and rate limit first, and its outcome recorded.
     func json(_ request: HTTPRequest) async throws -> JSONValue {
         let response: HTTPResponse
+        let call = TargetCall.current
+        var ticket: TargetCall.Ticket?
         do {
-            response = try await client.execute(request, retry: configuration.retryPolicy)
+            if let call {
+                (response, ticket) = try await call.execute(request, client: client, policy: configuration.retryPolicy)
+            } else {
+                response = try await client.execute(request, retry: configuration.retryPolicy)
+            }
         } catch let error as HTTPClientError {
             throw ProviderError.from(error, provider: name)
         }
         let parsed = try? JSONValue.parse(response.body)
+        if let call, let ticket {
+            await call.end(ticket, call.outcome(head: response.head, error: nil, invalidResponse: parsed == nil))
+        }
         guard (200..<300).contains(response.status) else {
             throw errorFrom(status: response.status, body: parsed, raw: response.body, note: response.giveUpReason)
         }

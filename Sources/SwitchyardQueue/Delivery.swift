@@ -197,6 +197,9 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
     /// The response cache's counters of this worker since it started (hits, misses, coalesced,
     /// takeovers, stores, too_large, bypassed, errors, bytes_stored); nil without a cache.
     public var cache: [String: Int]?
+    /// The breakers' and rate limits' counters of this worker since it started
+    /// (`Resilience.counters`); nil for executors without targets.
+    public var resilience: [String: Int]?
 
     enum CodingKeys: String, CodingKey {
         case id, host, pid, profile, concurrency
@@ -207,7 +210,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         case rssBytes = "rss_bytes"
         case processed, executor, models
         case testExecutor = "test_executor"
-        case token, cache
+        case token, cache, resilience
     }
 
     public init(
@@ -226,7 +229,8 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         models: [String]? = nil,
         testExecutor: Bool? = nil,
         token: String? = nil,
-        cache: [String: Int]? = nil
+        cache: [String: Int]? = nil,
+        resilience: [String: Int]? = nil
     ) {
         self.id = id
         self.host = host
@@ -244,6 +248,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         self.testExecutor = testExecutor
         self.token = token
         self.cache = cache
+        self.resilience = resilience
     }
 }
 

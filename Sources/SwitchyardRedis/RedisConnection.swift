@@ -110,6 +110,25 @@ public final class RedisConnection: @unchecked Sendable {
         }.throwingServerError()
     }
 
+    /// Reads one reply that arrives without a command of its own: a Pub/Sub message on a
+    /// connection that has sent SUBSCRIBE. It never opens a connection (a subscription does not
+    /// survive a reconnect): with no socket open it fails with `connectionLost` at once. A
+    /// timeout closes the socket, as for any command.
+    public func receive(timeout: RedisTimeout = .never) async throws -> RESPValue {
+        try await perform(timeout: timeout) { connection, ms in
+            guard let context = connection.context else {
+                throw RedisError(.connectionLost, "no connection to \(connection.configuration.endpoint) is open to receive on")
+            }
+            var raw: UnsafeMutableRawPointer?
+            let rc = syr_read_reply(context, connection.wakeRead, ms, &raw)
+            guard rc == SYR_OK, let raw else {
+                throw connection.transportFailure(rc, on: context, during: RedisCommand("SUBSCRIBE"))
+            }
+            defer { freeReplyObject(raw) }
+            return RESPValue(reply: raw.assumingMemoryBound(to: redisReply.self))
+        }
+    }
+
     /// Closes the socket and stops the thread. Later calls fail with `closed`; a command waiting for
     /// a blocking reply is interrupted.
     public func close() {

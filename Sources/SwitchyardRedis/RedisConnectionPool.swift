@@ -58,9 +58,10 @@ public final class RedisConnectionPool: Sendable {
     public func evaluate(
         _ script: RedisScript,
         keys: [any RedisArgument] = [],
-        arguments: [any RedisArgument] = []
+        arguments: [any RedisArgument] = [],
+        timeout: RedisTimeout = .default
     ) async throws -> RESPValue {
-        try await withConnection { try await $0.evaluate(script, keys: keys, arguments: arguments) }
+        try await withConnection { try await $0.evaluate(script, keys: keys, arguments: arguments, timeout: timeout) }
     }
 
     /// Closes idle connections, fails waiting callers, and closes leased ones as they come back.

@@ -126,6 +126,7 @@ extension Worker {
     private func succeeded(_ job: Job, _ delivery: Delivery, started: Double, output: JobOutput) -> Outcome {
         var success = result(job, delivery, .succeeded, started: started, output: output.output, usage: output.usage)
         success.cache = output.cache
+        success.route = output.route
         let encoded = success.encodedJSON()
         let size = encoded.count
         guard size > configuration.maxResultBytes else {
@@ -164,7 +165,8 @@ extension Worker {
             let reason = "failed on attempt \(delivery.attempt) of \(delivery.maxAttempts): \(failure)"
             return .dead(delivery, reason: reason, result: result(job, delivery, .dead, started: started, error: info))
         }
-        let delay = queue.configuration.retryBackoff.delay(attempt: delivery.attempt)
+        var delay = queue.configuration.retryBackoff.delay(attempt: delivery.attempt)
+        if let asked = failure.retryAfter, asked > delay { delay = min(asked, queue.configuration.retryBackoff.cap) }
         logger.debug("job \(job.id) attempt \(delivery.attempt) failed (\(failure)); retrying in \(delay)")
         return .retry(delivery, after: delay)
     }

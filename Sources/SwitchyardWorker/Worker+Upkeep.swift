@@ -72,7 +72,8 @@ extension Worker {
                 models: models,
                 testExecutor: executor.testExecutorName != nil ? true : nil,
                 token: token,
-                cache: cache.map { Self.counters($0.statistics) }
+                cache: cache.map { Self.counters($0.statistics) },
+                resilience: configuration.resilienceCounters?()
             )
         }
     }

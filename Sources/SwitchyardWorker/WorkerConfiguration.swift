@@ -40,6 +40,9 @@ public struct WorkerConfiguration: Sendable {
     /// Called once the worker holds its id in the registry, before it takes any job: what must
     /// not run for a worker that is refused (its id is a live worker's) starts here. Default: nil.
     public var whenRegistered: (@Sendable () async -> Void)?
+    /// Counters the heartbeat publishes as the registry entry's `resilience` (the breakers'
+    /// and rate limits'); nil: none. Default nil.
+    public var resilienceCounters: (@Sendable () -> [String: Int])?
 
     public init(
         id: String = WorkerConfiguration.defaultID(),

@@ -90,6 +90,18 @@ struct StatusCommand: AsyncParsableCommand {
                     )
                 )
             }
+            // Breakers and rate limits as live workers have met them (each counts since it started).
+            let resilience = status.workers.compactMap(\.resilience).reduce(into: [String: Int]()) { sum, c in
+                sum.merge(c, uniquingKeysWith: +)
+            }
+            if !resilience.isEmpty {
+                print(
+                    "breakers: refused \(resilience["breaker_refused"] ?? 0), probes \(resilience["breaker_probes"] ?? 0), "
+                        + "redis errors \(resilience["breaker_redis_errors"] ?? 0)   rate limits: admitted \(resilience["limit_admitted"] ?? 0), "
+                        + "waited \(resilience["limit_waits"] ?? 0), refused \(resilience["limit_refused"] ?? 0), "
+                        + "redis errors \(resilience["limit_redis_errors"] ?? 0)   (switchyard breakers lists each target)"
+                )
+            }
             print("workers alive: \(status.workers.count)")
             for w in status.workers.sorted(by: { $0.id < $1.id }) {
                 let age = Date().timeIntervalSince1970 - w.heartbeatAt

@@ -9,6 +9,7 @@ import SwitchyardModels
 import SwitchyardProviders
 import SwitchyardQueue
 import SwitchyardRedis
+import SwitchyardResilience
 import SwitchyardWorker
 
 struct WorkerCommand: AsyncParsableCommand {
@@ -155,8 +156,13 @@ struct WorkerCommand: AsyncParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
         var logger = Logger(label: "switchyard.worker")
         logger.logLevel = level
+        var redisConfiguration = configuration.redis
+        redisConfiguration.poolSize = max(redisConfiguration.poolSize, 4)
+        let pool = RedisConnectionPool(configuration: redisConfiguration, logger: logger)
+        defer { pool.shutDown() }
         let jobExecutor: any JobExecutor
         var httpClient: HTTPClient?
+        var resilience: Resilience?
         var modelServers: ModelServerManager?
         let executor = try chooseExecutor()
         switch executor {
@@ -170,7 +176,9 @@ struct WorkerCommand: AsyncParsableCommand {
                 let file = try ProvidersFile.load(path: path)
                 let client = HTTPClient(configuration: try file.http?.clientConfiguration() ?? HTTPClientConfiguration())
                 httpClient = client
-                jobExecutor = try ProviderExecutor(file: file, client: client)
+                // Breakers and rate limits live beside the queue, on its Redis.
+                resilience = Resilience(redis: pool, logger: logger)
+                jobExecutor = try ProviderExecutor(file: file, client: client, resilience: resilience)
             } catch let error as ProviderError {
                 throw ValidationError("--providers: \(error.message)")
             }
@@ -208,6 +216,7 @@ struct WorkerCommand: AsyncParsableCommand {
         var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: hardware.name, executorName: executor)
         // Model servers start (and an earlier worker's are stopped) only once this worker holds its id.
         if let manager = modelServers { workerConfiguration.whenRegistered = { await manager.begin() } }
+        if let resilience { workerConfiguration.resilienceCounters = { resilience.counters } }
         if let workerID {
             guard workerID != QueueKeys.parkedConsumer else { throw ValidationError("--worker-id: '\(workerID)' is reserved by the queue") }
             workerConfiguration.id = workerID
@@ -219,10 +228,6 @@ struct WorkerCommand: AsyncParsableCommand {
         workerConfiguration.maxResultBytes = try parseSize(maxResultBytes, field: "--max-result-bytes")
         workerConfiguration.abandonAfter = try parseDuration(abandonAfter, field: "--abandon-after")
 
-        var redisConfiguration = configuration.redis
-        redisConfiguration.poolSize = max(redisConfiguration.poolSize, 4)
-        let pool = RedisConnectionPool(configuration: redisConfiguration, logger: logger)
-        defer { pool.shutDown() }
         let queue = JobQueue(configuration: queueConfiguration, redis: pool, logger: logger)
         var responseCache: ResponseCache?
         var cachePool: RedisConnectionPool?
@@ -248,6 +253,8 @@ struct WorkerCommand: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let client = httpClient { services.append(.init(service: CloseOnShutdown { client.shutdown() })) }
         if let modelServers { services.append(.init(service: modelServers)) }
+        // The breakers' subscription outlives the drain: jobs finishing during it still use it.
+        if let resilience { services.append(.init(service: resilience.breakers)) }
         // A worker that has drained shuts the rest down gracefully (a cancelled group would not wait for its servers).
         services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
