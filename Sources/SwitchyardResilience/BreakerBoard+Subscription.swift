@@ -82,6 +82,7 @@ extension BreakerBoard {
         let local = Self.localInstant(untilMs: untilMs, serverNowMs: madeAt, now: ContinuousClock.now)
         apply(target, Copy(state: breakerState, generation: generation, until: local, reason: json["r"]?.string ?? ""))
         state.withLock { $0.statistics.changesReceived += 1 }
-        onChange?(Change(target: target, state: breakerState, generation: generation, madeAtMs: Int64(madeAt), receivedAtMs: received))
+        let madeAtMs = json["m"]?.string.flatMap(Double.init).map { $0 / 1000 } ?? Double(madeAt)
+        onChange?(Change(target: target, state: breakerState, generation: generation, madeAtMs: madeAtMs, receivedAtMs: received))
     }
 }

@@ -79,8 +79,9 @@ public final class BreakerBoard: Service, Sendable {
         public let target: String
         public let state: BreakerState
         public let generation: Int
-        /// The server's clock when the change was made, and this machine's when it arrived (ms since 1970).
-        public let madeAtMs: Int64
+        /// The server's clock when the change was made, and this machine's when it arrived (ms
+        /// since 1970, to the µs).
+        public let madeAtMs: Double
         public let receivedAtMs: Double
     }
 

@@ -12,7 +12,7 @@ import SwitchyardRedis
 /// open until (ms), `o` openings in a row, `ts` since (ms), `r` why, `f` who forced it, and the
 /// half-open probe counts `pg` granted, `pok`, `pbad`, `psl` and `pt` (last grant, ms).
 /// Every change is published on the changes channel as JSON: `t` target, `s` state, `g`, `u`,
-/// `n` the server's time (ms), `r`, `f`, `o`.
+/// `n` the server's time (ms), `m` the same in µs (a string), `r`, `f`, `o`.
 enum BreakerScripts {
     static let prelude = """
         local S, W = KEYS[1], KEYS[2]
@@ -38,7 +38,7 @@ enum BreakerScripts {
           redis.call('PEXPIRE', W, ttl)
         end
         local function publish(b)
-          redis.call('PUBLISH', channel, cjson.encode({t = target, s = b.st, g = b.g, u = b.u, n = now, r = b.r, f = b.f, o = b.o}))
+          redis.call('PUBLISH', channel, cjson.encode({t = target, s = b.st, g = b.g, u = b.u, n = now, m = t[1] .. string.format('%06d', tonumber(t[2])), r = b.r, f = b.f, o = b.o}))
         end
         local function set_state(b, st, reason, untilms)
           b.st, b.g, b.ts, b.r, b.u = st, b.g + 1, now, reason, untilms
