@@ -16,12 +16,13 @@ public final class LlamaServer: @unchecked Sendable {
     public let modelPath: String
     private let process: ChildProcess
 
-    /// Starts a server on a free port and waits until it answers /v1/models.
-    public init(embedding: Bool = false) async throws {
+    /// Starts a server on a free port (or `port`: to bring a stopped one back where it was) and
+    /// waits until it answers /v1/models.
+    public init(embedding: Bool = false, port fixedPort: Int? = nil) async throws {
         modelPath = try Self.tinyModel()
         var lastError: (any Error)?
         for _ in 0..<3 {
-            let candidate = try RedisServer.freePort()
+            let candidate = try fixedPort ?? RedisServer.freePort()
             let log = FileManager.default.temporaryDirectory.appendingPathComponent("llama-\(candidate).log").path
             // --interrupt_requests false: by default a new request cuts off the one being streamed.
             var arguments = [
@@ -44,6 +45,9 @@ public final class LlamaServer: @unchecked Sendable {
     }
 
     deinit { process.terminate(grace: .seconds(5)) }
+
+    /// Stops the server (a dead local model server, for tests of what happens then).
+    public func stop() { process.terminate(grace: .seconds(5)) }
 
     public var baseURL: String { "http://127.0.0.1:\(port)/v1" }
     public var pid: Int32 { process.pid }
