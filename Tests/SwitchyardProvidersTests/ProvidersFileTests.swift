@@ -92,4 +92,69 @@ struct ProvidersFileTests {
                 .contains("field 'providers[0].max_attempts' has the wrong type")
         )
     }
+
+    static let provider = #"{"name": "a", "kind": "openai", "base_url": "http://x"}"#
+
+    @Test func chainsBreakersLimitsAndPricesLoad() throws {
+        let file = try load(
+            """
+            {"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "breaker": {"window": "time", "window_size": 30},
+                            "rate_limit": {"requests": 60, "tokens": 1000, "on_redis_error": "closed"},
+                            "price": {"prompt_per_mtok": 0.5}, "scope": "worker"},
+                           {"name": "b", "kind": "openai", "base_url": "http://y"}],
+             "models": {"chat": {"targets": [{"provider": "a", "model": "x1"}, {"provider": "b", "model": "y1", "breaker": {"wait_ms": 500}}],
+                                 "order": "cost"}},
+             "breaker": {"minimum_calls": 5}}
+            """
+        )
+        let a = try #require(file.providers.first)
+        #expect(a.breaker?.window == .time && a.breaker?.windowSize == 30 && a.scope == .worker)
+        #expect(a.rateLimit?.requests == 60 && a.rateLimit?.onRedisError == .closed && a.price?.promptPerMTok == 0.5)
+        #expect(file.models["chat"]?.order == .cost)
+        // The most specific settings win as a whole: the chain entry's, the provider's, the file's.
+        let entry = try #require(file.models["chat"]?.targets?[1])
+        let b = try #require(file.resolve(entry, jobModel: "chat", workerID: nil))
+        #expect(b.id == "b/y1" && b.resilience.breaker.waitMs == 500 && b.resilience.breaker.minimumCalls == 10)
+        let plain = try #require(file.resolve(.init(provider: "b"), jobModel: "chat", workerID: nil))
+        #expect(plain.resilience.breaker.minimumCalls == 5)
+        // A worker-scoped provider's targets are each worker's own.
+        #expect(file.resolve(.init(provider: "a"), jobModel: "chat", workerID: "w1")?.id == "a/chat@w1")
+        #expect(file.sharedTargets.map(\.id) == ["b/y1"])
+    }
+
+    @Test func badResilienceSettingsAreNamedFieldByField() {
+        let p = Self.provider
+        #expect(message(#"{"providers": [\#(p)], "breaker": {"minimum_calls": 0}}"#).contains("field 'breaker.minimum_calls' must be at least 1"))
+        #expect(message(#"{"providers": [\#(p)], "breaker": {"window_size": 5, "minimum_calls": 10}}"#).contains("'breaker.minimum_calls'"))
+        #expect(message(#"{"providers": [\#(p)], "breaker": {"failure_rate_threshold": 150}}"#).contains("'breaker.failure_rate_threshold'"))
+        #expect(message(#"{"providers": [\#(p)], "breaker": {"wait_ms": 1000, "max_wait_ms": 10}}"#).contains("'breaker.max_wait_ms'"))
+        #expect(message(#"{"providers": [\#(p)], "breaker": {"failures": ["5xx", "4xx"]}}"#).contains("breaker.failures"))
+        #expect(message(#"{"providers": [\#(p)], "breaker": {"wiat_ms": 5}}"#).contains("'breaker.wiat_ms' is not a known setting"))
+        #expect(
+            message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "rate_limit": {}}]}"#)
+                .contains("field 'providers[0].rate_limit.requests' is missing")
+        )
+        #expect(
+            message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "rate_limit": {"requests": 10, "rpm": 5}}]}"#)
+                .contains("'providers[0].rate_limit.rpm' is not a known setting")
+        )
+        #expect(
+            message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "price": {"per_image": -1}}]}"#)
+                .contains("'providers[0].price.per_image'")
+        )
+        #expect(message(#"{"providers": [\#(p)], "models": {"m": {"model": "x"}}}"#).contains("'models.m' needs provider or targets"))
+        #expect(message(#"{"providers": [\#(p)], "models": {"m": {"provider": "a", "targets": [{"provider": "a"}]}}}"#).contains("both"))
+        #expect(message(#"{"providers": [\#(p)], "models": {"m": {"targets": []}}}"#).contains("'models.m.targets' is empty"))
+        #expect(
+            message(#"{"providers": [\#(p)], "models": {"m": {"targets": [{"provider": "a"}, {"provider": "a", "model": "m"}]}}}"#)
+                .contains("'models.m.targets[1]'")
+        )
+        #expect(
+            message(#"{"providers": [\#(p)], "models": {"m": {"targets": [{"provider": "a", "rate_limit": {"tokens": 0}}]}}}"#)
+                .contains("'models.m.targets[0].rate_limit.tokens' must be at least 1")
+        )
+        #expect(
+            message(#"{"providers": [\#(p)], "models": {"m": {"targets": [{"provider": "a", "cost": 1}]}}}"#).contains("'models.m.targets[0].cost'")
+        )
+    }
 }
