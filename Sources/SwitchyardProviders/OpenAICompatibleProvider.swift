@@ -1,6 +1,7 @@
 import Foundation
 import SwitchyardCore
 import SwitchyardHTTP
+import SwitchyardResilience
 
 /// The OpenAI-compatible API: OpenRouter, llama.cpp's llama-server and llama-cpp-python's server,
 /// mlx_lm.server, vLLM, Ollama's /v1.
@@ -89,55 +90,68 @@ public struct OpenAICompatibleProvider: Provider {
         let call = TargetCall.current
         var attempt = 1
         var response: HTTPStreamingResponse
-        var ticket: TargetCall.Ticket?
-        while true {
-            ticket = try await call?.begin()
-            do {
-                response = try await transport.client.stream(request)
-                if (200..<300).contains(response.head.status) { break }
-                // An error status arrives before any event: read its body, and retry as for
-                // non-streaming calls (429, 5xx, honouring Retry-After).
-                var raw: [UInt8] = []
-                for try await chunk in response.body { raw += chunk }
-                if let call, let ticket { await call.end(ticket, call.outcome(head: response.head, error: nil)) }
-                switch policy.decide(attempt: attempt, request: request, response: response.head, error: nil) {
-                case .retry(let delay):
-                    if let call { try await call.pause(delay) } else { try await Task.sleep(for: delay) }
-                    attempt += 1
-                    continue
-                case .giveUp(let reason):
-                    throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw, note: reason)
-                case .done:
-                    throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw)
-                }
-            } catch let error as HTTPClientError {
-                if let call, let ticket { await call.end(ticket, call.outcome(head: nil, error: error)) }
-                switch policy.decide(attempt: attempt, request: request, response: nil, error: error) {
-                case .retry(let delay):
-                    if let call { try await call.pause(delay) } else { try await Task.sleep(for: delay) }
-                    attempt += 1
-                default:
-                    throw ProviderError.from(error, provider: name)
-                }
-            }
+        // The attempt in progress, until its outcome is recorded.
+        var open: TargetCall.Ticket?
+        func end(_ outcome: CallOutcome) async {
+            if let call, let ticket = open { await call.end(ticket, outcome) }
+            open = nil
         }
         do {
+            while true {
+                open = try await call?.begin()
+                do {
+                    response = try await transport.client.stream(request)
+                    if (200..<300).contains(response.head.status) { break }
+                    // An error status arrives before any event: read its body, and retry as for
+                    // non-streaming calls (429, 5xx, honouring Retry-After).
+                    var raw: [UInt8] = []
+                    for try await chunk in response.body { raw += chunk }
+                    if let call { await end(call.outcome(head: response.head, error: nil)) }
+                    switch policy.decide(attempt: attempt, request: request, response: response.head, error: nil) {
+                    case .retry(let delay):
+                        if let call { try await call.pause(delay) } else { try await Task.sleep(for: delay) }
+                        attempt += 1
+                        continue
+                    case .giveUp(let reason):
+                        throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw, note: reason)
+                    case .done:
+                        throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw)
+                    }
+                } catch let error as HTTPClientError {
+                    if let call { await end(call.outcome(head: nil, error: error)) }
+                    switch policy.decide(attempt: attempt, request: request, response: nil, error: error) {
+                    case .retry(let delay):
+                        if let call { try await call.pause(delay) } else { try await Task.sleep(for: delay) }
+                        attempt += 1
+                    default:
+                        throw ProviderError.from(error, provider: name)
+                    }
+                }
+            }
             let output = try await gather(response, onDelta: onDelta)
-            if let call, let ticket { await call.end(ticket, .success) }
+            await end(.success)
             return output
         } catch let error as ProviderError {
-            if let call, let ticket {
+            if let call, open != nil {
+                // A 2xx stream broke or said it failed.
                 let broken = error.code == .transport || error.code == .timeout
-                await call.end(
-                    ticket,
+                await end(
                     broken
                         ? call.outcome(
                             head: nil,
                             error: HTTPClientError(error.code == .timeout ? .timeout : .connectionLost, "", mayHaveReachedServer: true)
                         )
-                        : call.outcome(head: response.head, error: nil, invalidResponse: error.code == .invalidResponse || error.code == .failed)
+                        : call.outcome(
+                            head: HTTPResponseHead(status: 200),
+                            error: nil,
+                            invalidResponse: error.code == .invalidResponse || error.code == .failed
+                        )
                 )
             }
+            throw error
+        } catch {
+            // Cancelled, or passed over: nothing learnt about the target.
+            await end(.abandoned)
             throw error
         }
     }

@@ -169,18 +169,18 @@ extension ProviderExecutor {
                 var output = try await TargetCall.$current.withValue(call) {
                     try await provider.run(job, model: target.upstreamModel)
                 }
-                await call.settle(usage: output.usage)
+                await call.settle(answered: true, usage: output.usage)
                 steps.append(JobRoute.Step(target: target.id, outcome: .answered, ms: elapsed()))
                 output.route = JobRoute(target: target.id, steps: steps, costUSD: target.price?.cost(of: output.usage))
                 return output
             } catch let refusal as TargetRefusal {
-                await call.settle(usage: nil)
+                await call.settle(answered: false, usage: nil)
                 let step = refusal.step
                 steps.append(JobRoute.Step(target: target.id, outcome: step.outcome, code: step.code, ms: elapsed()))
                 last = JobFailure(code: step.outcome.rawValue, message: Self.describe(refusal, target: target.id), retryable: true)
                 if let wait = refusal.retryIn { soonest = min(soonest ?? wait, wait) }
             } catch let error as ProviderError {
-                await call.settle(usage: nil)
+                await call.settle(answered: false, usage: nil)
                 var failure = error.jobFailure
                 steps.append(JobRoute.Step(target: target.id, outcome: .failed, code: failure.code, ms: elapsed()))
                 // A request error fails the same way everywhere; a cancelled job stops here.

@@ -84,10 +84,12 @@ final class TargetCall: Sendable {
         await resilience.breakers.record(permit, target: target, outcome: outcome, duration: .now - ticket.started)
     }
 
-    /// Settles the reserved tokens against the real usage (all given back when there is none).
-    func settle(usage: JobUsage?) async {
+    /// Settles the reserved tokens against the real usage: a failed call's are all given back;
+    /// an answer without usage keeps its reservation.
+    func settle(answered: Bool, usage: JobUsage?) async {
         guard let resilience, let reservedTokens = reserved.withLock({ $0 }), reservedTokens > 0 else { return }
-        let used = usage.flatMap { $0.totalTokens ?? (($0.promptTokens ?? 0) + ($0.completionTokens ?? 0)) } ?? 0
+        let reported = usage.flatMap { u in u.totalTokens ?? ((u.promptTokens ?? 0) + (u.completionTokens ?? 0)) }
+        let used = answered ? (reported ?? reservedTokens) : 0
         await resilience.limits.settle(target, tokens: used - reservedTokens)
     }
 
@@ -133,7 +135,7 @@ final class TargetCall: Sendable {
             } catch let error as HTTPClientError {
                 failure = error
             } catch {
-                await end(ticket, .success)
+                await end(ticket, .abandoned)
                 throw error
             }
             switch policy.decide(attempt: attempt, request: request, response: response?.head, error: failure) {

@@ -22,6 +22,9 @@ public enum CallOutcome: Sendable, Hashable {
     /// One of the breaker's `failures`; `retryAfter` when the target asked to be left alone
     /// (a 429 or 503 with `Retry-After`), which opens the breaker for at least that long.
     case failure(retryAfter: Duration? = nil)
+    /// The call ended without saying anything about the target (the job was cancelled, or
+    /// timed out on its own clock): not counted, and a half-open probe is given back at once.
+    case abandoned
 }
 
 /// Leave to make one call, from `BreakerBoard.permit`. Hand it back with `record`.
@@ -151,8 +154,11 @@ public final class BreakerBoard: Service, Sendable {
         case askRedis
     }
 
-    func decideLocally(_ id: String, now: ContinuousClock.Instant) -> LocalDecision {
-        state.withLock { s in
+    func decideLocally(_ target: ResilienceTarget, now: ContinuousClock.Instant) -> LocalDecision {
+        let id = target.id
+        return state.withLock { s in
+            // A target first met here (a worker-scoped one) is re-read after every subscription from now on.
+            if s.targets[id] == nil { s.targets[id] = target }
             guard s.trusted, let copy = s.copies[id] else { return .askRedis }
             switch copy.state {
             case .closed, .forcedClosed:
@@ -175,7 +181,7 @@ public final class BreakerBoard: Service, Sendable {
     /// hot path's check (a lock and a dictionary lookup).
     public func refusesLocally(_ target: ResilienceTarget) -> BreakerRefusal? {
         guard target.breaker.enabled else { return nil }
-        if case .refuse(let refusal) = decideLocally(target.id, now: .now) { return refusal }
+        if case .refuse(let refusal) = decideLocally(target, now: .now) { return refusal }
         return nil
     }
 
@@ -185,7 +191,7 @@ public final class BreakerBoard: Service, Sendable {
     public func permit(_ target: ResilienceTarget) async -> Result<BreakerPermit, BreakerRefusal> {
         guard target.breaker.enabled else { return .success(BreakerPermit(target: target.id, generation: -1, probe: false, tracked: false)) }
         let now = ContinuousClock.now
-        switch decideLocally(target.id, now: now) {
+        switch decideLocally(target, now: now) {
         case .allow(let generation):
             return .success(BreakerPermit(target: target.id, generation: generation, probe: false, tracked: true))
         case .refuse(let refusal):
@@ -221,11 +227,17 @@ public final class BreakerBoard: Service, Sendable {
         guard permit.tracked || target.breaker.enabled else { return }
         var code = 0
         var retryAfterMs: Int64 = 0
-        if case .failure(let retryAfter) = outcome {
-            code = 1
+        switch outcome {
+        case .success:
+            code = duration >= .milliseconds(target.breaker.slowCallMs) ? 2 : 0
+        case .failure(let retryAfter):
+            code = duration >= .milliseconds(target.breaker.slowCallMs) ? 3 : 1
             if let retryAfter { retryAfterMs = max(1, retryAfter.milliseconds) }
+        case .abandoned:
+            // Only a probe has anything to give back.
+            guard permit.probe else { return }
+            code = -1
         }
-        if duration >= .milliseconds(target.breaker.slowCallMs) { code += 2 }
         let extra = [String(permit.generation), String(code), permit.probe ? "1" : "0", String(retryAfterMs)]
         guard let reply = await call(BreakerScripts.record, target: target, extra: extra) else { return }
         state.withLock { $0.statistics.recorded += 1 }

@@ -121,14 +121,21 @@ enum BreakerScripts {
         """
 
     /// Records one call's outcome. ARGV 16–19: the generation the call was admitted under (-1:
-    /// unknown, counts only while closed), outcome code, '1' for a half-open probe, Retry-After
-    /// ms (0: none). Returns {state, generation, open until ms, now ms}.
+    /// unknown, counts only while closed), outcome code (-1: abandoned, which only gives a
+    /// probe's grant back), '1' for a half-open probe, Retry-After ms (0: none). Returns {state, generation, open until ms, now ms}.
     static let record = RedisScript(
         prelude + """
             local gen, code, probe, ra = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18] == '1', tonumber(ARGV[19])
             local fail = code == 1 or code == 3
             local b = load()
-            if b.st == 'forced_closed' then
+            if code < 0 then
+              -- an abandoned call: a probe's grant goes back
+              if b.st == 'half_open' and probe and gen == b.g and b.pg > b.pok + b.pbad then
+                b.pg = b.pg - 1
+                redis.call('HSET', S, 'pg', b.pg)
+                keep(b)
+              end
+            elseif b.st == 'forced_closed' then
               if gen == b.g or gen < 0 then add(code) end
             elseif b.st == 'forced_open' then
               -- an operator holds it open
