@@ -262,7 +262,9 @@ public struct JobResult: Sendable, Codable, Hashable {
     /// How the response cache served the job (absent when it was not consulted).
     public var cache: CacheInfo?
     /// Which target of the model's chain answered, and each step on the way (absent for
-    /// executors without chains, and for answers from the cache).
+    /// executors without chains, and for answers read from the cache's Redis; an answer shared
+    /// in one worker, `coalesced` or from the near cache, carries the route of the job that
+    /// computed it).
     public var route: JobRoute?
 
     enum CodingKeys: String, CodingKey {

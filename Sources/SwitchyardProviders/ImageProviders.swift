@@ -39,7 +39,11 @@ public struct LeonardoProvider: Provider {
         let deadline = ContinuousClock.now + .milliseconds(configuration.pollTimeoutMs)
         while true {
             try await Task.sleep(for: .milliseconds(configuration.pollIntervalMs))
-            let polled = try await transport.json(transport.request("GET", "/generations/\(id)", idempotent: true))
+            // Polls are not calls of their own to the breaker and the limits: a generation
+            // already paid for is never abandoned because a breaker opened meanwhile.
+            let polled = try await TargetCall.$current.withValue(nil) {
+                try await transport.json(transport.request("GET", "/generations/\(id)", idempotent: true))
+            }
             let generation = polled["generations_by_pk"]
             switch generation?["status"]?.string {
             case "COMPLETE":

@@ -183,8 +183,12 @@ extension ProviderExecutor {
                 await call.settle(answered: false, usage: nil)
                 var failure = error.jobFailure
                 steps.append(JobRoute.Step(target: target.id, outcome: .failed, code: failure.code, ms: elapsed()))
-                // A request error fails the same way everywhere; a cancelled job stops here.
-                if !failure.retryable || Task.isCancelled {
+                // A request error fails the same way everywhere; a cancelled job stops here. A
+                // refused key, or a parameter this target's adapter does not send (found before
+                // any call), is this target's own: the next may answer (if none does, the job
+                // fails for good).
+                let targetsOwn = error.code == .authentication || error.code == .unsupportedParameter
+                if (!failure.retryable && !targetsOwn) || Task.isCancelled {
                     if targets.count > 1 { failure.message += " (at \(target.id); path: \(Self.describe(steps)))" }
                     throw failure
                 }

@@ -16,6 +16,8 @@ extension BreakerBoard {
     func subscribeLoop() async {
         var failures = 0
         var first = true
+        // A quiet minute ends a subscription on purpose; only a lost one counts as a resubscribe.
+        var lost = false
         while !Task.isCancelled {
             let connection = RedisConnection(configuration: subscriberConfiguration, logger: logger)
             defer { connection.close() }
@@ -26,9 +28,10 @@ extension BreakerBoard {
                 state.withLock { s in
                     s.trusted = true
                     s.subscribed = true
-                    if !first { s.statistics.resubscribes += 1 }
+                    if !first && lost { s.statistics.resubscribes += 1 }
                 }
                 first = false
+                lost = false
                 failures = 0
                 while !Task.isCancelled {
                     // A quiet minute closes the connection and subscribes again: a silently dead
@@ -44,6 +47,7 @@ extension BreakerBoard {
             } catch {
                 if Task.isCancelled { break }
                 failures += 1
+                lost = true
                 logger.warning("breaker subscription lost; the local copy is not trusted until it is back: \(error)")
             }
             state.withLock { s in
@@ -51,8 +55,9 @@ extension BreakerBoard {
                 s.subscribed = false
             }
             if Task.isCancelled { break }
-            let delay = Backoff(base: .milliseconds(50), cap: .seconds(2)).delay(attempt: max(failures, 1))
-            try? await Task.sleep(for: delay)
+            if failures > 0 {
+                try? await Task.sleep(for: Backoff(base: .milliseconds(50), cap: .seconds(2)).delay(attempt: failures))
+            }
         }
     }
 

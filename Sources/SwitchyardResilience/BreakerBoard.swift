@@ -169,7 +169,8 @@ public final class BreakerBoard: Service, Sendable {
             case .open, .halfOpen:
                 if let until = copy.until, now < until {
                     s.statistics.refused += 1
-                    return .refuse(BreakerRefusal(target: id, state: copy.state, retryIn: until - now, reason: copy.reason))
+                    let retryIn = copy.state == .halfOpen ? nil : until - now
+                    return .refuse(BreakerRefusal(target: id, state: copy.state, retryIn: retryIn, reason: copy.reason))
                 }
                 return .askRedis
             }
@@ -217,7 +218,9 @@ public final class BreakerBoard: Service, Sendable {
             return .success(BreakerPermit(target: target.id, generation: generation, probe: probe, tracked: true))
         }
         state.withLock { $0.statistics.refused += 1 }
-        let retryIn = local.map { $0 - ContinuousClock.now }
+        // Half-open with every probe out: the probes' outcomes, not the lease, decide when it
+        // opens up, so there is no wait to promise.
+        let retryIn = breakerState == .halfOpen ? nil : local.map { $0 - ContinuousClock.now }
         let reason = breakerState == .halfOpen ? "half-open: every probe call is out" : (state.withLock { $0.copies[target.id]?.reason } ?? "")
         return .failure(BreakerRefusal(target: target.id, state: breakerState, retryIn: retryIn, reason: reason))
     }

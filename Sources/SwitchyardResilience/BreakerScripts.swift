@@ -105,9 +105,8 @@ enum BreakerScripts {
         -- jitter), and at least `at_least` ms.
         local function trip(b, reason, at_least)
           b.o = b.o + 1
-          local w = wait * (mult ^ (b.o - 1))
+          local w = math.floor(wait * (mult ^ (b.o - 1)) * (1 - jitter + 2 * jitter * rnd))
           if w > maxw then w = maxw end
-          w = math.floor(w * (1 - jitter + 2 * jitter * rnd))
           if at_least > w then w = at_least end
           redis.call('DEL', W)
           set_state(b, 'open', reason, now + w)
@@ -237,6 +236,7 @@ enum BreakerScripts {
         prelude + """
             local b = load()
             local c, fl, sl = totals()
+            if redis.call('EXISTS', W) == 1 then redis.call('PEXPIRE', W, ttl) end
             return {b.st, b.g, b.u, now, b.o, b.ts, b.r, b.f, b.pg, b.pok, b.pbad, c, fl, sl}
             """
     )

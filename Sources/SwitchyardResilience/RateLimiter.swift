@@ -15,7 +15,8 @@ public final class RateLimiter: Sendable {
         public var admitted = 0
         /// Times a call waited for the limit.
         public var waits = 0
-        /// Calls refused: the wait would have been longer than `max_wait_ms` (or never ends).
+        /// Calls refused: the wait would have been longer than `max_wait_ms`, or the call's tokens
+        /// are more than the token bucket holds.
         public var refused = 0
         /// Limiter calls that could not reach Redis.
         public var redisErrors = 0
@@ -68,7 +69,11 @@ public final class RateLimiter: Sendable {
         while true {
             let admission = await take(target, limit: limit, tokens: tokens)
             guard case .limited(let retryIn) = admission else {
-                if case .admitted = admission { shared.withLock { $0.statistics.admitted += 1 } }
+                switch admission {
+                case .admitted: shared.withLock { $0.statistics.admitted += 1 }
+                case .tooLarge: shared.withLock { $0.statistics.refused += 1 }
+                default: break
+                }
                 return admission
             }
             let now = ContinuousClock.now
