@@ -468,6 +468,8 @@ def main():
     parser.add_argument("--leonardo-polls", type=int, default=2, help="polls before a Leonardo generation completes")
     args = parser.parse_args()
 
+    # A real provider's listen queue is deep; the default of 5 drops connections of a busy cluster.
+    ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     server.api_key = args.api_key
