@@ -286,7 +286,8 @@ public struct JobResult: Sendable, Codable, Hashable {
         batch: String? = nil,
         metadata: [String: String]? = nil,
         testExecutor: String? = nil,
-        cache: CacheInfo? = nil
+        cache: CacheInfo? = nil,
+        route: JobRoute? = nil
     ) {
         self.version = Job.formatVersion
         self.id = id
@@ -301,5 +302,6 @@ public struct JobResult: Sendable, Codable, Hashable {
         self.metadata = metadata
         self.testExecutor = testExecutor
         self.cache = cache
+        self.route = route
     }
 }

@@ -78,11 +78,13 @@ public struct RetryPolicy: Sendable {
 
     /// The wait a response asks for: `retry-after-ms`, else `Retry-After` in seconds or as an HTTP date.
     public static func retryAfter(_ head: HTTPResponseHead, now: Date = Date()) -> Duration? {
-        if let ms = head.header("retry-after-ms").flatMap(Double.init), ms >= 0 {
-            return .milliseconds(Int64(ms))
+        // A year at most: a hostile or broken header (inf, 1e20) must not trap the conversion.
+        let longest = 365.0 * 86_400_000
+        if let ms = head.header("retry-after-ms").flatMap(Double.init), ms >= 0, !ms.isNaN {
+            return .milliseconds(Int64(min(ms, longest)))
         }
         guard let value = head.header("retry-after")?.trimmingCharacters(in: .whitespaces) else { return nil }
-        if let seconds = Double(value), seconds >= 0 { return .milliseconds(Int64(seconds * 1000)) }
+        if let seconds = Double(value), seconds >= 0, !seconds.isNaN { return .milliseconds(Int64(min(seconds * 1000, longest))) }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")

@@ -92,8 +92,10 @@ public struct OpenAICompatibleProvider: Provider {
         var response: HTTPStreamingResponse
         // The attempt in progress, until its outcome is recorded.
         var open: TargetCall.Ticket?
+        // When the answer began: a stream's slowness is measured to there.
+        var answeredAt: ContinuousClock.Instant?
         func end(_ outcome: CallOutcome) async {
-            if let call, let ticket = open { await call.end(ticket, outcome) }
+            if let call, let ticket = open { await call.end(ticket, outcome, answeredAt: answeredAt) }
             open = nil
         }
         do {
@@ -101,7 +103,10 @@ public struct OpenAICompatibleProvider: Provider {
                 open = try await call?.begin()
                 do {
                     response = try await transport.client.stream(request)
-                    if (200..<300).contains(response.head.status) { break }
+                    if (200..<300).contains(response.head.status) {
+                        answeredAt = .now
+                        break
+                    }
                     // An error status arrives before any event: read its body, and retry as for
                     // non-streaming calls (429, 5xx, honouring Retry-After).
                     var raw: [UInt8] = []

@@ -187,13 +187,18 @@ extension ProviderExecutor {
                 // refused key, or a parameter this target's adapter does not send (found before
                 // any call), is this target's own: the next may answer (if none does, the job
                 // fails for good).
-                let targetsOwn = error.code == .authentication || error.code == .unsupportedParameter
+                // A 404 is one too: each target has its own name for the model.
+                let targetsOwn = error.code == .authentication || error.code == .unsupportedParameter || error.status == 404
                 if (!failure.retryable && !targetsOwn) || Task.isCancelled {
                     if targets.count > 1 { failure.message += " (at \(target.id); path: \(Self.describe(steps)))" }
                     throw failure
                 }
                 last = failure
                 soonest = nil
+            } catch {
+                // Cancelled: give the reserved tokens back (it survives the cancellation).
+                await call.settle(answered: false, usage: nil)
+                throw error
             }
         }
         guard var failure = last else {
@@ -202,6 +207,8 @@ extension ProviderExecutor {
         if targets.count > 1 { failure.message = "no target answered (\(Self.describe(steps))); last: \(failure.message)" }
         // Every target refused without a call: a retry helps only once the soonest of them reopens.
         if steps.allSatisfy({ $0.outcome != .failed }) { failure.retryAfter = soonest }
+        // Too large for every target: no retry ever fits.
+        if steps.allSatisfy({ $0.code == "tokens_over_limit" }) { failure.retryable = false }
         throw failure
     }
 

@@ -78,10 +78,12 @@ final class TargetCall: Sendable {
         }
     }
 
-    /// Tells the breaker how an attempt went.
-    func end(_ ticket: Ticket, _ outcome: CallOutcome) async {
+    /// Tells the breaker how an attempt went. `answeredAt` ends the time that decides whether
+    /// the call was slow (a stream's is its first answer, not its end: a long answer is not a
+    /// slow target); by default, now.
+    func end(_ ticket: Ticket, _ outcome: CallOutcome, answeredAt: ContinuousClock.Instant? = nil) async {
         guard let resilience, let permit = ticket.permit else { return }
-        await resilience.breakers.record(permit, target: target, outcome: outcome, duration: .now - ticket.started)
+        await resilience.breakers.record(permit, target: target, outcome: outcome, duration: (answeredAt ?? .now) - ticket.started)
     }
 
     /// Settles the reserved tokens against the real usage: a failed call's are all given back;
@@ -104,6 +106,7 @@ final class TargetCall: Sendable {
             case 401, 403: kind = .authentication
             case 408: kind = .timeout
             case 429: kind = .rateLimited
+            case 501: kind = nil  // not implemented: a capability this target lacks, not its health
             case 500...599: kind = .serverError
             default: kind = nil  // the request's own fault: the target answered
             }

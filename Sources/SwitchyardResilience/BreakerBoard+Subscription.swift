@@ -66,11 +66,8 @@ extension BreakerBoard {
         let targets = state.withLock { Array($0.targets.values) }
         for target in targets {
             let status = try await self.status(target)
-            let now = ContinuousClock.now
-            var until: ContinuousClock.Instant?
-            if let openUntil = status.openUntil {
-                until = now + .milliseconds(Int64((openUntil - Date().timeIntervalSince1970) * 1000))
-            }
+            // Both times on Redis's clock: a worker's skew does not move the end.
+            let until = status.openUntil.map { ContinuousClock.now + .milliseconds(Int64(($0 - status.readAt) * 1000)) }
             apply(target.id, Copy(state: status.state, generation: status.generation, until: until, reason: status.reason), force: true)
         }
     }

@@ -211,7 +211,7 @@ public final class BreakerBoard: Service, Sendable {
             return .success(BreakerPermit(target: target.id, generation: -1, probe: false, tracked: false))
         }
         let local = Self.localInstant(untilMs: until, serverNowMs: serverNow, now: ContinuousClock.now)
-        apply(target.id, Copy(state: breakerState, generation: generation, until: local, reason: ""), keepReason: true)
+        apply(target.id, Copy(state: breakerState, generation: generation, until: local, reason: ""), keepReason: true, fromRedis: true)
         if granted == 1 {
             let probe = items[5].int == 1
             if probe { state.withLock { $0.statistics.probes += 1 } }
@@ -264,7 +264,7 @@ public final class BreakerBoard: Service, Sendable {
     public func force(_ target: ResilienceTarget, _ order: Order, note: String) async throws -> BreakerStatus {
         let reply = try await redis.evaluate(
             BreakerScripts.force,
-            keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id)],
+            keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id, target.breaker)],
             arguments: arguments(target, extra: [order.rawValue, note])
         )
         applyReply(reply, target: target.id)
@@ -275,7 +275,7 @@ public final class BreakerBoard: Service, Sendable {
     public func status(_ target: ResilienceTarget) async throws -> BreakerStatus {
         let reply = try await redis.evaluate(
             BreakerScripts.read,
-            keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id)],
+            keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id, target.breaker)],
             arguments: arguments(target, extra: [])
         )
         guard let status = BreakerStatus(reply: reply, target: target.id) else {
@@ -291,8 +291,10 @@ public final class BreakerBoard: Service, Sendable {
             .map { $0 as any RedisArgument }
     }
 
-    /// Runs a breaker script; nil (counted) when Redis cannot be reached, in which case Redis is
-    /// left alone for a second.
+    /// Runs a breaker script; nil (counted) when Redis cannot be reached within `callTimeout`
+    /// (connecting and waiting for a pooled connection included), in which case Redis is left
+    /// alone for a second. It runs in a task of its own, so a cancelled job still hands back
+    /// its outcome (a half-open probe above all).
     func call(_ script: RedisScript, target: ResilienceTarget, extra: [String]) async -> RESPValue? {
         let skip = state.withLock { s -> Bool in
             guard let until = s.redisDownUntil else { return false }
@@ -304,15 +306,15 @@ public final class BreakerBoard: Service, Sendable {
             return false
         }
         if skip { return nil }
-        do {
-            return try await redis.evaluate(
-                script,
-                keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id)],
-                arguments: arguments(target, extra: extra),
-                timeout: .after(callTimeout)
-            )
-        } catch {
-            if Task.isCancelled { return nil }
+        let keys: [any RedisArgument] = [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id, target.breaker)]
+        let arguments = arguments(target, extra: extra)
+        let result = await Result { [redis, callTimeout] in
+            try await withDeadline(callTimeout) { try await redis.evaluate(script, keys: keys, arguments: arguments) }
+        }
+        switch result {
+        case .success(let reply):
+            return reply
+        case .failure(let error):
             state.withLock { s in
                 s.statistics.redisErrors += 1
                 s.redisDownUntil = ContinuousClock.now + .seconds(1)
@@ -328,14 +330,19 @@ public final class BreakerBoard: Service, Sendable {
             let generation = items[1].int, let until = items[2].int, let serverNow = items[3].int
         else { return }
         let local = Self.localInstant(untilMs: until, serverNowMs: serverNow, now: ContinuousClock.now)
-        apply(target, Copy(state: breakerState, generation: generation, until: local, reason: ""), keepReason: true)
+        apply(target, Copy(state: breakerState, generation: generation, until: local, reason: ""), keepReason: true, fromRedis: true)
     }
 
     /// Takes `copy` unless the local copy already has a later generation (`force`: always, for
-    /// a full re-read, which also heals a copy ahead of a restarted Redis).
-    func apply(_ target: String, _ copy: Copy, keepReason: Bool = false, force: Bool = false) {
+    /// a full re-read, which also heals a copy ahead of a restarted Redis). A reply straight from
+    /// Redis with generation 0 means Redis holds no state for the breaker (never changed, or
+    /// lost: expired, flushed): it replaces a copy that would refuse or ask.
+    func apply(_ target: String, _ copy: Copy, keepReason: Bool = false, force: Bool = false, fromRedis: Bool = false) {
         state.withLock { s in
-            if let current = s.copies[target], !force, current.generation > copy.generation { return }
+            if let current = s.copies[target], !force, current.generation > copy.generation {
+                let lost = fromRedis && copy.generation == 0 && current.state != .closed
+                if !lost { return }
+            }
             var copy = copy
             if keepReason, let current = s.copies[target], current.generation == copy.generation { copy.reason = current.reason }
             s.copies[target] = copy
@@ -368,6 +375,8 @@ public struct BreakerStatus: Sendable, Hashable {
     public var calls: Int
     public var failures: Int
     public var slowCalls: Int
+    /// Redis's clock when it was read (Unix seconds): `openUntil` is on this clock.
+    public var readAt: Double
 
     public var failureRate: Double { calls == 0 ? 0 : Double(failures) * 100 / Double(calls) }
     public var slowCallRate: Double { calls == 0 ? 0 : Double(slowCalls) * 100 / Double(calls) }
@@ -392,6 +401,7 @@ public struct BreakerStatus: Sendable, Hashable {
         calls = v[11].int ?? 0
         failures = v[12].int ?? 0
         slowCalls = v[13].int ?? 0
+        readAt = Double(v[3].int ?? 0) / 1000
     }
 }
 

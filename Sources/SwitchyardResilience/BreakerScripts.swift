@@ -26,7 +26,7 @@ enum BreakerScripts {
         local function num(x) return tonumber(x or '0') or 0 end
         local function load()
           local v = redis.call('HMGET', S, 'st', 'g', 'u', 'o', 'ts', 'r', 'f', 'pg', 'pok', 'pbad', 'psl', 'pt')
-          return {st = v[1] or 'closed', g = num(v[2]), u = num(v[3]), o = num(v[4]), ts = num(v[5]), r = v[6] or '',
+          return {lost = not v[1], st = v[1] or 'closed', g = num(v[2]), u = num(v[3]), o = num(v[4]), ts = num(v[5]), r = v[6] or '',
                   f = v[7] or '', pg = num(v[8]), pok = num(v[9]), pbad = num(v[10]), psl = num(v[11]), pt = num(v[12])}
         end
         local function keep(b)
@@ -41,7 +41,9 @@ enum BreakerScripts {
           redis.call('PUBLISH', channel, cjson.encode({t = target, s = b.st, g = b.g, u = b.u, n = now, m = t[1] .. string.format('%06d', tonumber(t[2])), r = b.r, f = b.f, o = b.o}))
         end
         local function set_state(b, st, reason, untilms)
-          b.st, b.g, b.ts, b.r, b.u = st, b.g + 1, now, reason, untilms
+          -- A generation is at least the time in ms, so one made after the hash was lost (expired,
+          -- flushed) is still later than any a worker's copy holds.
+          b.st, b.g, b.ts, b.r, b.u = st, math.max(b.g + 1, now), now, reason, untilms
           b.pg, b.pok, b.pbad, b.psl, b.pt = 0, 0, 0, 0, 0
           redis.call('HSET', S, 'st', st, 'g', b.g, 'u', untilms, 'o', b.o, 'ts', now, 'r', reason, 'f', b.f,
             'pg', 0, 'pok', 0, 'pbad', 0, 'psl', 0, 'pt', 0)
@@ -101,8 +103,8 @@ enum BreakerScripts {
           redis.call('HSET', W, 'c', c, 'fl', fl, 'sl', sl)
           return c, fl, sl
         end
-        -- Opens the breaker for a wait that grows with each opening in a row (capped, with
-        -- jitter), and at least `at_least` ms.
+        -- Opens the breaker for a wait that grows with each opening in a row (with jitter,
+        -- capped), and at least `at_least` ms.
         local function trip(b, reason, at_least)
           b.o = b.o + 1
           local w = math.floor(wait * (mult ^ (b.o - 1)) * (1 - jitter + 2 * jitter * rnd))
@@ -133,24 +135,31 @@ enum BreakerScripts {
                 b.pg = b.pg - 1
                 redis.call('HSET', S, 'pg', b.pg)
                 keep(b)
+                -- Workers refused while every probe was out may ask again.
+                publish(b)
               end
             elseif b.st == 'forced_closed' then
               if gen == b.g or gen < 0 then add(code) end
             elseif b.st == 'forced_open' then
               -- an operator holds it open
-            elseif ra > 0 and fail then
+            elseif ra > 0 and fail and b.st ~= 'half_open' then
+              -- The target asked to be left alone: open for that long (at most max_wait_ms),
+              -- not counted as an opening in a row, and never shortened.
+              if ra > maxw then ra = maxw end
               if b.st == 'open' then
                 if now + ra > b.u then
-                  b.g, b.u, b.r = b.g + 1, now + ra, 'Retry-After ' .. ra .. ' ms'
+                  b.g, b.u, b.r = math.max(b.g + 1, now), now + ra, 'Retry-After ' .. ra .. ' ms'
                   redis.call('HSET', S, 'g', b.g, 'u', b.u, 'r', b.r)
                   keep(b)
                   publish(b)
                 end
               else
-                trip(b, 'Retry-After ' .. ra .. ' ms', ra)
+                redis.call('DEL', W)
+                set_state(b, 'open', 'Retry-After ' .. ra .. ' ms', now + ra)
               end
             elseif b.st == 'closed' then
-              if gen == b.g or gen < 0 then
+              -- Lost state (expired, flushed) counts every outcome: copies still hold older generations.
+              if gen == b.g or gen < 0 or b.lost then
                 local c, fl, sl = add(code)
                 if c >= minc then
                   local fr, sr = fl * 100 / c, sl * 100 / c
@@ -173,7 +182,7 @@ enum BreakerScripts {
               if done >= probes then
                 local fr, sr = b.pbad * 100 / done, b.psl * 100 / done
                 if fr >= fthr or sr >= sthr then
-                  trip(b, string.format('%d of %d probes failed, %d slow', b.pbad, done, b.psl), 0)
+                  trip(b, string.format('%d of %d probes failed, %d slow', b.pbad, done, b.psl), math.min(ra, maxw))
                 else
                   close(b, string.format('%d of %d probes succeeded', b.pok, done))
                 end
@@ -266,7 +275,13 @@ enum RateLimitScripts {
         end
         if mode == 'settle' then
           if ti > 0 and v[2] then
-            redis.call('HSET', K, 't', string.format('%.3f', tt + tn * ti))
+            local nt = tt + tn * ti
+            redis.call('HSET', K, 't', string.format('%.3f', nt))
+            if nt > now then
+              local left = redis.call('PTTL', K)
+              local need = math.ceil((nt - now) / 1000) + 60000
+              if left >= 0 and left < need then redis.call('PEXPIRE', K, need) end
+            end
           end
           return 1
         end

@@ -97,13 +97,15 @@ public final class RateLimiter: Sendable {
             shared.withLock { s in s.local[target.id]?.tokens += Double(delta) * cell.interval }
             return
         }
+        let key = ResilienceKeys.limit(target.id)
         do {
-            try await redis.evaluate(
-                RateLimitScripts.limit,
-                keys: [ResilienceKeys.limit(target.id)],
-                arguments: ["settle", "0", "0", String(cell.interval), String(cell.capacity), "0", String(delta)],
-                timeout: .after(callTimeout)
-            )
+            _ = try await withDeadline(callTimeout) { [redis] in
+                try await redis.evaluate(
+                    RateLimitScripts.limit,
+                    keys: [key],
+                    arguments: ["settle", "0", "0", String(cell.interval), String(cell.capacity), "0", String(delta)]
+                )
+            }
         } catch {
             markDown(error, target: target.id)
         }
@@ -136,16 +138,15 @@ public final class RateLimiter: Sendable {
             return .tooLarge(tokens: tokens, capacity: Int(tokenCell.capacity))
         }
         if !redisIsDown() {
+            let key = ResilienceKeys.limit(target.id)
+            let arguments: [any RedisArgument] = [
+                "take", String(requestCell.interval), String(requestCell.capacity), String(tokenCell.interval), String(tokenCell.capacity), "1",
+                String(tokens),
+            ]
             do {
-                let reply = try await redis.evaluate(
-                    RateLimitScripts.limit,
-                    keys: [ResilienceKeys.limit(target.id)],
-                    arguments: [
-                        "take", String(requestCell.interval), String(requestCell.capacity), String(tokenCell.interval),
-                        String(tokenCell.capacity), "1", String(tokens),
-                    ],
-                    timeout: .after(callTimeout)
-                )
+                let reply = try await withDeadline(callTimeout) { [redis] in
+                    try await redis.evaluate(RateLimitScripts.limit, keys: [key], arguments: arguments)
+                }
                 if let v = reply.array, v.count == 2, let verdict = v[0].int {
                     switch verdict {
                     case 1: return .admitted(tokens: tokens)
@@ -208,7 +209,6 @@ public final class RateLimiter: Sendable {
     }
 
     private func markDown(_ error: any Error, target: String) {
-        if Task.isCancelled { return }
         shared.withLock { s in
             s.statistics.redisErrors += 1
             s.redisDownUntil = ContinuousClock.now + .seconds(1)

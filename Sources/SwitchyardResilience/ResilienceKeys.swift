@@ -14,8 +14,12 @@ public enum ResilienceKeys {
     /// The breaker's state hash: `syb:{<target>}`.
     public static func breaker(_ target: String) -> String { "syb:" + tag(target) }
 
-    /// The breaker's sliding window: `syb:{<target>}:window`.
-    public static func window(_ target: String) -> String { breaker(target) + ":window" }
+    /// The breaker's sliding window: `syb:{<target>}:window:<count|time>:<size>`. Its shape is
+    /// in the name, so workers with other window settings (a rolling deploy) never mix their
+    /// counts in one ring; the old window expires by itself.
+    public static func window(_ target: String, _ settings: BreakerSettings) -> String {
+        breaker(target) + ":window:\(settings.window.rawValue):\(settings.windowSize)"
+    }
 
     /// The rate limiter's hash: `syl:{<target>}`.
     public static func limit(_ target: String) -> String { "syl:" + tag(target) }

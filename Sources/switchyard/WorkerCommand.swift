@@ -163,6 +163,8 @@ struct WorkerCommand: AsyncParsableCommand {
         let jobExecutor: any JobExecutor
         var httpClient: HTTPClient?
         var resilience: Resilience?
+        var resiliencePoolToClose: RedisConnectionPool?
+        defer { resiliencePoolToClose?.shutDown() }
         var modelServers: ModelServerManager?
         let executor = try chooseExecutor()
         switch executor {
@@ -176,8 +178,13 @@ struct WorkerCommand: AsyncParsableCommand {
                 let file = try ProvidersFile.load(path: path)
                 let client = HTTPClient(configuration: try file.http?.clientConfiguration() ?? HTTPClientConfiguration())
                 httpClient = client
-                // Breakers and rate limits live beside the queue, on its Redis.
-                resilience = Resilience(redis: pool, logger: logger)
+                // Breakers and rate limits live beside the queue, on its Redis, through a pool of
+                // their own: a call's outcome never waits behind the queue's commands, nor they behind it.
+                var resilienceRedis = configuration.redis
+                resilienceRedis.poolSize = 4
+                let resiliencePool = RedisConnectionPool(configuration: resilienceRedis, logger: logger)
+                resiliencePoolToClose = resiliencePool
+                resilience = Resilience(redis: resiliencePool, logger: logger)
                 jobExecutor = try ProviderExecutor(file: file, client: client, resilience: resilience)
             } catch let error as ProviderError {
                 throw ValidationError("--providers: \(error.message)")

@@ -77,7 +77,12 @@ struct JSONTests {
         batch: "b",
         metadata: ["k": "v"],
         testExecutor: "echo",
-        cache: .init(status: .coalesced, lookupMs: 1.25)
+        cache: .init(status: .coalesced, lookupMs: 1.25),
+        route: JobRoute(
+            target: "b/m2",
+            steps: [.init(target: "a/m1", outcome: .circuitOpen, code: "open", ms: 0.5), .init(target: "b/m2", outcome: .answered, ms: 12.5)],
+            costUSD: 0.25
+        )
     )
 
     /// Optional stored properties left nil, by name (nested ones as `outer.inner`).
