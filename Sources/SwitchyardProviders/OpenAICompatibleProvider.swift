@@ -103,10 +103,7 @@ public struct OpenAICompatibleProvider: Provider {
                 open = try await call?.begin()
                 do {
                     response = try await transport.client.stream(request)
-                    if (200..<300).contains(response.head.status) {
-                        answeredAt = .now
-                        break
-                    }
+                    if (200..<300).contains(response.head.status) { break }
                     // An error status arrives before any event: read its body, and retry as for
                     // non-streaming calls (429, 5xx, honouring Retry-After).
                     var raw: [UInt8] = []
@@ -133,7 +130,8 @@ public struct OpenAICompatibleProvider: Provider {
                     }
                 }
             }
-            let output = try await gather(response, onDelta: onDelta)
+            // Headers come before the model starts: the first event is when the answer began.
+            let output = try await gather(response, onDelta: onDelta, firstEventAt: &answeredAt)
             await end(.success)
             return output
         } catch let error as ProviderError {
@@ -162,7 +160,11 @@ public struct OpenAICompatibleProvider: Provider {
     }
 
     /// Reads a 2xx stream to its end: the whole answer, or a `ProviderError`.
-    private func gather(_ response: HTTPStreamingResponse, onDelta: @Sendable (String) -> Void) async throws -> JobOutput {
+    private func gather(
+        _ response: HTTPStreamingResponse,
+        onDelta: @Sendable (String) -> Void,
+        firstEventAt: inout ContinuousClock.Instant?
+    ) async throws -> JobOutput {
         var content = ""
         var finishReason: JSONValue?
         var usage: JobUsage?
@@ -170,6 +172,7 @@ public struct OpenAICompatibleProvider: Provider {
         var done = false
         do {
             for try await event in response.events {
+                if firstEventAt == nil { firstEventAt = .now }
                 if event.data == "[DONE]" {
                     done = true
                     break

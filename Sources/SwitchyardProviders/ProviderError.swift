@@ -93,6 +93,7 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         case 401, 403: code = .authentication
         case 408: code = .timeout
         case 429: code = .rateLimited
+        case 501: code = .badRequest  // not implemented here: retrying cannot help
         case 500...599: code = .unavailable
         default: code = .badRequest
         }

@@ -187,8 +187,10 @@ extension ProviderExecutor {
                 // refused key, or a parameter this target's adapter does not send (found before
                 // any call), is this target's own: the next may answer (if none does, the job
                 // fails for good).
-                // A 404 is one too: each target has its own name for the model.
-                let targetsOwn = error.code == .authentication || error.code == .unsupportedParameter || error.status == 404
+                // So are a 404 (each target has its own name for the model) and a 501 (a
+                // capability this target lacks).
+                let targetsOwn =
+                    error.code == .authentication || error.code == .unsupportedParameter || error.status == 404 || error.status == 501
                 if (!failure.retryable && !targetsOwn) || Task.isCancelled {
                     if targets.count > 1 { failure.message += " (at \(target.id); path: \(Self.describe(steps)))" }
                     throw failure

@@ -20,7 +20,8 @@ public enum CallOutcome: Sendable, Hashable {
     /// The target answered (a refusal of the request itself, a 400 say, is an answer too).
     case success
     /// One of the breaker's `failures`; `retryAfter` when the target asked to be left alone
-    /// (a 429 or 503 with `Retry-After`), which opens the breaker for at least that long.
+    /// (a 429 or 503 with `Retry-After`), which opens the breaker for that long (at most
+    /// `max_wait_ms`).
     case failure(retryAfter: Duration? = nil)
     /// The call ended without saying anything about the target (the job was cancelled, or
     /// timed out on its own clock): not counted, and a half-open probe is given back at once.
@@ -200,7 +201,18 @@ public final class BreakerBoard: Service, Sendable {
         case .askRedis:
             break
         }
-        guard let reply = await call(BreakerScripts.permit, target: target, extra: []) else {
+        // A probe granted after this call gave up on Redis would stay out until its lease ends:
+        // give it back at once.
+        let giveBack: @Sendable (Result<RESPValue, any Error>) -> Void = { [self] late in
+            guard case .success(let reply) = late, let items = reply.array, items.count == 6, items[0].int == 1, items[5].int == 1,
+                let generation = items[2].int
+            else { return }
+            Task {
+                // Straight to Redis, which has just answered: the pause after a failure is for calls.
+                _ = await self.call(BreakerScripts.record, target: target, extra: [String(generation), "-1", "1", "0"], duringOutage: true)
+            }
+        }
+        guard let reply = await call(BreakerScripts.permit, target: target, extra: [], late: giveBack) else {
             return .success(BreakerPermit(target: target.id, generation: -1, probe: false, tracked: false))
         }
         // {granted, state, generation, until, now, probe}
@@ -211,7 +223,13 @@ public final class BreakerBoard: Service, Sendable {
             return .success(BreakerPermit(target: target.id, generation: -1, probe: false, tracked: false))
         }
         let local = Self.localInstant(untilMs: until, serverNowMs: serverNow, now: ContinuousClock.now)
-        apply(target.id, Copy(state: breakerState, generation: generation, until: local, reason: ""), keepReason: true, fromRedis: true)
+        apply(
+            target.id,
+            Copy(state: breakerState, generation: generation, until: local, reason: ""),
+            keepReason: true,
+            fromRedis: true,
+            serverNowMs: serverNow
+        )
         if granted == 1 {
             let probe = items[5].int == 1
             if probe { state.withLock { $0.statistics.probes += 1 } }
@@ -264,7 +282,7 @@ public final class BreakerBoard: Service, Sendable {
     public func force(_ target: ResilienceTarget, _ order: Order, note: String) async throws -> BreakerStatus {
         let reply = try await redis.evaluate(
             BreakerScripts.force,
-            keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id, target.breaker)],
+            keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id)],
             arguments: arguments(target, extra: [order.rawValue, note])
         )
         applyReply(reply, target: target.id)
@@ -275,7 +293,7 @@ public final class BreakerBoard: Service, Sendable {
     public func status(_ target: ResilienceTarget) async throws -> BreakerStatus {
         let reply = try await redis.evaluate(
             BreakerScripts.read,
-            keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id, target.breaker)],
+            keys: [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id)],
             arguments: arguments(target, extra: [])
         )
         guard let status = BreakerStatus(reply: reply, target: target.id) else {
@@ -295,21 +313,29 @@ public final class BreakerBoard: Service, Sendable {
     /// (connecting and waiting for a pooled connection included), in which case Redis is left
     /// alone for a second. It runs in a task of its own, so a cancelled job still hands back
     /// its outcome (a half-open probe above all).
-    func call(_ script: RedisScript, target: ResilienceTarget, extra: [String]) async -> RESPValue? {
-        let skip = state.withLock { s -> Bool in
-            guard let until = s.redisDownUntil else { return false }
-            if ContinuousClock.now < until {
-                s.statistics.redisErrors += 1
-                return true
+    func call(
+        _ script: RedisScript,
+        target: ResilienceTarget,
+        extra: [String],
+        late: (@Sendable (Result<RESPValue, any Error>) -> Void)? = nil,
+        duringOutage: Bool = false
+    ) async -> RESPValue? {
+        let skip =
+            !duringOutage
+            && state.withLock { s -> Bool in
+                guard let until = s.redisDownUntil else { return false }
+                if ContinuousClock.now < until {
+                    s.statistics.redisErrors += 1
+                    return true
+                }
+                s.redisDownUntil = nil
+                return false
             }
-            s.redisDownUntil = nil
-            return false
-        }
         if skip { return nil }
-        let keys: [any RedisArgument] = [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id, target.breaker)]
+        let keys: [any RedisArgument] = [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id)]
         let arguments = arguments(target, extra: extra)
         let result = await Result { [redis, callTimeout] in
-            try await withDeadline(callTimeout) { try await redis.evaluate(script, keys: keys, arguments: arguments) }
+            try await withDeadline(callTimeout, late: late) { try await redis.evaluate(script, keys: keys, arguments: arguments) }
         }
         switch result {
         case .success(let reply):
@@ -330,17 +356,32 @@ public final class BreakerBoard: Service, Sendable {
             let generation = items[1].int, let until = items[2].int, let serverNow = items[3].int
         else { return }
         let local = Self.localInstant(untilMs: until, serverNowMs: serverNow, now: ContinuousClock.now)
-        apply(target, Copy(state: breakerState, generation: generation, until: local, reason: ""), keepReason: true, fromRedis: true)
+        apply(
+            target,
+            Copy(state: breakerState, generation: generation, until: local, reason: ""),
+            keepReason: true,
+            fromRedis: true,
+            serverNowMs: serverNow
+        )
     }
 
     /// Takes `copy` unless the local copy already has a later generation (`force`: always, for
     /// a full re-read, which also heals a copy ahead of a restarted Redis). A reply straight from
     /// Redis with generation 0 means Redis holds no state for the breaker (never changed, or
-    /// lost: expired, flushed): it replaces a copy that would refuse or ask.
-    func apply(_ target: String, _ copy: Copy, keepReason: Bool = false, force: Bool = false, fromRedis: Bool = false) {
+    /// lost: expired, flushed): it replaces a copy that would refuse or ask, if Redis answered
+    /// after that copy's change was made (a generation is at least its change's time in ms; an
+    /// older reply overtaken by the change's message must not undo it).
+    func apply(
+        _ target: String,
+        _ copy: Copy,
+        keepReason: Bool = false,
+        force: Bool = false,
+        fromRedis: Bool = false,
+        serverNowMs: Int = 0
+    ) {
         state.withLock { s in
             if let current = s.copies[target], !force, current.generation > copy.generation {
-                let lost = fromRedis && copy.generation == 0 && current.state != .closed
+                let lost = fromRedis && copy.generation == 0 && current.state != .closed && serverNowMs > current.generation
                 if !lost { return }
             }
             var copy = copy

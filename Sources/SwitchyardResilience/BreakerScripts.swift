@@ -51,7 +51,19 @@ enum BreakerScripts {
           publish(b)
         end
         -- Window totals {calls, failures, slow}; a time window first drops the seconds that left it.
-        local function totals()
+        -- A window of another shape (`ks`: a worker with other settings) is started afresh when
+        -- `mutate`; a read only reports its totals.
+        local shape = kind .. ':' .. size
+        local function totals(mutate)
+          local ks = redis.call('HGET', W, 'ks')
+          if ks ~= shape then
+            if ks and not mutate then
+              local o = redis.call('HMGET', W, 'c', 'fl', 'sl')
+              return num(o[1]), num(o[2]), num(o[3])
+            end
+            if ks then redis.call('DEL', W) end
+            if mutate then redis.call('HSET', W, 'ks', shape) end
+          end
           if kind == 'time' then
             local sec = math.floor(now / 1000)
             local v = redis.call('HMGET', W, 'hd', 'c', 'fl', 'sl')
@@ -82,7 +94,7 @@ enum BreakerScripts {
         local function add(code)
           local fail = (code == 1 or code == 3) and 1 or 0
           local slow = code >= 2 and 1 or 0
-          local c, fl, sl = totals()
+          local c, fl, sl = totals(true)
           if kind == 'time' then
             local k = math.floor(now / 1000) % size
             redis.call('HINCRBY', W, 'c' .. k, 1)
@@ -244,7 +256,7 @@ enum BreakerScripts {
     static let read = RedisScript(
         prelude + """
             local b = load()
-            local c, fl, sl = totals()
+            local c, fl, sl = totals(false)
             if redis.call('EXISTS', W) == 1 then redis.call('PEXPIRE', W, ttl) end
             return {b.st, b.g, b.u, now, b.o, b.ts, b.r, b.f, b.pg, b.pok, b.pbad, c, fl, sl}
             """
@@ -275,7 +287,8 @@ enum RateLimitScripts {
         end
         if mode == 'settle' then
           if ti > 0 and v[2] then
-            local nt = tt + tn * ti
+            -- A charge counts from now if the bucket has refilled meanwhile, as a take does.
+            local nt = tn > 0 and math.max(tt, now) + tn * ti or tt + tn * ti
             redis.call('HSET', K, 't', string.format('%.3f', nt))
             if nt > now then
               local left = redis.call('PTTL', K)

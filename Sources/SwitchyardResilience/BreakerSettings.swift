@@ -53,7 +53,7 @@ public struct BreakerSettings: Sendable, Codable, Hashable {
     public var waitMs: Int
     /// Each opening in a row lasts this many times the one before. Default 2.
     public var waitMultiplier: Double
-    /// The longest opening, in ms (a `Retry-After` may ask for longer). Default 300,000.
+    /// The longest opening, in ms, jitter and `Retry-After` included. Default 300,000.
     public var maxWaitMs: Int
     /// Spread of each open period, as a fraction (0.2: ±20 %). Default 0.2.
     public var jitter: Double

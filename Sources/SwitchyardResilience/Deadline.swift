@@ -6,7 +6,14 @@ import Synchronization
 /// connection attempt ends within its own timeouts). Breakers and limits use it so a slow or
 /// unreachable Redis costs a call at most their call timeout, whatever the connection's
 /// reconnect wait or a wait for a pooled connection.
-func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+///
+/// `late` sees a result that came after the caller was given up on (a probe granted too late,
+/// say, to give back).
+func withDeadline<T: Sendable>(
+    _ limit: Duration,
+    late: (@Sendable (Result<T, any Error>) -> Void)? = nil,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
     let waiter = Mutex<CheckedContinuation<T, any Error>?>(nil)
     let take = { @Sendable in
         waiter.withLock { slot -> CheckedContinuation<T, any Error>? in
@@ -28,7 +35,11 @@ func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable ()
         Task {
             let result = await work.value
             timer.cancel()
-            take()?.resume(with: result)
+            if let waiter = take() {
+                waiter.resume(with: result)
+            } else {
+                late?(result)
+            }
         }
     }
 }

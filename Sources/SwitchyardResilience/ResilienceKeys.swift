@@ -14,12 +14,10 @@ public enum ResilienceKeys {
     /// The breaker's state hash: `syb:{<target>}`.
     public static func breaker(_ target: String) -> String { "syb:" + tag(target) }
 
-    /// The breaker's sliding window: `syb:{<target>}:window:<count|time>:<size>`. Its shape is
-    /// in the name, so workers with other window settings (a rolling deploy) never mix their
-    /// counts in one ring; the old window expires by itself.
-    public static func window(_ target: String, _ settings: BreakerSettings) -> String {
-        breaker(target) + ":window:\(settings.window.rawValue):\(settings.windowSize)"
-    }
+    /// The breaker's sliding window: `syb:{<target>}:window`. It records its shape (`ks`:
+    /// `count:50`, say); a worker with other window settings (a rolling deploy) starts it
+    /// afresh rather than mixing its counts into another ring.
+    public static func window(_ target: String) -> String { breaker(target) + ":window" }
 
     /// The rate limiter's hash: `syl:{<target>}`.
     public static func limit(_ target: String) -> String { "syl:" + tag(target) }

@@ -579,8 +579,8 @@ struct BreakerBoardTests {
         defer { pool.shutDown() }
         let board = BreakerBoard(redis: pool, targets: [target])
         _ = try await board.status(target)
-        let ttl = try await pool.send("PTTL", ResilienceKeys.window(target.id, target.breaker)).int
-        #expect(ttl != -1, "\(ResilienceKeys.window(target.id, target.breaker)) was left without an expiry by a read")
+        let ttl = try await pool.send("PTTL", ResilienceKeys.window(target.id)).int
+        #expect(ttl != -1, "\(ResilienceKeys.window(target.id)) was left without an expiry by a read")
         withExtendedLifetime(server) {}
     }
 
