@@ -102,7 +102,7 @@ public final class BreakerBoard: Service, Sendable {
         var targets: [String: ResilienceTarget] = [:]
         /// Set once every breaker has been read after the subscription was made.
         var trusted = false
-        var redisDownUntil: ContinuousClock.Instant?
+        var redisPause = RedisPause()
         var statistics = Statistics()
         var subscribed = false
     }
@@ -323,13 +323,9 @@ public final class BreakerBoard: Service, Sendable {
         let skip =
             !duringOutage
             && state.withLock { s -> Bool in
-                guard let until = s.redisDownUntil else { return false }
-                if ContinuousClock.now < until {
-                    s.statistics.redisErrors += 1
-                    return true
-                }
-                s.redisDownUntil = nil
-                return false
+                guard s.redisPause.isOn() else { return false }
+                s.statistics.redisErrors += 1
+                return true
             }
         if skip { return nil }
         let keys: [any RedisArgument] = [ResilienceKeys.breaker(target.id), ResilienceKeys.window(target.id)]
@@ -343,7 +339,7 @@ public final class BreakerBoard: Service, Sendable {
         case .failure(let error):
             state.withLock { s in
                 s.statistics.redisErrors += 1
-                s.redisDownUntil = ContinuousClock.now + .seconds(1)
+                s.redisPause.start()
             }
             logger.warning("breaker for \(target.id) could not reach Redis; the call goes ahead: \(error)")
             return nil

@@ -47,7 +47,7 @@ public final class RateLimiter: Sendable {
         var statistics = Statistics()
         /// The local GCRA's arrival times (µs on the process's clock) while Redis is unreachable.
         var local: [String: (requests: Double, tokens: Double)] = [:]
-        var redisDownUntil: ContinuousClock.Instant?
+        var redisPause = RedisPause()
     }
 
     public init(redis: RedisConnectionPool, logger: Logger = Logger(label: "switchyard.limits")) {
@@ -198,20 +198,16 @@ public final class RateLimiter: Sendable {
 
     private func redisIsDown() -> Bool {
         shared.withLock { s in
-            guard let until = s.redisDownUntil else { return false }
-            if ContinuousClock.now < until {
-                s.statistics.redisErrors += 1
-                return true
-            }
-            s.redisDownUntil = nil
-            return false
+            guard s.redisPause.isOn() else { return false }
+            s.statistics.redisErrors += 1
+            return true
         }
     }
 
     private func markDown(_ error: any Error, target: String) {
         shared.withLock { s in
             s.statistics.redisErrors += 1
-            s.redisDownUntil = ContinuousClock.now + .seconds(1)
+            s.redisPause.start()
         }
         logger.warning("rate limit for \(target) could not reach Redis: \(error)")
     }
