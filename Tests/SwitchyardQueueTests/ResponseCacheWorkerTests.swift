@@ -131,7 +131,10 @@ struct ResponseCacheWorkerTests {
         let leader = try WorkerProcess(redisURL: f.server.url, id: "leader", arguments: arguments)
         let first = Self.question()
         _ = try await f.queue.push(first)
-        let calling = try await eventually(timeout: .seconds(20)) { (try await standin.stats()["requests"] as? Int ?? 0) >= 1 }
+        // The chat call itself (the stand-in counts its own stats requests under "requests").
+        let calling = try await eventually(timeout: .seconds(20)) {
+            ((try await standin.stats()["by_path"] as? [String: Int])?["/v1/chat/completions"] ?? 0) >= 1
+        }
         #expect(calling)
         let follower = try WorkerProcess(redisURL: f.server.url, id: "follower", arguments: arguments)
         defer { _ = follower.terminate() }
