@@ -122,7 +122,9 @@ struct JobQueueTests {
     }
 
     @Test func reclaimFindsExpiredEntriesBehindManyLiveOnes() async throws {
-        let f = try QueueFixture { $0.lease = .seconds(1) }
+        // A lease long enough that the live entries, refreshed once, stay live through the
+        // reclaim even on a loaded machine.
+        let f = try QueueFixture { $0.lease = .seconds(3) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         _ = try await f.queue.push((0..<1500).map { chatJob("live \($0)") })
@@ -130,7 +132,7 @@ struct JobQueueTests {
         let live = try await f.queue.take(consumer: "live", count: 1500)
         let orphans = try await f.queue.take(consumer: "gone", count: 5)
         #expect(live.count == 1500 && orphans.count == 5)
-        try await Task.sleep(for: .milliseconds(1100))
+        try await Task.sleep(for: .milliseconds(3100))
         _ = try await f.queue.refreshLeases(consumer: "live", entries: [.default: live.map(\.entryID)])
         #expect(try await f.queue.reclaimExpired(consumer: "other") == (5, 0))
     }
