@@ -98,8 +98,9 @@ struct ResponseCacheTests {
         let server = try RedisServer()
         let pool = RedisConnectionPool(configuration: server.configuration)
         let keys = Self.key.redisKey(queue: "test", namespace: nil)
-        // A leader that died: its lease exists, nobody renews it.
-        try await pool.send("SET", keys + ":lease", "dead-leader", "PX", 800)
+        // A leader that died: its lease exists, nobody renews it (long enough to outlast a slow
+        // start of the call below on a loaded machine).
+        try await pool.send("SET", keys + ":lease", "dead-leader", "PX", 2500)
         let cache = Self.cache(server, leaseTTL: .seconds(2))
         let upstream = Upstream(delay: .milliseconds(10))
         let output = try await cache.answer(key: Self.key, namespace: nil, use: .readWrite, bound: .seconds(10)) {
