@@ -14,9 +14,9 @@ struct ChainTests {
     let client = HTTPClient()
     let executor: ProviderExecutor
 
-    init() throws {
-        first = try StandinServer()
-        second = try StandinServer()
+    init() async throws {
+        first = try await offThePool { try StandinServer() }
+        second = try await offThePool { try StandinServer() }
         let file = ProvidersFile(
             providers: [
                 ProviderConfiguration(name: "first", kind: .openai, baseURL: first.baseURL + "/v1", maxAttempts: 1),

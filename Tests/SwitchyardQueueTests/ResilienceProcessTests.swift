@@ -104,7 +104,7 @@ struct ResilienceProcessTests {
     func aDeadTargetTripsOneSharedBreaker() async throws {
         var wasted: [Int: Int] = [:]
         for workers in [1, 4] {
-            let cluster = try Cluster()
+            let cluster = try await offThePool { try Cluster() }
             try await cluster.first.setFaults(Self.deadTarget)
             try cluster.writeProviders(firstSettings: [
                 "breaker": ["window_size": 20, "minimum_calls": 4, "failure_rate_threshold": 50, "wait_ms": 60_000]
@@ -128,7 +128,7 @@ struct ResilienceProcessTests {
 
     @Test("half-open grants exactly the configured probes across the cluster; a failed probe reopens for longer; recovery closes")
     func halfOpenProbesAcrossTheCluster() async throws {
-        let cluster = try Cluster()
+        let cluster = try await offThePool { try Cluster() }
         try await cluster.first.setFaults(Self.deadTarget)
         try cluster.writeProviders(firstSettings: [
             "breaker": [
@@ -167,7 +167,7 @@ struct ResilienceProcessTests {
 
     @Test("a 429 with Retry-After opens the breaker for every worker for at least that long")
     func retryAfterIsHonouredClusterWide() async throws {
-        let cluster = try Cluster()
+        let cluster = try await offThePool { try Cluster() }
         try await cluster.first.setFaults([["path": "/v1/chat/completions", "status": 429, "retry_after": 4, "times": 1]])
         try cluster.writeProviders(firstSettings: ["breaker": ["minimum_calls": 10, "jitter": 0]])
         try cluster.startWorkers(4)
@@ -194,7 +194,7 @@ struct ResilienceProcessTests {
 
     @Test("slow calls open the breaker; request errors neither open it nor move on to the next target")
     func slowCallsTripItAndRequestErrorsDoNot() async throws {
-        let cluster = try Cluster()
+        let cluster = try await offThePool { try Cluster() }
         try await cluster.first.setFaults([["path": "/v1/chat/completions", "latency_ms": 300, "times": 1_000]])
         try cluster.writeProviders(firstSettings: [
             "breaker": ["minimum_calls": 4, "slow_call_ms": 150, "slow_call_rate_threshold": 50, "wait_ms": 60_000]
@@ -219,7 +219,7 @@ struct ResilienceProcessTests {
 
     @Test("requests and tokens per period hold across 4 workers; the overflow goes to the next target")
     func rateLimitsHoldAcrossWorkers() async throws {
-        let cluster = try Cluster()
+        let cluster = try await offThePool { try Cluster() }
         try cluster.writeProviders(firstSettings: [
             "rate_limit": ["requests": 10, "period_seconds": 1, "request_burst": 2, "max_wait_ms": 0]
         ])
@@ -233,7 +233,7 @@ struct ResilienceProcessTests {
         #expect(served + (Self.answeredBy(results)["second/m2"] ?? 0) == 80)
 
         // Tokens: each job is ~600 (300 words in, 301 out), reserved as its prompt estimate plus max_tokens.
-        let tokens = try Cluster()
+        let tokens = try await offThePool { try Cluster() }
         try tokens.writeProviders(firstSettings: [
             "rate_limit": ["tokens": 3000, "period_seconds": 1, "max_wait_ms": 0]
         ])
@@ -252,7 +252,7 @@ struct ResilienceProcessTests {
 
     @Test("an operator's forced states: open passes the target over, close keeps calling it, reset makes it automatic")
     func forcedStates() async throws {
-        let cluster = try Cluster()
+        let cluster = try await offThePool { try Cluster() }
         try cluster.writeProviders(firstSettings: ["breaker": ["minimum_calls": 2, "window_size": 10, "wait_ms": 60_000]])
         try cluster.startWorkers(2)
         let open = try await cluster.breakers(["open", "first/m1", "--note", "provider maintenance"])
@@ -278,7 +278,7 @@ struct ResilienceProcessTests {
 
     @Test("a Redis restart and a killed subscription: breakers and limits recover with no manual step")
     func redisRestartAndLostSubscription() async throws {
-        let cluster = try Cluster()
+        let cluster = try await offThePool { try Cluster() }
         try cluster.writeProviders(firstSettings: ["rate_limit": ["requests": 1000]])
         try cluster.startWorkers(2)
         _ = try await cluster.run(4)
@@ -298,7 +298,7 @@ struct ResilienceProcessTests {
             }
         )
         // Redis restarts empty: the forced state is gone, and the workers call the target again.
-        try cluster.redis.restart()
+        try await offThePool { try cluster.redis.restart() }
         let after = try await cluster.run(10)
         #expect(after.allSatisfy { $0["status"]?.string == "succeeded" })
         #expect((Self.answeredBy(after)["first/m1"] ?? 0) == 10)
@@ -309,14 +309,14 @@ struct ResilienceProcessTests {
     func fallbackFromADeadLocalServerAndBack() async throws {
         let llama = try await LlamaServer()
         let port = llama.port
-        let cluster = try Cluster()
+        let cluster = try await offThePool { try Cluster() }
         try cluster.writeProviders(local: llama.baseURL)
         try cluster.startWorkers(1)
         let local = "local/tiny@\(cluster.workers[0].id)"
         let warm = try await cluster.run(3, maxTokens: 4)
         #expect(Self.answeredBy(warm)[local] == 3, "\(warm)")
 
-        llama.stop()
+        try await offThePool { llama.stop() }
         let away = try await cluster.run(6, maxTokens: 4)
         #expect(Self.answeredBy(away)["first/m1"] == 6)
         let passedOver = away.compactMap { $0["route"]?["steps"]?.array?.first?["outcome"]?.string }
@@ -346,12 +346,4 @@ func sleepUntil(_ time: Double?, plus: Double) async throws {
     guard let time else { return }
     let wait = time + plus - Date().timeIntervalSince1970
     if wait > 0 { try await Task.sleep(for: .milliseconds(Int(wait * 1000))) }
-}
-
-/// Runs a blocking call (a command waited for) on a thread of its own, not on Swift's
-/// cooperative pool, whose few threads the other suites' tasks need meanwhile.
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(with: Result(catching: body)) }
-    }
 }
