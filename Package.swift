@@ -16,11 +16,13 @@ let package = Package(
         .library(name: "SwitchyardQueue", targets: ["SwitchyardQueue"]),
         .library(name: "SwitchyardProviders", targets: ["SwitchyardProviders"]),
         .library(name: "SwitchyardResilience", targets: ["SwitchyardResilience"]),
+        .library(name: "SwitchyardMetrics", targets: ["SwitchyardMetrics"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.4.0"),
     ],
     targets: [
         // hiredis, found through pkg-config (Debian: libhiredis-dev, Homebrew: hiredis).
@@ -87,12 +89,18 @@ let package = Package(
             name: "SwitchyardCache",
             dependencies: ["SwitchyardCore", "SwitchyardRedis", .product(name: "Logging", package: "swift-log")]
         ),
+        // Metrics: one histogram layout everywhere (merges exactly), a swift-metrics backend
+        // that keeps a process's cumulative numbers, and snapshots that workers publish to Redis.
+        .target(
+            name: "SwitchyardMetrics",
+            dependencies: [.product(name: "CoreMetrics", package: "swift-metrics")]
+        ),
         // The worker runtime: a Service that takes, runs and finishes jobs, and drains on SIGTERM.
         .target(
             name: "SwitchyardWorker",
             dependencies: [
-                "SwitchyardCache", "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis",
-                .product(name: "Logging", package: "swift-log"),
+                "SwitchyardCache", "SwitchyardCore", "SwitchyardMetrics", "SwitchyardQueue", "SwitchyardRedis",
+                .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -100,7 +108,7 @@ let package = Package(
             name: "switchyard",
             dependencies: [
                 "SwitchyardCache", "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker",
-                "SwitchyardProviders", "SwitchyardModels", "SwitchyardResilience",
+                "SwitchyardProviders", "SwitchyardModels", "SwitchyardResilience", "SwitchyardMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -132,6 +140,7 @@ let package = Package(
             name: "SwitchyardProvidersTests",
             dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardTestSupport"]
         ),
+        .testTarget(name: "SwitchyardMetricsTests", dependencies: ["SwitchyardMetrics", .product(name: "CoreMetrics", package: "swift-metrics")]),
         .testTarget(
             name: "SwitchyardResilienceTests",
             dependencies: [
@@ -143,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "SwitchyardQueueTests",
             dependencies: [
-                "SwitchyardCore", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardWorker", "SwitchyardTestSupport",
+                "SwitchyardCore", "SwitchyardMetrics", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardWorker", "SwitchyardTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

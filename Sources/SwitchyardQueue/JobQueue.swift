@@ -514,6 +514,34 @@ public final class JobQueue: Sendable {
     }
 
     /// Workers whose registry entry is alive; forgets those whose entry has expired.
+    /// How long a worker process's metrics snapshot outlives its last update: the merged
+    /// counters of the cluster do not drop when a worker stops or restarts (its old series
+    /// stays in the sum) until then.
+    public static let metricsRetention: Duration = .seconds(86_400)
+
+    /// Publishes a worker process's cumulative metrics snapshot (JSON).
+    public func publishMetrics(worker: String, series: String, json: [UInt8]) async throws {
+        let key = keys.metrics(worker: worker, series: series)
+        let replies = try await redis.pipeline([
+            RedisCommand("SET", key, json, "PX", Self.metricsRetention.milliseconds),
+            RedisCommand("ZADD", keys.metricsIndex, Self.nowMs(), key),
+        ])
+        for reply in replies { try reply.throwingServerError() }
+    }
+
+    /// Every metrics snapshot within the retention (JSON), live workers' and those of processes
+    /// that stopped; keys that expired leave the index.
+    public func metricsSnapshots() async throws -> [[UInt8]] {
+        let oldest = Self.nowMs() - Self.metricsRetention.milliseconds
+        _ = try await redis.send("ZREMRANGEBYSCORE", keys.metricsIndex, "-inf", "(\(oldest)")
+        let names = (try await redis.send("ZRANGE", keys.metricsIndex, 0, -1).array ?? []).compactMap(\.string)
+        if names.isEmpty { return [] }
+        let values = try await redis.send(RedisCommand("MGET", arguments: names)).array ?? []
+        let gone = zip(names, values).filter { $0.1.isNull }.map(\.0)
+        if !gone.isEmpty { try await redis.send(RedisCommand("ZREM", arguments: [keys.metricsIndex] + gone)) }
+        return values.compactMap(\.bytes)
+    }
+
     public func workers() async throws -> [WorkerInfo] {
         let ids = (try await redis.send("ZRANGE", keys.workers, 0, -1).array ?? []).compactMap(\.string)
         if ids.isEmpty { return [] }

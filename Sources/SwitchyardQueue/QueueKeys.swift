@@ -42,6 +42,11 @@ public struct QueueKeys: Sendable, Hashable {
     /// Sorted set of the workers holding `model` warm (loaded or loading), scored by when that
     /// claim expires (ms). Read by warm-model routing.
     public func warm(_ model: String) -> String { prefix + "warm:" + model }
+    /// One worker process's cumulative metrics (a JSON snapshot), per series (a new one each
+    /// time the process starts), with a TTL of `JobQueue.metricsRetention`.
+    public func metrics(worker: String, series: String) -> String { prefix + "metrics:" + worker + ":" + series }
+    /// Sorted set of metrics keys scored by their last update (ms): what the merged view reads.
+    public var metricsIndex: String { prefix + "metricsets" }
     /// Set by every take and heartbeat of a worker with warm-model routing, expiring after its claim TTL: while
     /// it exists, the reclaim keeps parked entries in place instead of handing them back.
     public var routing: String { prefix + "routing" }

@@ -92,8 +92,29 @@ extension Worker {
             s.outcomes.append(outcome)
             return true
         }
-        if recorded { outcomeReady.notify() }
+        if recorded {
+            recordMetrics(outcome, delivery: delivery, dueAt: max(job.queuedAt, job.notBefore ?? 0), started: started)
+            outcomeReady.notify()
+        }
         jobEnded.notify()
+    }
+
+    /// The attempt's numbers in the worker's metrics (`WorkerMetrics`): labels are the queue,
+    /// the lane and the outcome, never the job or its model (a job names its model freely).
+    private func recordMetrics(_ outcome: Outcome, delivery: Delivery, dueAt: Double, started: Double) {
+        let status: String
+        switch outcome {
+        case .finished(let completion): status = completion.result.status.rawValue
+        case .retry: status = "retried"
+        case .dead: status = "dead"
+        case .forget: status = "handed_back"
+        }
+        let dimensions = [("queue", queue.configuration.name), ("lane", delivery.lane.rawValue)]
+        let finished = Date().timeIntervalSince1970
+        metrics.attempts(dimensions + [("status", status)]).increment()
+        // Queue wait of a first attempt only: a retry's wait includes its backoff.
+        if delivery.attempt == 1 { metrics.queueWait(dimensions).recordNanoseconds(Int64(max(0, started - dueAt) * 1e9)) }
+        metrics.runTime(dimensions).recordNanoseconds(Int64(max(0, finished - started) * 1e9))
     }
 
     /// Runs a job on the executor, through the response cache when there is one and the

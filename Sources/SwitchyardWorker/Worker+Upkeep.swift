@@ -18,6 +18,7 @@ extension Worker {
                 displaced()
                 return
             }
+            publishMetrics()
             // A worker busy with long jobs takes nothing for a while: keep its warm claims alive.
             if let models, let routing = configuration.warmRouting {
                 // Recorded as published, so stopping withdraws them too.
@@ -26,6 +27,18 @@ extension Worker {
             }
             try? await Task.sleep(for: configuration.heartbeatInterval)
         }
+    }
+
+    /// Publishes the cumulative metrics snapshot in a task of its own (the heartbeat does not
+    /// wait for it); a failed write waits for the next heartbeat.
+    func publishMetrics() {
+        Task { await self.publishMetricsNow() }
+    }
+
+    func publishMetricsNow() async {
+        let snapshot = metrics.registry.snapshot(worker: configuration.id)
+        guard let json = try? JSONEncoder().encode(snapshot) else { return }
+        try? await queue.publishMetrics(worker: configuration.id, series: snapshot.series, json: Array(json))
     }
 
     /// Promotes due retries often; reclaims expired leases every half lease.

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import SwitchyardCache
 import SwitchyardCore
+import SwitchyardMetrics
 import SwitchyardQueue
 import SwitchyardRedis
 import Synchronization
@@ -26,6 +27,7 @@ public final class Worker: Service, Sendable {
     let warmSource: (any WarmModelReporting)?
     /// The response cache, for executors that say what a job is sent to (`CacheTargetReporting`).
     let cache: ResponseCache?
+    let metrics: WorkerMetrics
     let logger: Logger
     let blocking: RedisConnection
     let state = Mutex(State())
@@ -108,6 +110,7 @@ public final class Worker: Service, Sendable {
         self.queue = queue
         self.executor = executor
         self.cache = executor is any CacheTargetReporting ? cache : nil
+        self.metrics = WorkerMetrics(registry: configuration.metrics ?? MetricsRegistry())
         self.warmSource = configuration.warmRouting == nil ? nil : executor as? any WarmModelReporting
         self.configuration = configuration
         var logger = logger
@@ -202,6 +205,8 @@ public final class Worker: Service, Sendable {
             logger.warning("another process holds this worker's id now; stopping without handing anything back")
         } else {
             await handBackOrphans()
+            // The last numbers, so a drained worker's series in the merged view is complete.
+            await publishMetricsNow()
             do {
                 try await queue.withdrawWarm(workerID: configuration.id, models: Array(state.withLock { $0.publishedWarm }))
                 try await queue.deregister(workerID: configuration.id)

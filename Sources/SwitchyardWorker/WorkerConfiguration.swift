@@ -1,5 +1,6 @@
 import Foundation
 import SwitchyardCore
+import SwitchyardMetrics
 import SwitchyardQueue
 
 /// How one worker process runs jobs.
@@ -43,6 +44,9 @@ public struct WorkerConfiguration: Sendable {
     /// Counters the heartbeat publishes as the registry entry's `resilience` (the breakers'
     /// and rate limits'); nil: none. Default nil.
     public var resilienceCounters: (@Sendable () -> [String: Int])?
+    /// Where the worker keeps its metrics (published with every heartbeat); nil: a registry of
+    /// its own. Give one to share it with the executor's metrics. Default nil.
+    public var metrics: MetricsRegistry?
 
     public init(
         id: String = WorkerConfiguration.defaultID(),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SwitchyardCore
+import SwitchyardMetrics
 import SwitchyardQueue
 
 struct ResultsCommand: AsyncParsableCommand {
@@ -101,6 +102,18 @@ struct StatusCommand: AsyncParsableCommand {
                         + "waited \(resilience["limit_waits"] ?? 0), refused \(resilience["limit_refused"] ?? 0), "
                         + "redis errors \(resilience["limit_redis_errors"] ?? 0)   (switchyard breakers lists each target)"
                 )
+            }
+            // Latency merged from every worker process's histograms: true cluster quantiles.
+            let snapshots = try await queue.metricsSnapshots().compactMap { try? JSONDecoder().decode(MetricsSnapshot.self, from: Data($0)) }
+            if !snapshots.isEmpty {
+                let merged = MetricsSnapshot.merge(snapshots)
+                func line(_ label: String, _ name: String) -> String? {
+                    let histogram = merged.histograms.filter { $0.key.label == name }.values.reduce(into: LatencyHistogram()) { $0.merge($1) }
+                    guard let p50 = histogram.quantile(0.5), let p99 = histogram.quantile(0.99) else { return nil }
+                    return String(format: "%@ p50 %.1f ms, p99 %.1f ms (%d)", label, p50 / 1000, p99 / 1000, histogram.count)
+                }
+                let parts = [line("queue wait", "switchyard_queue_wait_seconds"), line("run", "switchyard_run_seconds")].compactMap { $0 }
+                if !parts.isEmpty { print("latency (\(snapshots.count) worker series): " + parts.joined(separator: "; ")) }
             }
             print("workers alive: \(status.workers.count)")
             for w in status.workers.sorted(by: { $0.id < $1.id }) {
