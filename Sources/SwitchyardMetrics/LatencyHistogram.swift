@@ -13,6 +13,11 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
     public static let precisionBits = 7
     /// The most a quantile differs from a sample in its bucket, relative to the sample.
     public static let relativeError = 1.0 / Double(1 << precisionBits)
+    /// Values are clamped to 0...`largest` (2^62: 146 years in µs), so every bucket's bounds fit
+    /// in an Int64.
+    public static let largest: Int64 = 1 << 62
+    /// The highest bucket index a histogram can hold; a decoded one above it is refused.
+    public static let largestIndex = index(of: largest)
 
     /// Sample count per bucket index.
     public private(set) var buckets: [Int: UInt64] = [:]
@@ -24,9 +29,9 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
     public init() {}
 
     public mutating func record(_ value: Int64) {
-        let v = Swift.max(value, 0)
-        buckets[Self.index(of: v), default: 0] += 1
-        count += 1
+        let v = Swift.min(Swift.max(value, 0), Self.largest)
+        buckets[Self.index(of: v)] = Self.saturatingAdd(buckets[Self.index(of: v)] ?? 0, 1)
+        count = Self.saturatingAdd(count, 1)
         sum += Double(v)
         min = Swift.min(min, v)
         max = Swift.max(max, v)
@@ -34,8 +39,9 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
 
     /// Adds another histogram's samples (exact: the layouts are the same).
     public mutating func merge(_ other: LatencyHistogram) {
-        for (index, n) in other.buckets { buckets[index, default: 0] += n }
-        count += other.count
+        // Counts saturate rather than overflow.
+        for (index, n) in other.buckets { buckets[index] = Self.saturatingAdd(buckets[index] ?? 0, n) }
+        count = Self.saturatingAdd(count, other.count)
         sum += other.sum
         min = Swift.min(min, other.min)
         max = Swift.max(max, other.max)
@@ -45,13 +51,14 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
     /// smallest and largest samples; nil when empty.
     public func quantile(_ q: Double) -> Double? {
         guard count > 0 else { return nil }
-        let rank = Swift.max(1, UInt64((Swift.min(Swift.max(q, 0), 1) * Double(count)).rounded(.up)))
+        // The epsilon keeps 0.07 × 100 (7.000000000000001) at rank 7.
+        let rank = Swift.max(1, UInt64((Swift.min(Swift.max(q, 0), 1) * Double(count) - 1e-9).rounded(.up)))
         var seen: UInt64 = 0
         for index in buckets.keys.sorted() {
-            seen += buckets[index]!
+            seen = Self.saturatingAdd(seen, buckets[index]!)
             if seen >= rank {
                 let (lower, upper) = Self.bounds(of: index)
-                let mid = (Double(lower) + Double(upper - 1)) / 2
+                let mid = (Double(lower) + Double(upper) - 1) / 2
                 return Swift.min(Swift.max(mid, Double(min)), Double(max))
             }
         }
@@ -81,12 +88,19 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
     public var cumulative: [(upperBound: Int64, count: UInt64)] {
         var seen: UInt64 = 0
         return buckets.keys.sorted().map { index in
-            seen += buckets[index]!
-            return (Self.bounds(of: index).upper, seen)
+            seen = Self.saturatingAdd(seen, buckets[index]!)
+            // The bucket's largest value: `le` is inclusive.
+            return (Self.bounds(of: index).upper - 1, seen)
         }
     }
 
+    static func saturatingAdd(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? .max : sum
+    }
+
     enum CodingKeys: String, CodingKey {
+        case layout = "p"
         case buckets = "b"
         case count = "n"
         case sum = "s"
@@ -95,13 +109,28 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        // Another layout cannot be merged with this one: refuse it rather than mix buckets.
+        guard try c.decode(Int.self, forKey: .layout) == Self.precisionBits else {
+            throw DecodingError.dataCorruptedError(forKey: .layout, in: c, debugDescription: "another bucket layout")
+        }
         // Buckets as [index, count, index, count, ...]: compact, and JSON objects need string keys.
+        // A snapshot read from Redis may be corrupt: nothing in it may trap.
         let flat = try c.decode([UInt64].self, forKey: .buckets)
         guard flat.count % 2 == 0 else {
             throw DecodingError.dataCorruptedError(forKey: .buckets, in: c, debugDescription: "expected index, count pairs")
         }
-        for i in stride(from: 0, to: flat.count, by: 2) { buckets[Int(flat[i]), default: 0] += flat[i + 1] }
+        var total: UInt64 = 0
+        for i in stride(from: 0, to: flat.count, by: 2) {
+            guard flat[i] <= UInt64(Self.largestIndex), buckets[Int(flat[i])] == nil else {
+                throw DecodingError.dataCorruptedError(forKey: .buckets, in: c, debugDescription: "a bucket index out of the layout, or twice")
+            }
+            buckets[Int(flat[i])] = flat[i + 1]
+            total = Self.saturatingAdd(total, flat[i + 1])
+        }
         count = try c.decode(UInt64.self, forKey: .count)
+        guard count == total else {
+            throw DecodingError.dataCorruptedError(forKey: .count, in: c, debugDescription: "the count is not the buckets' sum")
+        }
         sum = try c.decode(Double.self, forKey: .sum)
         min = try c.decode(Int64.self, forKey: .min)
         max = try c.decode(Int64.self, forKey: .max)
@@ -109,6 +138,7 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Self.precisionBits, forKey: .layout)
         try c.encode(buckets.keys.sorted().flatMap { [UInt64($0), buckets[$0]!] }, forKey: .buckets)
         try c.encode(count, forKey: .count)
         try c.encode(sum, forKey: .sum)

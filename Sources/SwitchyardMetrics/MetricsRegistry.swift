@@ -31,6 +31,8 @@ public final class MetricsRegistry: MetricsFactory, Sendable {
     }
 
     struct State {
+        /// Bumped by every change: a snapshot equal to the last one published need not be sent again.
+        var version = 0
         var counters: [Key: Double] = [:]
         var gauges: [Key: Double] = [:]
         var histograms: [Key: LatencyHistogram] = [:]
@@ -46,6 +48,9 @@ public final class MetricsRegistry: MetricsFactory, Sendable {
         self.series = series
         self.startedAt = Date().timeIntervalSince1970
     }
+
+    /// Bumped by every change since the process started (0: nothing recorded yet).
+    public var version: Int { state.withLock { $0.version } }
 
     /// Everything so far.
     public func snapshot(worker: String) -> MetricsSnapshot {
@@ -71,8 +76,14 @@ public final class MetricsRegistry: MetricsFactory, Sendable {
             self.registry = registry
             self.key = key
         }
-        func increment(by amount: Int64) { registry.state.withLock { $0.counters[key, default: 0] += Double(amount) } }
-        func increment(by amount: Double) { registry.state.withLock { $0.counters[key, default: 0] += amount } }
+        func increment(by amount: Int64) { increment(by: Double(amount)) }
+        func increment(by amount: Double) {
+            guard amount.isFinite else { return }  // JSON has no room for it
+            registry.state.withLock { s in
+                s.counters[key, default: 0] += amount
+                s.version &+= 1
+            }
+        }
         func reset() { registry.state.withLock { $0.counters[key] = 0 } }
     }
 
@@ -88,16 +99,33 @@ public final class MetricsRegistry: MetricsFactory, Sendable {
         func record(_ value: Int64) {
             registry.state.withLock { s in
                 if aggregate { s.histograms[key, default: LatencyHistogram()].record(value) } else { s.gauges[key] = Double(value) }
+                s.version &+= 1
             }
         }
-        func record(_ value: Double) { record(Int64(value.isFinite ? value.rounded() : 0)) }
-        func set(_ value: Int64) { registry.state.withLock { $0.gauges[key] = Double(value) } }
-        func set(_ value: Double) { registry.state.withLock { $0.gauges[key] = value } }
-        func increment(by amount: Double) { registry.state.withLock { $0.gauges[key, default: 0] += amount } }
-        func decrement(by amount: Double) { registry.state.withLock { $0.gauges[key, default: 0] -= amount } }
+        func record(_ value: Double) {
+            guard value.isFinite else { return }
+            guard aggregate else { return set(value) }
+            record(Int64(exactly: value.rounded()) ?? (value < 0 ? 0 : .max))
+        }
+        func set(_ value: Int64) { set(Double(value)) }
+        func set(_ value: Double) { update { $0 = value } }
+        func increment(by amount: Double) { update { $0 += amount } }
+        func decrement(by amount: Double) { update { $0 -= amount } }
+        private func update(_ change: (inout Double) -> Void) {
+            registry.state.withLock { s in
+                var value = s.gauges[key] ?? 0
+                change(&value)
+                guard value.isFinite else { return }  // JSON has no room for it
+                s.gauges[key] = value
+                s.version &+= 1
+            }
+        }
         /// Timers keep microseconds.
         func recordNanoseconds(_ duration: Int64) {
-            registry.state.withLock { $0.histograms[key, default: LatencyHistogram()].record(duration / 1000) }
+            registry.state.withLock { s in
+                s.histograms[key, default: LatencyHistogram()].record(duration / 1000)
+                s.version &+= 1
+            }
         }
     }
 
@@ -190,17 +218,19 @@ public struct MetricsSnapshot: Sendable, Codable {
     }
 
     /// The cluster's numbers from every series' snapshot: counters and histograms summed (a
-    /// merged quantile is a true cluster quantile), gauges summed too (in flight, say).
-    public static func merge(_ snapshots: [MetricsSnapshot]) -> MetricsSnapshot {
-        var merged = MetricsSnapshot(
-            worker: "*",
-            series: "*",
-            startedAt: snapshots.map(\.startedAt).min() ?? 0,
-            takenAt: snapshots.map(\.takenAt).max() ?? 0
-        )
-        for snapshot in snapshots {
+    /// merged quantile is a true cluster quantile); gauges summed over the series that reported
+    /// within `liveWithin` seconds of the newest (a stopped worker's last value is not current).
+    /// A series given twice counts once, with its newest snapshot.
+    public static func merge(_ snapshots: [MetricsSnapshot], liveWithin: Double = 30) -> MetricsSnapshot {
+        var newest: [String: MetricsSnapshot] = [:]
+        for snapshot in snapshots where (newest[snapshot.series]?.takenAt ?? -.infinity) < snapshot.takenAt {
+            newest[snapshot.series] = snapshot
+        }
+        let latest = newest.values.map(\.takenAt).max() ?? 0
+        var merged = MetricsSnapshot(worker: "*", series: "*", startedAt: newest.values.map(\.startedAt).min() ?? 0, takenAt: latest)
+        for snapshot in newest.values {
             merged.counters.merge(snapshot.counters, uniquingKeysWith: +)
-            merged.gauges.merge(snapshot.gauges, uniquingKeysWith: +)
+            if snapshot.takenAt >= latest - liveWithin { merged.gauges.merge(snapshot.gauges, uniquingKeysWith: +) }
             for (key, histogram) in snapshot.histograms { merged.histograms[key, default: LatencyHistogram()].merge(histogram) }
         }
         return merged

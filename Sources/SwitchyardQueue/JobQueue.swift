@@ -513,7 +513,6 @@ public final class JobQueue: Sendable {
         _ = try await redis.evaluate(QueueScripts.DropConsumer(workerID: workerID, keys: keys))
     }
 
-    /// Workers whose registry entry is alive; forgets those whose entry has expired.
     /// How long a worker process's metrics snapshot outlives its last update: the merged
     /// counters of the cluster do not drop when a worker stops or restarts (its old series
     /// stays in the sum) until then.
@@ -536,12 +535,17 @@ public final class JobQueue: Sendable {
         _ = try await redis.send("ZREMRANGEBYSCORE", keys.metricsIndex, "-inf", "(\(oldest)")
         let names = (try await redis.send("ZRANGE", keys.metricsIndex, 0, -1).array ?? []).compactMap(\.string)
         if names.isEmpty { return [] }
-        let values = try await redis.send(RedisCommand("MGET", arguments: names)).array ?? []
+        var values: [RESPValue] = []
+        for start in stride(from: 0, to: names.count, by: 200) {
+            let chunk = Array(names[start..<min(start + 200, names.count)])
+            values += try await redis.send(RedisCommand("MGET", arguments: chunk)).array ?? []
+        }
         let gone = zip(names, values).filter { $0.1.isNull }.map(\.0)
         if !gone.isEmpty { try await redis.send(RedisCommand("ZREM", arguments: [keys.metricsIndex] + gone)) }
         return values.compactMap(\.bytes)
     }
 
+    /// Workers whose registry entry is alive; forgets those whose entry has expired.
     public func workers() async throws -> [WorkerInfo] {
         let ids = (try await redis.send("ZRANGE", keys.workers, 0, -1).array ?? []).compactMap(\.string)
         if ids.isEmpty { return [] }

@@ -113,8 +113,15 @@ extension Worker {
         let finished = Date().timeIntervalSince1970
         metrics.attempts(dimensions + [("status", status)]).increment()
         // Queue wait of a first attempt only: a retry's wait includes its backoff.
-        if delivery.attempt == 1 { metrics.queueWait(dimensions).recordNanoseconds(Int64(max(0, started - dueAt) * 1e9)) }
-        metrics.runTime(dimensions).recordNanoseconds(Int64(max(0, finished - started) * 1e9))
+        if delivery.attempt == 1 { metrics.queueWait(dimensions).recordNanoseconds(Self.nanoseconds(started - dueAt)) }
+        metrics.runTime(dimensions).recordNanoseconds(Self.nanoseconds(finished - started))
+    }
+
+    /// Seconds as nanoseconds, clamped to 0 ... 100 years: a job's times come from its payload
+    /// (`queued_at`), and no value in it may trap the conversion.
+    static func nanoseconds(_ seconds: Double) -> Int64 {
+        guard seconds.isFinite, seconds > 0 else { return 0 }
+        return Int64(min(seconds, 100 * 365 * 86_400) * 1e9)
     }
 
     /// Runs a job on the executor, through the response cache when there is one and the

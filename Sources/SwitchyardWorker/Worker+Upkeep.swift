@@ -18,7 +18,7 @@ extension Worker {
                 displaced()
                 return
             }
-            publishMetrics()
+            await publishMetricsIfChanged()
             // A worker busy with long jobs takes nothing for a while: keep its warm claims alive.
             if let models, let routing = configuration.warmRouting {
                 // Recorded as published, so stopping withdraws them too.
@@ -29,16 +29,35 @@ extension Worker {
         }
     }
 
-    /// Publishes the cumulative metrics snapshot in a task of its own (the heartbeat does not
-    /// wait for it); a failed write waits for the next heartbeat.
-    func publishMetrics() {
-        Task { await self.publishMetricsNow() }
+    /// Publishes the cumulative metrics snapshot when it changed since the last one (or ten
+    /// minutes have passed, to keep it in the index); one at a time, from the heartbeat, so a
+    /// slower, older write never lands after a newer one. A failed write waits for the next heartbeat.
+    func publishMetricsIfChanged() async {
+        let version = metrics.registry.version
+        let due = state.withLock { s -> Bool in
+            guard version > 0 else { return false }  // nothing recorded: nothing to publish
+            return version != s.publishedMetricsVersion || ContinuousClock.now - s.publishedMetricsAt >= .seconds(600)
+        }
+        if due { await publishMetricsNow() }
     }
 
     func publishMetricsNow() async {
+        let version = metrics.registry.version
+        guard version > 0 else { return }
         let snapshot = metrics.registry.snapshot(worker: configuration.id)
-        guard let json = try? JSONEncoder().encode(snapshot) else { return }
-        try? await queue.publishMetrics(worker: configuration.id, series: snapshot.series, json: Array(json))
+        guard let json = try? JSONEncoder().encode(snapshot) else {
+            logger.warning("the metrics snapshot cannot be encoded; not published")
+            return
+        }
+        do {
+            try await queue.publishMetrics(worker: configuration.id, series: snapshot.series, json: Array(json))
+            state.withLock { s in
+                s.publishedMetricsVersion = version
+                s.publishedMetricsAt = .now
+            }
+        } catch {
+            logger.debug("metrics not published: \(error)")
+        }
     }
 
     /// Promotes due retries often; reclaims expired leases every half lease.

@@ -98,6 +98,9 @@ public final class Worker: Service, Sendable {
         /// Another process registered this worker's id (found by a heartbeat): stop, and touch
         /// nothing pending under the id.
         var displaced = false
+        /// The metrics registry's version last published, and when.
+        var publishedMetricsVersion = 0
+        var publishedMetricsAt = ContinuousClock.now
     }
 
     public init(

@@ -104,13 +104,16 @@ struct StatusCommand: AsyncParsableCommand {
                 )
             }
             // Latency merged from every worker process's histograms: true cluster quantiles.
-            let snapshots = try await queue.metricsSnapshots().compactMap { try? JSONDecoder().decode(MetricsSnapshot.self, from: Data($0)) }
+            // Best effort: the latency line is an extra, never a reason for status to fail.
+            let snapshots = ((try? await queue.metricsSnapshots()) ?? []).compactMap {
+                try? JSONDecoder().decode(MetricsSnapshot.self, from: Data($0))
+            }
             if !snapshots.isEmpty {
                 let merged = MetricsSnapshot.merge(snapshots)
                 func line(_ label: String, _ name: String) -> String? {
                     let histogram = merged.histograms.filter { $0.key.label == name }.values.reduce(into: LatencyHistogram()) { $0.merge($1) }
                     guard let p50 = histogram.quantile(0.5), let p99 = histogram.quantile(0.99) else { return nil }
-                    return String(format: "%@ p50 %.1f ms, p99 %.1f ms (%d)", label, p50 / 1000, p99 / 1000, histogram.count)
+                    return String(format: "%@ p50 %.1f ms, p99 %.1f ms", label, p50 / 1000, p99 / 1000) + " (\(histogram.count))"
                 }
                 let parts = [line("queue wait", "switchyard_queue_wait_seconds"), line("run", "switchyard_run_seconds")].compactMap { $0 }
                 if !parts.isEmpty { print("latency (\(snapshots.count) worker series): " + parts.joined(separator: "; ")) }

@@ -76,8 +76,39 @@ struct LatencyHistogramTests {
         #expect(snapshot.gauges[.init("in_flight")] == 2)
         let decoded = try JSONDecoder().decode(MetricsSnapshot.self, from: JSONEncoder().encode(snapshot))
         #expect(decoded.counters == snapshot.counters && decoded.histograms == snapshot.histograms && decoded.series == registry.series)
-        let merged = MetricsSnapshot.merge([snapshot, decoded])
+        var another = decoded
+        another.series = "another process"
+        let merged = MetricsSnapshot.merge([snapshot, another])
         #expect(merged.counters[.init("jobs_total", [("status", "ok")])] == 8)
         #expect(merged.histograms[.init("run_seconds")]?.count == 4)
+    }
+
+    /// A snapshot read from Redis may be corrupt or hostile: decoding refuses it, nothing traps.
+    @Test func badHistogramsAreRefusedAndExtremeValuesDoNotTrap() throws {
+        func decode(_ text: String) -> LatencyHistogram? { try? JSONDecoder().decode(LatencyHistogram.self, from: Data(text.utf8)) }
+        #expect(decode(#"{"p": 7, "b": [5, 2], "n": 2, "s": 10, "min": 5, "max": 5}"#)?.count == 2)
+        #expect(decode(#"{"p": 6, "b": [5, 2], "n": 2, "s": 10, "min": 5, "max": 5}"#) == nil, "another layout")
+        #expect(decode(#"{"p": 7, "b": [18446744073709551615, 1], "n": 1, "s": 1, "min": 1, "max": 1}"#) == nil, "an index out of the layout")
+        #expect(decode(#"{"p": 7, "b": [5, 1, 5, 1], "n": 2, "s": 1, "min": 1, "max": 1}"#) == nil, "an index twice")
+        #expect(decode(#"{"p": 7, "b": [5, 1], "n": 18446744073709551615, "s": 1, "min": 1, "max": 1}"#) == nil, "a count that is not the sum")
+        var extreme = LatencyHistogram()
+        extreme.record(.max)
+        extreme.record(.min)
+        #expect(extreme.quantile(1)! <= Double(LatencyHistogram.largest) && extreme.quantile(0) == 0)
+        #expect(extreme.cumulative.allSatisfy { $0.upperBound >= 0 })
+        var full = try #require(decode(#"{"p": 7, "b": [5, 18446744073709551615], "n": 18446744073709551615, "s": 1, "min": 5, "max": 5}"#))
+        full.merge(full)
+        #expect(full.count == .max && full.quantile(0.5) == 5)
+    }
+
+    @Test func aSeriesCountsOnceAndOnlyCurrentGaugesAreSummed() {
+        let key = MetricsRegistry.Key("in_flight")
+        let counter = MetricsRegistry.Key("jobs_total")
+        let old = MetricsSnapshot(worker: "a", series: "s1", startedAt: 0, takenAt: 100, counters: [counter: 5], gauges: [key: 3])
+        let newer = MetricsSnapshot(worker: "a", series: "s1", startedAt: 0, takenAt: 200, counters: [counter: 7], gauges: [key: 1])
+        let stopped = MetricsSnapshot(worker: "b", series: "s2", startedAt: 0, takenAt: 50, counters: [counter: 10], gauges: [key: 8])
+        let merged = MetricsSnapshot.merge([old, newer, stopped])
+        #expect(merged.counters[counter] == 17)
+        #expect(merged.gauges[key] == 1)
     }
 }

@@ -17,7 +17,8 @@ struct MetricsProcessTests {
     }
 
     static func run(_ count: Int, _ f: QueueFixture) async throws {
-        let jobs = (0..<count).map { chatJob("job \($0)") }
+        // Long enough that both workers take some (4 slots each).
+        let jobs = (0..<count).map { chatJob("job \($0)", metadata: ["echo.sleep_ms": "50"]) }
         _ = try await f.queue.push(jobs)
         let done = try await eventually(timeout: .seconds(30)) { try await f.queue.results(of: jobs.map(\.id)).allSatisfy { $0 != nil } }
         #expect(done)
