@@ -3,6 +3,7 @@ import Foundation
 import SwitchyardCore
 import SwitchyardMetrics
 import SwitchyardQueue
+import SwitchyardRedis
 
 struct ResultsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -52,8 +53,27 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
+    @Flag(help: "Keep watching: redraw the view (or print a JSON line) every --interval until interrupted, like top.")
+    var watch = false
+
+    @Option(help: "With --watch: time between redraws, for example 1s or 500ms.")
+    var interval = "1s"
+
     func run() async throws {
+        let every = try parseDuration(interval, field: "--interval")
+        guard every >= .milliseconds(100) else { throw ValidationError("--interval: must be at least 100ms") }
         try await withQueue(redis) { queue in
+            repeat {
+                // Clear the screen and draw from the top, as top does; JSON lines just follow one another.
+                if watch && !json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+                try await show(queue)
+                if watch { try await Task.sleep(for: every) }
+            } while watch
+        }
+    }
+
+    func show(_ queue: JobQueue) async throws {
+        do {
             let status = try await queue.status()
             if json {
                 print(jsonLine(status))
@@ -138,6 +158,10 @@ struct StatusCommand: AsyncParsableCommand {
                 )
                 if let models = w.models { print("    warm models: \(models.isEmpty ? "none" : models.joined(separator: ", "))") }
             }
+            if watch { print("\(Date()) — every \(interval), Ctrl-C to stop") }
+        } catch let error as RedisError where watch {
+            // Redis away a moment: say so, and the next redraw tries again.
+            print("cannot read the queue: \(error.message); trying again in \(interval)")
         }
     }
 }

@@ -49,4 +49,20 @@ struct MetricsProcessTests {
         let series = try await f.queue.metricsSnapshots().map { try JSONDecoder().decode(MetricsSnapshot.self, from: Data($0)) }
         #expect(series.filter { $0.worker == "metrics-b" }.count == 2)
     }
+
+    @Test func statusWatchRedrawsWithTheClusterLatency() async throws {
+        let f = try await offThePool { try QueueFixture() }
+        defer { f.close() }
+        let worker = try WorkerProcess(redisURL: f.server.url, id: "watched", arguments: ["--queue", "test", "--executor", "echo"])
+        defer { _ = worker.terminate() }
+        try await Self.run(5, f)
+        let watch = try RunningCommand(["status", "--redis-url", f.server.url, "--queue", "test", "--watch", "--interval", "200ms"])
+        // Redrawn again and again, each time from a cleared screen, with the merged latency once published.
+        let redrawn = try await eventually(timeout: .seconds(15)) {
+            let output = watch.output
+            return output.components(separatedBy: "\u{1B}[H\u{1B}[2J").count >= 4 && output.contains("latency (1 worker series)")
+        }
+        #expect(redrawn, "\(watch.output.suffix(600))")
+        try await offThePool { [watch] in _ = watch.stop(SIGINT) }
+    }
 }
