@@ -74,7 +74,10 @@ let package = Package(
         // on them, along each model's chain of targets.
         .target(
             name: "SwitchyardProviders",
-            dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardResilience", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "SwitchyardCore", "SwitchyardHTTP", "SwitchyardResilience", .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
         ),
         // Local model servers: the catalog and each worker's LRU of model-server processes.
         .target(

@@ -158,7 +158,8 @@ extension ProviderExecutor {
             let call = TargetCall(
                 target: target.resilience,
                 resilience: resilience,
-                estimatedTokens: Self.estimatedTokens(job, limit: target.resilience.rateLimit)
+                estimatedTokens: Self.estimatedTokens(job, limit: target.resilience.rateLimit),
+                metrics: metrics
             )
             let started = ContinuousClock.now
             func elapsed() -> Double {

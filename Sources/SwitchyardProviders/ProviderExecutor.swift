@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import SwitchyardCore
 import SwitchyardHTTP
@@ -15,12 +16,15 @@ public struct ProviderExecutor: JobExecutor {
     let configurations: [String: ProviderConfiguration]
     let file: ProvidersFile
     let resilience: Resilience?
+    /// Where target calls are measured (`TargetCall`); nil: nowhere.
+    let metrics: (any MetricsFactory)?
 
     public init(
         file: ProvidersFile,
         client: HTTPClient,
         environment: [String: String] = ProcessInfo.processInfo.environment,
-        resilience: Resilience? = nil
+        resilience: Resilience? = nil,
+        metrics: (any MetricsFactory)? = nil
     ) throws {
         var built: [String: any Provider] = [:]
         var configurations: [String: ProviderConfiguration] = [:]
@@ -66,6 +70,7 @@ public struct ProviderExecutor: JobExecutor {
         self.configurations = configurations
         self.file = file
         self.resilience = resilience
+        self.metrics = metrics
         // The board keeps local copies of every shared target it knows of, re-read after each
         // subscription; targets of worker-scoped providers are known only with a worker id.
         resilience?.breakers.register(sharedTargets)

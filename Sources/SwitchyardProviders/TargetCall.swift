@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import SwitchyardCore
 import SwitchyardHTTP
@@ -42,12 +43,16 @@ final class TargetCall: Sendable {
     let resilience: Resilience?
     /// Tokens to reserve with the first admitted attempt.
     let estimatedTokens: Int
+    /// Where each attempt's time and outcome go (`switchyard_target_call_seconds{target}`,
+    /// `switchyard_target_calls_total{target,outcome}`); nil: nowhere.
+    let metrics: (any MetricsFactory)?
     private let reserved = Mutex<Int?>(nil)
 
-    init(target: ResilienceTarget, resilience: Resilience?, estimatedTokens: Int) {
+    init(target: ResilienceTarget, resilience: Resilience?, estimatedTokens: Int, metrics: (any MetricsFactory)? = nil) {
         self.target = target
         self.resilience = resilience
         self.estimatedTokens = estimatedTokens
+        self.metrics = metrics
     }
 
     /// An admitted attempt, to hand back to `end`.
@@ -82,6 +87,19 @@ final class TargetCall: Sendable {
     /// the call was slow (a stream's is its first answer, not its end: a long answer is not a
     /// slow target); by default, now.
     func end(_ ticket: Ticket, _ outcome: CallOutcome, answeredAt: ContinuousClock.Instant? = nil) async {
+        if let metrics {
+            let name: String
+            switch outcome {
+            case .success: name = "success"
+            case .failure: name = "failure"
+            case .abandoned: name = "abandoned"
+            }
+            // Targets are the providers file's (and a worker's own): a bounded label.
+            Counter(label: "switchyard_target_calls_total", dimensions: [("target", target.id), ("outcome", name)], factory: metrics).increment()
+            let (seconds, atto) = (ContinuousClock.now - ticket.started).components
+            CoreMetrics.Timer(label: "switchyard_target_call_seconds", dimensions: [("target", target.id)], factory: metrics)
+                .recordNanoseconds(seconds * 1_000_000_000 + atto / 1_000_000_000)
+        }
         guard let resilience, let permit = ticket.permit else { return }
         await resilience.breakers.record(permit, target: target, outcome: outcome, duration: (answeredAt ?? .now) - ticket.started)
     }

@@ -115,6 +115,14 @@ extension Worker {
         // Queue wait of a first attempt only: a retry's wait includes its backoff.
         if delivery.attempt == 1 { metrics.queueWait(dimensions).recordNanoseconds(Self.nanoseconds(started - dueAt)) }
         metrics.runTime(dimensions).recordNanoseconds(Self.nanoseconds(finished - started))
+        guard case .finished(let completion) = outcome, completion.result.status == .succeeded else { return }
+        let queueOnly = [("queue", queue.configuration.name)]
+        if let cache = completion.result.cache { metrics.cacheAnswers(queueOnly + [("status", cache.status.rawValue)]).increment() }
+        if let usage = completion.result.usage, completion.result.cache?.status != .hit {
+            // Tokens a model spent: an answer from the cache spent none.
+            if let n = usage.promptTokens, n > 0 { metrics.tokens(queueOnly + [("direction", "in")]).increment(by: n) }
+            if let n = usage.completionTokens, n > 0 { metrics.tokens(queueOnly + [("direction", "out")]).increment(by: n) }
+        }
     }
 
     /// Seconds as nanoseconds, clamped to 0 ... 100 years: a job's times come from its payload

@@ -20,6 +20,18 @@ struct WorkerMetrics: Sendable {
         CoreMetrics.Timer(label: "switchyard_queue_wait_seconds", dimensions: dimensions, factory: registry)
     }
 
+    /// `switchyard_cache_answers_total{queue,status}`: succeeded jobs by how the response cache
+    /// served them (`hit`, `miss`, `coalesced`, `bypass`).
+    func cacheAnswers(_ dimensions: [(String, String)]) -> Counter {
+        Counter(label: "switchyard_cache_answers_total", dimensions: dimensions, factory: registry)
+    }
+
+    /// `switchyard_tokens_total{queue,direction}`: prompt (`in`) and completion (`out`) tokens of
+    /// succeeded jobs a model answered (not the cache).
+    func tokens(_ dimensions: [(String, String)]) -> Counter {
+        Counter(label: "switchyard_tokens_total", dimensions: dimensions, factory: registry)
+    }
+
     /// `switchyard_run_seconds{queue,lane}`: one attempt, start to end.
     func runTime(_ dimensions: [(String, String)]) -> CoreMetrics.Timer {
         CoreMetrics.Timer(label: "switchyard_run_seconds", dimensions: dimensions, factory: registry)

@@ -5,6 +5,7 @@ import ServiceLifecycle
 import SwitchyardCache
 import SwitchyardCore
 import SwitchyardHTTP
+import SwitchyardMetrics
 import SwitchyardModels
 import SwitchyardProviders
 import SwitchyardQueue
@@ -163,6 +164,8 @@ struct WorkerCommand: AsyncParsableCommand {
         let jobExecutor: any JobExecutor
         var httpClient: HTTPClient?
         var resilience: Resilience?
+        // One registry for the worker's own metrics and its executor's, published together.
+        let metricsRegistry = MetricsRegistry()
         var resiliencePoolToClose: RedisConnectionPool?
         defer { resiliencePoolToClose?.shutDown() }
         var modelServers: ModelServerManager?
@@ -185,7 +188,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 let resiliencePool = RedisConnectionPool(configuration: resilienceRedis, logger: logger)
                 resiliencePoolToClose = resiliencePool
                 resilience = Resilience(redis: resiliencePool, logger: logger)
-                jobExecutor = try ProviderExecutor(file: file, client: client, resilience: resilience)
+                jobExecutor = try ProviderExecutor(file: file, client: client, resilience: resilience, metrics: metricsRegistry)
             } catch let error as ProviderError {
                 throw ValidationError("--providers: \(error.message)")
             }
@@ -224,6 +227,7 @@ struct WorkerCommand: AsyncParsableCommand {
         // Model servers start (and an earlier worker's are stopped) only once this worker holds its id.
         if let manager = modelServers { workerConfiguration.whenRegistered = { await manager.begin() } }
         if let resilience { workerConfiguration.resilienceCounters = { resilience.counters } }
+        workerConfiguration.metrics = metricsRegistry
         if let workerID {
             guard workerID != QueueKeys.parkedConsumer else { throw ValidationError("--worker-id: '\(workerID)' is reserved by the queue") }
             workerConfiguration.id = workerID

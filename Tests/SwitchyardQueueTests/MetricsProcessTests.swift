@@ -39,6 +39,8 @@ struct MetricsProcessTests {
         #expect(snapshots.compactMap { $0.counters[Self.succeeded] }.reduce(0, +) == 40)
         let merged = try await Self.merged(f.queue)
         #expect(merged.histograms.first { $0.key.label == "switchyard_run_seconds" }?.value.count == 40)
+        // The echo executor reports a prompt token per character of "job <n>": 40 jobs, 230 tokens.
+        #expect(merged.counters[MetricsRegistry.Key("switchyard_tokens_total", [("direction", "in"), ("queue", "test")])] == 230)
 
         // Killed and started again with its id: a new series; the old one stays in the sum.
         try await offThePool { [b] in b.kill() }

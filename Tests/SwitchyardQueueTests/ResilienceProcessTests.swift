@@ -1,5 +1,7 @@
 import Foundation
 import SwitchyardCore
+import SwitchyardMetrics
+import SwitchyardQueue
 import SwitchyardRedis
 import SwitchyardTestSupport
 import Testing
@@ -84,6 +86,14 @@ struct ResilienceProcessTests {
             return output.split(separator: "\n").compactMap { try? JSONValue.parse(Array($0.utf8)) }.first { $0["target"]?.string == target }
         }
 
+        /// The workers' metrics, merged.
+        func metrics() async throws -> MetricsSnapshot {
+            let pool = RedisConnectionPool(configuration: redis.configuration)
+            defer { pool.shutDown() }
+            let queue = JobQueue(configuration: QueueConfiguration(name: "default"), redis: pool)
+            return MetricsSnapshot.merge(try await queue.metricsSnapshots().map { try JSONDecoder().decode(MetricsSnapshot.self, from: Data($0)) })
+        }
+
         func breakers(_ arguments: [String]) async throws -> (code: Int32?, output: String) {
             try await offThePool { try runSwitchyard(["breakers"] + arguments + ["--redis-url", self.redis.url, "--providers", self.providersPath]) }
         }
@@ -119,6 +129,15 @@ struct ResilienceProcessTests {
             let later = try await cluster.run(40)
             #expect(try await Self.calls(cluster.first) == wasted[workers])
             #expect(later.allSatisfy { $0["route"]?["steps"]?.array?.first?["outcome"]?.string == "circuit_open" })
+            // The workers' metrics count the same calls, and every answer from the second target.
+            let failed = MetricsRegistry.Key("switchyard_target_calls_total", [("outcome", "failure"), ("target", "first/m1")])
+            let answered = MetricsRegistry.Key("switchyard_target_calls_total", [("outcome", "success"), ("target", "second/m2")])
+            #expect(
+                try await eventually(timeout: .seconds(10)) {
+                    let merged = try await cluster.metrics()
+                    return merged.counters[failed] == Double(wasted[workers]!) && merged.counters[answered] == 80
+                }
+            )
         }
         // Four breakers of their own would need 4 × 4 failures; the shared one trips after 4,
         // plus at most the calls already in flight on the other workers (2 each).
