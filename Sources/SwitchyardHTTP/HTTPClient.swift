@@ -127,17 +127,18 @@ public final class HTTPClient: @unchecked Sendable {
                 }
                 return (s.toAdd, s.toCancel, s.stopping)
             }
+            var cancelled: [Transfer] = []
             for id in cancels {
                 if let transfer = active.removeValue(forKey: id) {
                     curl_multi_remove_handle(multi, transfer.easy)
-                    transfer.fail(CancellationError())
+                    cancelled.append(transfer)
                 } else {
                     cancelledEarly.insert(id)
                 }
             }
             for transfer in adds {
                 if cancelledEarly.remove(transfer.id) != nil {
-                    transfer.fail(CancellationError())
+                    cancelled.append(transfer)
                     continue
                 }
                 active[transfer.id] = transfer
@@ -145,7 +146,10 @@ public final class HTTPClient: @unchecked Sendable {
             }
             // Ids cancelled after they finished are never claimed; keep the set small.
             if cancelledEarly.count > 10_000 { cancelledEarly.removeAll() }
+            // The statistics change before a cancelled caller resumes, so it never sees its own
+            // transfer still in flight.
             stats.withLock { $0.inFlight = active.count }
+            for transfer in cancelled { transfer.fail(CancellationError()) }
             if stopping {
                 for transfer in active.values {
                     curl_multi_remove_handle(multi, transfer.easy)
