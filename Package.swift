@@ -17,12 +17,14 @@ let package = Package(
         .library(name: "SwitchyardProviders", targets: ["SwitchyardProviders"]),
         .library(name: "SwitchyardResilience", targets: ["SwitchyardResilience"]),
         .library(name: "SwitchyardMetrics", targets: ["SwitchyardMetrics"]),
+        .library(name: "SwitchyardCoordinator", targets: ["SwitchyardCoordinator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.7.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
     ],
     targets: [
         // hiredis, found through pkg-config (Debian: libhiredis-dev, Homebrew: hiredis).
@@ -107,11 +109,23 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The coordinator: a stateless HTTP service over Redis (Prometheus, JSON API, dashboard,
+        // OpenAI-compatible front) that also reclaims lost jobs. The only target that needs
+        // Hummingbird, so the rest builds without it.
+        .target(
+            name: "SwitchyardCoordinator",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardMetrics", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardResilience",
+                "SwitchyardProviders",
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "switchyard",
             dependencies: [
                 "SwitchyardCache", "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker",
-                "SwitchyardProviders", "SwitchyardModels", "SwitchyardResilience", "SwitchyardMetrics",
+                "SwitchyardProviders", "SwitchyardModels", "SwitchyardResilience", "SwitchyardMetrics", "SwitchyardCoordinator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -152,6 +166,14 @@ let package = Package(
         ),
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
         .testTarget(name: "SwitchyardCacheTests", dependencies: ["SwitchyardCache", "SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),
+        .testTarget(
+            name: "SwitchyardCoordinatorTests",
+            dependencies: [
+                "SwitchyardCoordinator", "SwitchyardCore", "SwitchyardHTTP", "SwitchyardMetrics", "SwitchyardQueue", "SwitchyardRedis",
+                "SwitchyardTestSupport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(
             name: "SwitchyardQueueTests",
             dependencies: [

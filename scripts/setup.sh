@@ -12,7 +12,8 @@ if [ "$(uname -s)" = "Darwin" ]; then
     brew list hiredis >/dev/null 2>&1 || brew install hiredis
     brew list redis >/dev/null 2>&1 || brew install redis
 else
-    for pkg in redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config; do
+    # prometheus brings promtool (the /metrics test); chromium the dashboard's browser test.
+    for pkg in redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config prometheus chromium; do
         have_pkg "$pkg" || need_apt+=("$pkg")
     done
     if [ ${#need_apt[@]} -gt 0 ]; then
@@ -44,6 +45,11 @@ if ! "$venv/bin/python" -c 'import llama_cpp.server, gguf' >/dev/null 2>&1; then
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc 2>/dev/null || echo 2)" "$venv/bin/pip" install --progress-bar off \
         'llama-cpp-python[server]==0.3.36' 'gguf==0.19.0' 2>&1 | grep -v -E '^\s*$' | sed 's/^/setup: /' | tail -n 20
     "$venv/bin/python" -c 'import llama_cpp.server, gguf' || { echo "setup: llama-cpp-python did not install" >&2; exit 1; }
+fi
+# The OpenAI-compatible front is tested with the official openai package, in the same venv.
+if ! "$venv/bin/python" -c 'import openai' >/dev/null 2>&1; then
+    "$venv/bin/pip" install -q --progress-bar off 'openai>=1.50,<3' | sed 's/^/setup: /' | tail -n 5
+    "$venv/bin/python" -c 'import openai' || { echo "setup: the openai package did not install" >&2; exit 1; }
 fi
 # A redis-server that the package's post-install started is not used by the tests: each test
 # starts a private one on a free port.

@@ -20,11 +20,11 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
     public static let largestIndex = index(of: largest)
 
     /// Sample count per bucket index.
-    public private(set) var buckets: [Int: UInt64] = [:]
-    public private(set) var count: UInt64 = 0
-    public private(set) var sum: Double = 0
-    public private(set) var min: Int64 = .max
-    public private(set) var max: Int64 = 0
+    public internal(set) var buckets: [Int: UInt64] = [:]
+    public internal(set) var count: UInt64 = 0
+    public internal(set) var sum: Double = 0
+    public internal(set) var min: Int64 = .max
+    public internal(set) var max: Int64 = 0
 
     public init() {}
 

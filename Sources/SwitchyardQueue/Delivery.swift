@@ -163,6 +163,14 @@ public struct QueueStatus: Sendable, Codable {
         /// Of the waiting entries, those parked by warm-model routing: read by a routing take and
         /// not taken yet (waiting for a worker with their model warm, or for a free slot).
         public var parked: Int = 0
+        /// How long the oldest entry no worker has read yet has been on the lane, in seconds
+        /// (from its stream entry id); nil when none waits. Parked entries are not counted.
+        public var oldestWaitingSeconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case name, waiting, pending, parked
+            case oldestWaitingSeconds = "oldest_waiting_seconds"
+        }
     }
 
     public var queue: String

@@ -427,6 +427,10 @@ public final class JobQueue: Sendable {
                 .init(name: lane.rawValue, waiting: max(0, length - pending + parked), pending: pending - parked, parked: parked)
             )
         }
+        // Best effort: a status without the ages is still a status.
+        if let ages = try? await oldestWaiting() {
+            for i in lanes.indices { lanes[i].oldestWaitingSeconds = ages[JobPriority.inOrder[i]] }
+        }
         return QueueStatus(
             queue: configuration.name,
             lanes: lanes,
@@ -435,6 +439,43 @@ public final class JobQueue: Sendable {
             counters: (stats.stringPairs ?? [:]).compactMapValues(Int.init),
             workers: try await workers()
         )
+    }
+
+    /// Per lane, the age in seconds of the oldest entry the workers' group has not read yet (the
+    /// first after the group's last-delivered id); lanes where none waits are absent.
+    public func oldestWaiting() async throws -> [JobPriority: Double] {
+        let groups = try await redis.pipeline(keys.lanes.map { RedisCommand("XINFO", "GROUPS", $0) })
+        var after: [(JobPriority, String)] = []
+        for (lane, reply) in zip(JobPriority.inOrder, groups) {
+            for group in reply.array ?? [] {
+                let fields = group.array ?? []
+                var info: [String: RESPValue] = [:]
+                var i = 0
+                while i + 1 < fields.count {
+                    if let name = fields[i].string { info[name] = fields[i + 1] }
+                    i += 2
+                }
+                if info["name"]?.string == QueueKeys.group, let last = info["last-delivered-id"]?.string {
+                    after.append((lane, last))
+                }
+            }
+        }
+        if after.isEmpty { return [:] }
+        // Entry ids are Redis's clock: the age is measured on it too, whatever this host's clock says.
+        var firsts = try await redis.pipeline(
+            after.map { RedisCommand("XRANGE", keys.lane($0.0), "(" + $0.1, "+", "COUNT", 1) } + [RedisCommand("TIME")]
+        )
+        let time = firsts.removeLast().array ?? []
+        let now =
+            time.count == 2
+            ? (Double(time[0].string ?? "") ?? 0) * 1000 + (Double(time[1].string ?? "") ?? 0) / 1000 : Double(Self.nowMs())
+        var ages: [JobPriority: Double] = [:]
+        for ((lane, _), reply) in zip(after, firsts) {
+            guard let id = reply.array?.first?.array?.first?.string, let ms = id.split(separator: "-").first.flatMap({ Double($0) })
+            else { continue }
+            ages[lane] = max(0, (now - ms) / 1000)
+        }
+        return ages
     }
 
     public func deadLetters(limit: Int = 100) async throws -> [DeadLetter] {

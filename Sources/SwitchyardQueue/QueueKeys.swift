@@ -47,6 +47,13 @@ public struct QueueKeys: Sendable, Hashable {
     public func metrics(worker: String, series: String) -> String { prefix + "metrics:" + worker + ":" + series }
     /// Sorted set of metrics keys scored by their last update (ms): what the merged view reads.
     public var metricsIndex: String { prefix + "metricsets" }
+    /// Hash of minute (Unix time / 60) to the cluster's merged metrics snapshot at that minute's
+    /// start, written once per minute by whichever coordinator gets there first (HSETNX) and
+    /// kept two hours: what windows ("the last 5 minutes") are measured against.
+    public var metricsHistory: String { prefix + "metricshistory" }
+    /// Hash of minute to a summary of what happened in it (jobs by outcome, latency quantiles),
+    /// kept two hours: the dashboard's charts.
+    public var metricsTimeline: String { prefix + "metricstimeline" }
     /// Set by every take and heartbeat of a worker with warm-model routing, expiring after its claim TTL: while
     /// it exists, the reclaim keeps parked entries in place instead of handing them back.
     public var routing: String { prefix + "routing" }

@@ -52,19 +52,7 @@ struct BreakerOptions: ParsableArguments {
 
     /// Every target the file names, then every breaker Redis holds that the file does not.
     func targets(file: ProvidersFile?, pool: RedisConnectionPool) async throws -> [ResilienceTarget] {
-        var targets = file?.sharedTargets ?? []
-        var known = Set(targets.map(\.id))
-        var cursor = "0"
-        repeat {
-            let reply = try await pool.send("SCAN", cursor, "MATCH", ResilienceKeys.breakerPattern, "COUNT", 500)
-            guard let parts = reply.array, parts.count == 2 else { break }
-            cursor = parts[0].string ?? "0"
-            for key in (parts[1].array ?? []).compactMap(\.string).sorted() {
-                guard let id = ResilienceKeys.target(ofBreakerKey: key), known.insert(id).inserted else { continue }
-                targets.append(file?.target(id: id) ?? ResilienceTarget(id: id))
-            }
-        } while cursor != "0"
-        return targets
+        try await ProvidersFile.knownTargets(file: file, redis: pool)
     }
 }
 
@@ -89,24 +77,12 @@ struct ListBreakers: AsyncParsableCommand {
             }
             let now = Date().timeIntervalSince1970
             for target in targets {
-                let status = try await resilience.breakers.status(target)
-                let room = try await resilience.limits.headroom(target)
                 if json {
-                    var object: [String: JSONValue] = [
-                        "target": .string(target.id), "state": .string(status.state.rawValue), "enabled": .bool(target.breaker.enabled),
-                        "failure_rate": .number(status.failureRate), "slow_call_rate": .number(status.slowCallRate),
-                        "calls": .number(Double(status.calls)), "failures": .number(Double(status.failures)),
-                        "slow_calls": .number(Double(status.slowCalls)), "openings_in_a_row": .number(Double(status.openingsInARow)),
-                        "probes_in_flight": .number(Double(status.probesInFlight)), "reason": .string(status.reason),
-                    ]
-                    if let until = status.openUntil { object["open_until"] = .number(until) }
-                    if let since = status.since { object["since"] = .number(since) }
-                    if let forced = status.forcedBy { object["forced_by"] = .string(forced) }
-                    if let r = room.requests { object["request_headroom"] = .number(r.rounded(.down)) }
-                    if let t = room.tokens { object["token_headroom"] = .number(t.rounded(.down)) }
-                    print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+                    print(String(decoding: try await resilience.report(target).jsonBytes, as: UTF8.self))
                     continue
                 }
+                let status = try await resilience.breakers.status(target)
+                let room = try await resilience.limits.headroom(target)
                 let openFor = status.openUntil.map { String(format: "%.1fs", max(0, $0 - now)) } ?? (status.state == .forcedOpen ? "forced" : "-")
                 let why = status.forcedBy.map { "\(status.reason): \($0)" } ?? status.reason
                 let columns = [

@@ -17,7 +17,7 @@ struct SwitchyardCommand: AsyncParsableCommand {
         version: Switchyard.version,
         subcommands: [
             UpCommand.self, DemoCommand.self, WorkerCommand.self, PushCommand.self, ResultsCommand.self, StatusCommand.self, CancelCommand.self,
-            DLQCommand.self, BreakersCommand.self,
+            DLQCommand.self, BreakersCommand.self, CoordinatorCommand.self,
             ProfileCommand.self, PingCommand.self, ConfigCommand.self,
         ]
     )

@@ -229,7 +229,9 @@ struct WorkerCommand: AsyncParsableCommand {
         if let resilience { workerConfiguration.resilienceCounters = { resilience.counters } }
         workerConfiguration.metrics = metricsRegistry
         if let workerID {
-            guard workerID != QueueKeys.parkedConsumer else { throw ValidationError("--worker-id: '\(workerID)' is reserved by the queue") }
+            guard !workerID.hasPrefix("~") else {
+                throw ValidationError("--worker-id: '\(workerID)': names starting with '~' are reserved by the queue")
+            }
             workerConfiguration.id = workerID
         }
         let wait = try parseDuration(warmWait, field: "--warm-wait")

@@ -1,0 +1,5 @@
+import Hummingbird
+
+extension Coordinator {
+    func addDashboardRoutes(to router: Router<BasicRequestContext>) {}
+}

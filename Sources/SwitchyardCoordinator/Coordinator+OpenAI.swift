@@ -1,0 +1,5 @@
+import Hummingbird
+
+extension Coordinator {
+    func addOpenAIRoutes(to router: Router<BasicRequestContext>) {}
+}
