@@ -15,16 +15,24 @@ public enum LoopbackPort {
     /// A port the kernel reports free right now. Another process can take it before the caller's
     /// server binds it; callers check that what answers there is theirs.
     public static func free() throws -> Int {
+        try bindable(0) ?? { throw Unavailable(description: "bind() on 127.0.0.1 failed") }()
+    }
+
+    /// Whether `port` on 127.0.0.1 can be bound now (nobody listens there).
+    public static func isFree(_ port: Int) -> Bool { (try? bindable(port)) != nil }
+
+    /// Binds `port` (0: any) on 127.0.0.1 and lets it go; the port bound, or nil when taken.
+    private static func bindable(_ port: Int) throws -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Unavailable(description: "socket() failed") }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        guard bound == 0 else { throw Unavailable(description: "bind() on 127.0.0.1 failed") }
+        guard bound == 0 else { return nil }
         _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
         return Int(UInt16(bigEndian: address.sin_port))
     }

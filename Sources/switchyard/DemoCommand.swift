@@ -3,6 +3,7 @@ import Foundation
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
+import UnixSignals
 
 struct DemoCommand: AsyncParsableCommand {
     /// Catalog names the demo's jobs alternate between.
@@ -28,6 +29,12 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "A GGUF model file to serve instead of generating the tiny one.")
     var modelFile: String?
 
+    @Flag(help: "Keep the cluster (and its dashboard) running after the report, until Ctrl-C.")
+    var keep = false
+
+    @Option(help: "The coordinator's port (another free one when taken).")
+    var coordinatorPort = 8377
+
     func run() async throws {
         let say = sayer("demo")
         let venv = ProcessInfo.processInfo.environment["SWITCHYARD_LLAMA_VENV"] ?? FileManager.default.currentDirectoryPath + "/.venv-llama"
@@ -49,19 +56,27 @@ struct DemoCommand: AsyncParsableCommand {
         try JSONSerialization.data(withJSONObject: catalog, options: [.prettyPrinted]).write(to: catalogPath)
         defer { try? FileManager.default.removeItem(at: catalogPath) }
 
+        // Trapped before anything starts, so a Ctrl-C during start-up also stops what did start.
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         let cluster = try await LocalCluster.start(
             options: redis,
             workers: workers,
             workerArguments: [
                 "--executor", "local", "--models", catalogPath.path, "--profile", "cpu", "--concurrency", "2", "--set", "model_cache_size=1",
             ],
+            coordinatorPort: coordinatorPort,
             say: say
         )
+        if let dashboard = cluster.dashboardURL { say("dashboard: \(dashboard) (open it to watch the jobs run)") }
         do {
             try await pushAndReport(cluster: cluster, say: say)
         } catch {
             cluster.stop(say: say)
             throw error
+        }
+        if keep {
+            say("the cluster keeps running\(cluster.dashboardURL.map { ": dashboard \($0)" } ?? ""); Ctrl-C stops it")
+            for await _ in signals { break }
         }
         cluster.stop(say: say)
         // Cold starts and model loads, from the workers' own logs.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SwitchyardCore
+import SwitchyardHTTP
 import SwitchyardQueue
 import SwitchyardRedis
 import UnixSignals
@@ -25,6 +26,10 @@ struct LocalCluster {
     let workerIDs: [String]
     let workers: [ChildProcess]
     let redis: ChildProcess?
+    /// The coordinator beside the workers (nil with `coordinatorPort` nil).
+    let coordinator: ChildProcess?
+    /// Its dashboard, e.g. `http://127.0.0.1:8377/`.
+    let dashboardURL: String?
     let directory: URL
     /// What runs the jobs on every worker (local, provider, or a test executor when named).
     let executor: String
@@ -36,6 +41,7 @@ struct LocalCluster {
         workers count: Int,
         workerArguments: [String],
         stateDirectory: String? = nil,
+        coordinatorPort: Int? = 8377,
         say: (String) -> Void
     ) async throws -> LocalCluster {
         let configuration = try options.configuration()
@@ -105,15 +111,60 @@ struct LocalCluster {
             ids.append(id)
             say("started worker \(id) (pid \(worker.pid), executor \(executor), log \(directory.path)/\(id).log)")
         }
+        var coordinator: ChildProcess?
+        var dashboardURL: String?
+        if let wanted = coordinatorPort {
+            // The usual port when it is free; another `up` may hold it.
+            let port = wanted == 0 || !LoopbackPort.isFree(wanted) ? try LoopbackPort.free() : wanted
+            var environment = ProcessInfo.processInfo.environment
+            environment[RedisConfiguration.EnvironmentKey.url] = redisURL
+            // What the workers serve, so the front's GET /v1/models lists it.
+            var extra: [String] = []
+            for flag in ["--models", "--providers"] {
+                if let i = workerArguments.firstIndex(of: flag), i + 1 < workerArguments.count { extra += [flag, workerArguments[i + 1]] }
+            }
+            let child = try ChildProcess(
+                executable: executable,
+                arguments: ["coordinator", "--host", "127.0.0.1", "--port", String(port)] + (options.queue.map { ["--queue", $0] } ?? []) + extra,
+                environment: environment,
+                outputPath: directory.appendingPathComponent("coordinator.log").path,
+                parentDeathSignal: SIGTERM
+            )
+            coordinator = child
+            let url = "http://127.0.0.1:\(port)/"
+            if try await Self.waitForHealth(url: url + "healthz") {
+                dashboardURL = url
+                say("started coordinator (pid \(child.pid), log \(directory.path)/coordinator.log): dashboard \(url), metrics \(url)metrics, OpenAI-compatible API \(url)v1")
+            } else {
+                say("the coordinator did not answer at \(url); see \(directory.path)/coordinator.log")
+            }
+        }
         return LocalCluster(
             redisURL: redisURL,
             displayURL: redis == nil ? displayURL : redisURL,
             workerIDs: ids,
             workers: processes,
             redis: redis,
+            coordinator: coordinator,
+            dashboardURL: dashboardURL,
             directory: directory,
             executor: executor
         )
+    }
+
+    /// Polls a health URL for up to 20 s.
+    static func waitForHealth(url: String) async throws -> Bool {
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        for _ in 0..<200 {
+            if let response = try? await client.execute(HTTPRequest(url: url, connectTimeout: .milliseconds(200), timeout: .seconds(1))),
+                response.status == 200
+            {
+                return true
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
     }
 
     /// A directory only this user can use: `given` (created 0700 when missing; refused when it is
@@ -146,6 +197,10 @@ struct LocalCluster {
 
     /// SIGTERM to every worker (they drain), then Redis if we started it.
     func stop(say: (String) -> Void) {
+        if let coordinator {
+            coordinator.terminate(grace: .seconds(10))
+            say("coordinator stopped")
+        }
         for worker in workers { worker.send(SIGTERM) }
         for worker in workers where !worker.waitForExit(timeout: .seconds(40)) { worker.terminate(grace: .seconds(1)) }
         say("workers stopped")
@@ -183,8 +238,20 @@ struct UpCommand: AsyncParsableCommand {
     )
     var stateDir: String?
 
+    @Option(help: "The coordinator's port (another free one when taken); 'off' starts none.")
+    var coordinatorPort = "8377"
+
     func run() async throws {
         let say = sayer("up")
+        let port: Int?
+        if coordinatorPort == "off" {
+            port = nil
+        } else {
+            guard let p = Int(coordinatorPort), (0...65535).contains(p) else {
+                throw ValidationError("--coordinator-port: a port from 0 to 65535, or 'off'; got '\(coordinatorPort)'")
+            }
+            port = p
+        }
         // Trapped before anything starts, so a Ctrl-C during start-up also stops what did start.
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         let cluster = try await LocalCluster.start(
@@ -192,6 +259,7 @@ struct UpCommand: AsyncParsableCommand {
             workers: workers,
             workerArguments: workerArgs,
             stateDirectory: stateDir,
+            coordinatorPort: port,
             say: say
         )
         let push =
@@ -199,6 +267,7 @@ struct UpCommand: AsyncParsableCommand {
             ? "push with: SWITCHYARD_REDIS_URL=\(cluster.displayURL) switchyard push ..."
             : "push with the --redis-url or SWITCHYARD_REDIS_URL you gave (its password is not shown)"
         say("cluster running at \(cluster.displayURL), executor \(cluster.executor); \(push); Ctrl-C stops it")
+        if let dashboard = cluster.dashboardURL { say("dashboard: \(dashboard)") }
         for await _ in signals { break }
         say("stopping")
         cluster.stop(say: say)
