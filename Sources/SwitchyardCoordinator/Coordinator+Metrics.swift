@@ -3,6 +3,8 @@ import Hummingbird
 import SwitchyardMetrics
 import SwitchyardProviders
 import SwitchyardQueue
+import SwitchyardRedis
+import SwitchyardResilience
 
 extension Coordinator {
     func addMetricsRoute(to router: Router<BasicRequestContext>) {
@@ -44,10 +46,17 @@ extension Coordinator {
         return exposition.text
     }
 
-    func breakerStates() async throws -> [(target: String, state: String)] {
-        var out: [(target: String, state: String)] = []
+    func breakerStates() async throws -> [BreakerExport] {
+        var out: [BreakerExport] = []
+        let states = BreakerState.allCases
         for target in try await ProvidersFile.knownTargets(file: providers(), redis: redis) {
-            out.append((target.id, try await resilience.breakers.status(target).state.rawValue))
+            let status = try await resilience.breakers.status(target)
+            let counts = try await redis.send(
+                RedisCommand("HMGET", arguments: [ResilienceKeys.breaker(target.id)] + states.map(ResilienceKeys.transitionField))
+            )
+            var transitions: [String: Int] = [:]
+            for (state, value) in zip(states, counts.array ?? []) { transitions[state.rawValue] = value.string.flatMap(Int.init) ?? 0 }
+            out.append(BreakerExport(target: target.id, state: status.state.rawValue, transitions: transitions))
         }
         return out
     }

@@ -1,6 +1,7 @@
 import Foundation
 import SwitchyardMetrics
 import SwitchyardQueue
+import SwitchyardResilience
 
 /// Writes Prometheus's text exposition format (0.0.4): one `# HELP` and `# TYPE` per family,
 /// label values escaped, histograms as cumulative `le` buckets in seconds.
@@ -178,14 +179,31 @@ extension PrometheusExposition {
         [("queue", s.queue), ("worker", w.id), ("host", w.host)]
     }
 
-    /// Every breaker's state: 1 for the state it is in, 0 for the others.
-    mutating func add(breakers: [(target: String, state: String)]) {
+    /// Every breaker's state (1 for the state it is in, 0 for the others) and its transitions.
+    mutating func add(breakers: [BreakerExport]) {
+        let states = BreakerState.allCases.map(\.rawValue)
         family("switchyard_breaker_state", "gauge", "A target's circuit breaker: 1 for its current state.")
-        let states = ["closed", "open", "half_open", "forced_open", "forced_closed"]
         for breaker in breakers {
             for state in states {
                 sample("switchyard_breaker_state", [("target", breaker.target), ("state", state)], breaker.state == state ? 1 : 0)
             }
         }
+        family(
+            "switchyard_breaker_transitions_total",
+            "counter",
+            "Transitions of a target's breaker into each state, counted once for the cluster (reset when an idle breaker's state expires)."
+        )
+        for breaker in breakers {
+            for state in states {
+                sample("switchyard_breaker_transitions_total", [("target", breaker.target), ("to", state)], Double(breaker.transitions[state] ?? 0))
+            }
+        }
     }
+}
+
+/// A breaker as `/metrics` exports it.
+struct BreakerExport: Sendable {
+    var target: String
+    var state: String
+    var transitions: [String: Int]
 }

@@ -47,6 +47,8 @@ enum BreakerScripts {
           b.pg, b.pok, b.pbad, b.psl, b.pt = 0, 0, 0, 0, 0
           redis.call('HSET', S, 'st', st, 'g', b.g, 'u', untilms, 'o', b.o, 'ts', now, 'r', reason, 'f', b.f,
             'pg', 0, 'pok', 0, 'pbad', 0, 'psl', 0, 'pt', 0)
+          -- Transitions into each state, counted once for the cluster where they are decided.
+          redis.call('HINCRBY', S, 'n_' .. st, 1)
           keep(b)
           publish(b)
         end

@@ -17,6 +17,9 @@ public enum ResilienceKeys {
     /// The breaker's sliding window: `syb:{<target>}:window`. It records its shape (`ks`:
     /// `count:50`, say); a worker with other window settings (a rolling deploy) starts it
     /// afresh rather than mixing its counts into another ring.
+    /// Fields of the breaker's hash that count its transitions into each state (`n_open`,
+    /// `n_half_open`, ...), incremented by the scripts; they go when the hash expires.
+    public static func transitionField(_ state: BreakerState) -> String { "n_" + state.rawValue }
     public static func window(_ target: String) -> String { breaker(target) + ":window" }
 
     /// The rate limiter's hash: `syl:{<target>}`.

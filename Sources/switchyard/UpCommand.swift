@@ -134,7 +134,9 @@ struct LocalCluster {
             let url = "http://127.0.0.1:\(port)/"
             if try await Self.waitForHealth(url: url + "healthz") {
                 dashboardURL = url
-                say("started coordinator (pid \(child.pid), log \(directory.path)/coordinator.log): dashboard \(url), metrics \(url)metrics, OpenAI-compatible API \(url)v1")
+                say(
+                    "started coordinator (pid \(child.pid), log \(directory.path)/coordinator.log): dashboard \(url), metrics \(url)metrics, OpenAI-compatible API \(url)v1"
+                )
             } else {
                 say("the coordinator did not answer at \(url); see \(directory.path)/coordinator.log")
             }

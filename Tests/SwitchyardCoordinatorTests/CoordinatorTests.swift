@@ -387,4 +387,42 @@ struct CoordinatorTests {
         #expect(f.logs.text.contains("reclaimed entries whose lease ran out"))
         await f.close()
     }
+
+    @Test func breakersAreListedForcedAndExported() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("coordinator-breakers-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("providers.json")
+        try Data(
+            #"{"providers": [{"name": "remote", "kind": "openai", "base_url": "http://127.0.0.1:9/v1"}], "models": {"m": {"provider": "remote", "model": "up-m"}}}"#
+                .utf8
+        ).write(to: file)
+        let f = try await CoordinatorFixture { $0.providersFile = file.path }
+        let listed = try await f.json("/api/v1/breakers").array ?? []
+        #expect(listed.compactMap { $0.object?["target"]?.string } == ["remote/up-m"])
+        #expect(listed.first?.object?["state"]?.string == "closed")
+
+        let opened = try await f.request(
+            "POST",
+            "/api/v1/breakers/open",
+            json: .object(["target": .string("remote/up-m"), "note": .string("maintenance")])
+        )
+        #expect(opened.status == 200)
+        #expect(try JSONValue.parse(opened.body).object?["state"]?.string == "forced_open")
+        #expect(try await f.request("POST", "/api/v1/breakers/open", json: .object(["target": .string("nope/x")])).status == 404)
+        #expect(try await f.request("POST", "/api/v1/breakers/open", json: .object(["note": .string("no target")])).status == 400)
+        #expect((try await f.json("/api/v1/breakers").array?.first?.object?["forced_by"]?.string ?? "").contains("maintenance"))
+
+        _ = try await f.request("POST", "/api/v1/breakers/reset", json: .object(["target": .string("remote/up-m")]))
+        let text = try await f.text("/metrics")
+        let state = Self.samples(text, "switchyard_breaker_state")
+        #expect(state["switchyard_breaker_state{target=\"remote/up-m\",state=\"closed\"}"] == 1)
+        #expect(state["switchyard_breaker_state{target=\"remote/up-m\",state=\"forced_open\"}"] == 0)
+        let transitions = Self.samples(text, "switchyard_breaker_transitions_total")
+        #expect(transitions["switchyard_breaker_transitions_total{target=\"remote/up-m\",to=\"forced_open\"}"] == 1)
+        #expect(transitions["switchyard_breaker_transitions_total{target=\"remote/up-m\",to=\"closed\"}"] == 1)
+        let (status, output) = try Self.runPromtool(text)
+        #expect(status == 0, "promtool: \(output)")
+        await f.close()
+    }
 }
