@@ -86,7 +86,7 @@ let package = Package(
             name: "SwitchyardModels",
             dependencies: [
                 "CProcessShim", "SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         // The cluster-wide response cache: canonical request keys, the cache policy.
@@ -116,7 +116,7 @@ let package = Package(
             name: "SwitchyardCoordinator",
             dependencies: [
                 "SwitchyardCore", "SwitchyardMetrics", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardResilience",
-                "SwitchyardProviders",
+                "SwitchyardProviders", "SwitchyardModels",
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -148,14 +148,14 @@ let package = Package(
         .testTarget(
             name: "SwitchyardModelsTests",
             dependencies: [
-                "CProcessShim", "SwitchyardCore", "SwitchyardModels", "SwitchyardTestSupport", .product(name: "Logging", package: "swift-log"),
+                "CProcessShim", "SwitchyardCore", "SwitchyardMetrics", "SwitchyardModels", "SwitchyardTestSupport", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(
             name: "SwitchyardProvidersTests",
-            dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardTestSupport"]
+            dependencies: ["SwitchyardCore", "SwitchyardHTTP", "SwitchyardMetrics", "SwitchyardProviders", "SwitchyardTestSupport"]
         ),
         .testTarget(name: "SwitchyardMetricsTests", dependencies: ["SwitchyardMetrics", .product(name: "CoreMetrics", package: "swift-metrics")]),
         .testTarget(
@@ -172,7 +172,9 @@ let package = Package(
                 "SwitchyardCoordinator", "SwitchyardCore", "SwitchyardHTTP", "SwitchyardMetrics", "SwitchyardQueue", "SwitchyardRedis",
                 "SwitchyardTestSupport", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // Scripts the tests run by path (the OpenAI client script), not resources.
+            exclude: ["Scripts"]
         ),
         .testTarget(
             name: "SwitchyardQueueTests",

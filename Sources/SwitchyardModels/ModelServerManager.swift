@@ -1,4 +1,5 @@
 import CProcessShim
+import CoreMetrics
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -52,6 +53,10 @@ public actor ModelServerManager: Service {
         public var pidFile: String?
         /// How often `run()` stops servers idle for longer than `idleTTL`. Default: 5 s.
         public var idleSweepInterval: Duration
+        /// Where the manager records its metrics (`switchyard_model_loads_total{model,outcome}`,
+        /// `switchyard_model_load_seconds{model}`, `switchyard_model_evictions_total{model}`,
+        /// `switchyard_model_restarts_total{model}`): the worker's registry. Default: nil, none.
+        public var metrics: (any MetricsFactory)?
         /// Picks the port for a new server. Default: a free loopback port (`LoopbackPort.free`).
         public var portPicker: @Sendable () throws -> Int = { try LoopbackPort.free() }
 
@@ -248,6 +253,9 @@ public actor ModelServerManager: Service {
                 logger.warning("model server for \(model) exited (pid \(server.process.pid)); starting it again")
                 servers[model] = nil
                 stats.restarts += 1
+                if let metrics = configuration.metrics {
+                    Counter(label: "switchyard_model_restarts_total", dimensions: [("model", model)], factory: metrics).increment()
+                }
                 wakeWaiters()
                 continue
             }
@@ -377,6 +385,9 @@ public actor ModelServerManager: Service {
             }
             logger.info("evicting \(victim) (least recently used) to make room for \(model)")
             stats.evictions += 1
+            if let metrics = configuration.metrics {
+                Counter(label: "switchyard_model_evictions_total", dimensions: [("model", victim)], factory: metrics).increment()
+            }
             stop(victim)
         }
         return true
@@ -476,6 +487,10 @@ public actor ModelServerManager: Service {
                 logger.warning(
                     "model server for \(model) exited while loading (\(describeExit(process.status))); the end of its log \(log):\n\(tail)"
                 )
+                if let metrics = configuration.metrics {
+                    Counter(label: "switchyard_model_loads_total", dimensions: [("model", model), ("outcome", "exited")], factory: metrics)
+                        .increment()
+                }
                 throw ModelServerError(
                     model: model,
                     message: "the server exited while loading (\(describeExit(process.status))); its log is in the worker's log",
@@ -490,6 +505,12 @@ public actor ModelServerManager: Service {
                 let took = clock.now - began
                 stats.loads += 1
                 stats.coldStarts.append(took)
+                if let metrics = configuration.metrics {
+                    Counter(label: "switchyard_model_loads_total", dimensions: [("model", model), ("outcome", "ready")], factory: metrics).increment()
+                    let (s, a) = took.components
+                    CoreMetrics.Timer(label: "switchyard_model_load_seconds", dimensions: [("model", model)], factory: metrics)
+                        .recordNanoseconds(s * 1_000_000_000 + a / 1_000_000_000)
+                }
                 logger.info("model server for \(model) ready after \(took) (pid \(process.pid))")
                 return Server(process: process, port: port)
             }

@@ -99,6 +99,12 @@ final class TargetCall: Sendable {
             let (seconds, atto) = (ContinuousClock.now - ticket.started).components
             CoreMetrics.Timer(label: "switchyard_target_call_seconds", dimensions: [("target", target.id)], factory: metrics)
                 .recordNanoseconds(seconds * 1_000_000_000 + atto / 1_000_000_000)
+            // Only streams say when their answer began.
+            if case .success = outcome, let answeredAt {
+                let (s, a) = (answeredAt - ticket.started).components
+                CoreMetrics.Timer(label: "switchyard_time_to_first_token_seconds", dimensions: [("target", target.id)], factory: metrics)
+                    .recordNanoseconds(s * 1_000_000_000 + a / 1_000_000_000)
+            }
         }
         guard let resilience, let permit = ticket.permit else { return }
         await resilience.breakers.record(permit, target: target, outcome: outcome, duration: (answeredAt ?? .now) - ticket.started)

@@ -209,6 +209,7 @@ struct WorkerCommand: AsyncParsableCommand {
             let directory = try LocalCluster.privateDirectory(runtimeDirectory(), label: "runtime directory")
             let id = (workerID ?? "").isEmpty ? nil : workerID
             var managerConfiguration = ModelServerManager.Configuration(logDirectory: directory.path)
+            managerConfiguration.metrics = metricsRegistry
             managerConfiguration.pidFile = id.map { directory.appendingPathComponent("worker-\(fileSafe($0))-\(fnv1a($0)).pids").path }
             modelServers = ModelServerManager(catalog: catalog, profile: hardware, configuration: managerConfiguration, logger: logger)
             jobExecutor = LocalModelExecutor(manager: modelServers!, client: client)

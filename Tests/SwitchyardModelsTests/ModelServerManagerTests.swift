@@ -5,6 +5,7 @@ import ServiceLifecycle
 import ServiceLifecycleTestKit
 import SwitchyardCore
 import SwitchyardHTTP
+import SwitchyardMetrics
 import SwitchyardModels
 import SwitchyardTestSupport
 import Testing
@@ -33,17 +34,20 @@ struct ModelServerManagerTests {
         budgetMB: Int = 10_000,
         memoryMB: Int = 100,
         idleTTL: Duration? = nil,
-        pinned: [String] = []
+        pinned: [String] = [],
+        metrics: MetricsRegistry? = nil
     ) throws
         -> ModelServerManager
     {
         var profile = HardwareProfile.cpu
         profile.modelCacheSize = cache
         profile.memoryBudgetMB = budgetMB
+        var configuration = ModelServerManager.Configuration(readinessTimeout: .seconds(60), idleTTL: idleTTL, stopGrace: .seconds(3))
+        configuration.metrics = metrics
         return ModelServerManager(
             catalog: try catalog(memoryMB: memoryMB, pinned: pinned),
             profile: profile,
-            configuration: .init(readinessTimeout: .seconds(60), idleTTL: idleTTL, stopGrace: .seconds(3)),
+            configuration: configuration,
             logger: Logger(label: "test")
         )
     }
@@ -72,11 +76,18 @@ struct ModelServerManagerTests {
     }
 
     @Test func leastRecentlyUsedIsEvictedFirst() async throws {
-        let manager = try Self.manager(cache: 2)
+        let registry = MetricsRegistry()
+        let manager = try Self.manager(cache: 2, metrics: registry)
         for model in ["a", "b", "a", "c"] { _ = try await manager.withServer(model) { $0.pid } }
         let stats = await manager.statistics
         #expect(stats.warm == ["a", "c"])
         #expect(stats.evictions == 1 && stats.loads == 3)
+        // The same, as the worker publishes it.
+        let snapshot = registry.snapshot(worker: "w")
+        let loads = snapshot.counters.filter { $0.key.label == "switchyard_model_loads_total" && $0.key.dimensions["outcome"] == "ready" }
+        #expect(loads.values.reduce(0, +) == 3)
+        #expect(snapshot.counters[MetricsRegistry.Key("switchyard_model_evictions_total", [("model", "b")])] == 1)
+        #expect(snapshot.histograms.filter { $0.key.label == "switchyard_model_load_seconds" }.values.map(\.count).reduce(0, +) == 3)
         await manager.shutdown()
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import SwitchyardCore
 import SwitchyardHTTP
+import SwitchyardMetrics
 import SwitchyardProviders
 import SwitchyardTestSupport
 import Testing
@@ -46,6 +47,36 @@ struct LlamaCppTests {
         // Connection reuse, from the pool's own counters: four calls, one connection.
         #expect(client.statistics.connectionsOpened == 1)
         #expect(client.statistics.reusedConnections == 4)
+    }
+
+    /// Through the executor, a streamed answer records its time to first token beside the call's
+    /// whole time, for the worker's metrics.
+    @Test func aStreamRecordsItsTimeToFirstToken() async throws {
+        let server = try await LlamaServer()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("providers-\(UUID().uuidString).json").path
+        try Data(
+            """
+            {"providers": [{"name": "local", "kind": "openai", "base_url": "\(server.baseURL)", "stream": true}],
+             "models": {"tiny": {"provider": "local", "model": "tiny"}}}
+            """.utf8
+        ).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let registry = MetricsRegistry()
+        let executor = try ProviderExecutor(file: try ProvidersFile.load(path: path), client: client, metrics: registry)
+        let job = Job(
+            kind: .chat,
+            model: "tiny",
+            input: JobInput(messages: [ChatMessage(role: "user", content: "Say hello.")], parameters: ["max_tokens": .number(24)])
+        )
+        _ = try await executor.execute(job, context: JobContext(attempt: 1, workerID: "w"))
+        let snapshot = registry.snapshot(worker: "w")
+        let first = snapshot.histograms[MetricsRegistry.Key("switchyard_time_to_first_token_seconds", [("target", "local/tiny")])]
+        let whole = snapshot.histograms[MetricsRegistry.Key("switchyard_target_call_seconds", [("target", "local/tiny")])]
+        #expect(first?.count == 1 && whole?.count == 1)
+        // The first token comes before the 24th.
+        #expect((first?.max ?? .max) < (whole?.max ?? 0))
     }
 
     @Test func embeddings() async throws {
