@@ -28,8 +28,8 @@ public struct CoordinatorConfiguration: Sendable {
     /// How often the coordinator reclaims entries whose lease ran out and promotes due delayed
     /// jobs, so lost jobs come back even while every worker is busy. Default 5 s; nil: never.
     public var reclaimInterval: Duration?
-    /// The lease the queue's workers use (a reclaimed entry is one idle this long). Default 60 s,
-    /// the worker's default.
+    /// The lease the queue's workers use (a reclaimed entry is one idle this long). Default 30 s,
+    /// the worker's default (`switchyard worker --lease`).
     public var lease: Duration
     /// How long a request of the OpenAI-compatible front, or a push with `wait`, waits for its
     /// job's result before answering 504 (the job keeps running). Default 300 s.
@@ -49,7 +49,7 @@ public struct CoordinatorConfiguration: Sendable {
         tokens: [String] = [],
         reads: ReadAccess = .open,
         reclaimInterval: Duration? = .seconds(5),
-        lease: Duration = .seconds(60),
+        lease: Duration = .seconds(30),
         resultTimeout: Duration = .seconds(300),
         maxBodyBytes: Int = 16 << 20,
         providersFile: String? = nil,

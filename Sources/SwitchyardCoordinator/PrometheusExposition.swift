@@ -105,6 +105,11 @@ extension PrometheusExposition {
         "switchyard_tokens_total": "Prompt (in) and completion (out) tokens of succeeded jobs a model answered.",
         "switchyard_target_calls_total": "HTTP calls at a provider target by outcome.",
         "switchyard_target_call_seconds": "Time of one HTTP call at a provider target.",
+        "switchyard_time_to_first_token_seconds": "Time from a streamed call's start to its first event, per target.",
+        "switchyard_model_loads_total": "Model-server starts by outcome (ready, exited, timeout).",
+        "switchyard_model_load_seconds": "Time a model server took to start and answer.",
+        "switchyard_model_evictions_total": "Model servers stopped to make room for another model.",
+        "switchyard_model_restarts_total": "Model servers started again after they exited.",
     ]
 
     /// One queue's depth, age of the oldest waiting job, counters and workers.
@@ -159,18 +164,26 @@ extension PrometheusExposition {
                 )
             }
         }
-        family("switchyard_cache_events_total", "counter", "Response-cache events of the live workers, summed.")
+        family(
+            "switchyard_live_cache_events",
+            "gauge",
+            "Response-cache events counted by the live worker processes, summed (falls when a worker stops; switchyard_cache_answers_total does not)."
+        )
         for s in statuses {
             var cache: [String: Int] = [:]
             for w in s.workers { cache.merge(w.cache ?? [:], uniquingKeysWith: +) }
-            for name in cache.keys.sorted() { sample("switchyard_cache_events_total", [("queue", s.queue), ("event", name)], Double(cache[name]!)) }
+            for name in cache.keys.sorted() { sample("switchyard_live_cache_events", [("queue", s.queue), ("event", name)], Double(cache[name]!)) }
         }
-        family("switchyard_resilience_events_total", "counter", "Breaker and rate-limit events of the live workers, summed.")
+        family(
+            "switchyard_live_resilience_events",
+            "gauge",
+            "Breaker and rate-limit events counted by the live worker processes, summed (falls when a worker stops)."
+        )
         for s in statuses {
             var counters: [String: Int] = [:]
             for w in s.workers { counters.merge(w.resilience ?? [:], uniquingKeysWith: +) }
             for name in counters.keys.sorted() {
-                sample("switchyard_resilience_events_total", [("queue", s.queue), ("event", name)], Double(counters[name]!))
+                sample("switchyard_live_resilience_events", [("queue", s.queue), ("event", name)], Double(counters[name]!))
             }
         }
     }

@@ -19,7 +19,10 @@ public enum LoopbackPort {
     }
 
     /// Whether `port` on 127.0.0.1 can be bound now (nobody listens there).
-    public static func isFree(_ port: Int) -> Bool { (try? bindable(port)) != nil }
+    public static func isFree(_ port: Int) -> Bool {
+        guard (1...65535).contains(port) else { return false }
+        return (try? bindable(port)) != nil
+    }
 
     /// Binds `port` (0: any) on 127.0.0.1 and lets it go; the port bound, or nil when taken.
     private static func bindable(_ port: Int) throws -> Int? {

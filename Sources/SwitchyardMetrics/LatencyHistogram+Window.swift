@@ -38,8 +38,8 @@ extension LatencyHistogram {
         return out
     }
 
-    /// The upper bounds (µs, inclusive) exported to Prometheus: four per power of two from 16 µs
-    /// to about 38 hours (2^37 µs), each the last value of a bucket of the layout, so exported
+    /// The upper bounds (µs, inclusive) exported to Prometheus: four per power of two, from 15 µs
+    /// to 7 × 2^34 − 1 µs (about 33 hours), each the last value of a bucket of the layout, so exported
     /// counts are exact and `histogram_quantile` over summed buckets is a true cluster quantile
     /// within one of these buckets (at most 25 % wide). The same for every histogram and every
     /// process, as Prometheus needs to sum buckets across series.

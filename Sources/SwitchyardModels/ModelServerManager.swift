@@ -53,7 +53,8 @@ public actor ModelServerManager: Service {
         public var pidFile: String?
         /// How often `run()` stops servers idle for longer than `idleTTL`. Default: 5 s.
         public var idleSweepInterval: Duration
-        /// Where the manager records its metrics (`switchyard_model_loads_total{model,outcome}`,
+        /// Where the manager records its metrics (`switchyard_model_loads_total{model,outcome}`
+        /// with outcome `ready`, `exited` or `timeout`,
         /// `switchyard_model_load_seconds{model}`, `switchyard_model_evictions_total{model}`,
         /// `switchyard_model_restarts_total{model}`): the worker's registry. Default: nil, none.
         public var metrics: (any MetricsFactory)?
@@ -519,6 +520,9 @@ public actor ModelServerManager: Service {
         stopping.append(process)
         let grace = configuration.stopGrace
         Thread.detachNewThread { process.terminate(grace: grace) }
+        if let metrics = configuration.metrics {
+            Counter(label: "switchyard_model_loads_total", dimensions: [("model", model), ("outcome", "timeout")], factory: metrics).increment()
+        }
         throw ModelServerError(model: model, message: "not ready within \(configuration.readinessTimeout)", retryable: true)
     }
 

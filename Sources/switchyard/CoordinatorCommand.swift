@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SwitchyardCoordinator
+import SwitchyardCore
 import SwitchyardRedis
 
 struct CoordinatorCommand: AsyncParsableCommand {
@@ -37,8 +38,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "How often to reclaim entries whose lease ran out and promote due jobs ('off': never).")
     var reclaimInterval = "5s"
 
-    @Option(help: "The workers' lease (entries idle this long are reclaimed).")
-    var lease = "60s"
+    @Option(help: "The workers' lease (entries idle this long are reclaimed); give the workers' --lease.")
+    var lease = "30s"
 
     @Option(help: "How long the OpenAI-compatible front (and a push with ?wait=) waits for a result before answering 504.")
     var resultTimeout = "300s"
@@ -55,8 +56,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
         var configuration = CoordinatorConfiguration(host: host, port: port)
         guard (0...65535).contains(port) else { throw ValidationError("--port: must be from 0 to 65535, got \(port)") }
         configuration.queues = [base.queue] + serveQueues.filter { $0 != base.queue }
-        for queue in configuration.queues where queue.isEmpty || queue.contains("}") || queue.contains("{") {
-            throw ValidationError("--serve-queue: '\(queue)' is not a queue name")
+        for queue in serveQueues {
+            do {
+                try SwitchyardConfiguration.validateQueueName(queue, field: "--serve-queue")
+            } catch {
+                throw ValidationError("\(error)")
+            }
         }
         var tokens = (environment["SWITCHYARD_COORDINATOR_TOKENS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty }

@@ -35,6 +35,12 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "The coordinator's port (another free one when taken).")
     var coordinatorPort = 8377
 
+    func validate() throws {
+        guard (0...65535).contains(coordinatorPort) else {
+            throw ValidationError("--coordinator-port: must be from 0 to 65535, got \(coordinatorPort)")
+        }
+    }
+
     func run() async throws {
         let say = sayer("demo")
         let venv = ProcessInfo.processInfo.environment["SWITCHYARD_LLAMA_VENV"] ?? FileManager.default.currentDirectoryPath + "/.venv-llama"

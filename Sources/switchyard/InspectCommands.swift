@@ -236,7 +236,7 @@ struct DLQCommand: AsyncParsableCommand {
     struct Retry: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Put dead letters back on their lanes as fresh jobs.")
         @OptionGroup var redis: RedisOptions
-        @Argument(help: "Entry ids from `dlq list` (entryID).")
+        @Argument(help: "Entry ids from `dlq list` (entry_id).")
         var entries: [String] = []
         @Flag(help: "Retry every dead letter.")
         var all = false

@@ -119,9 +119,14 @@ struct LocalCluster {
             var environment = ProcessInfo.processInfo.environment
             environment[RedisConfiguration.EnvironmentKey.url] = redisURL
             // What the workers serve, so the front's GET /v1/models lists it.
+            // And the workers' lease, so the coordinator's reclaim waits as long as theirs.
             var extra: [String] = []
-            for flag in ["--models", "--providers"] {
-                if let i = workerArguments.firstIndex(of: flag), i + 1 < workerArguments.count { extra += [flag, workerArguments[i + 1]] }
+            for flag in ["--models", "--providers", "--lease"] {
+                if let i = workerArguments.lastIndex(of: flag), i + 1 < workerArguments.count {
+                    extra += [flag, workerArguments[i + 1]]
+                } else if let given = workerArguments.last(where: { $0.hasPrefix(flag + "=") }) {
+                    extra.append(given)
+                }
             }
             let child = try ChildProcess(
                 executable: executable,

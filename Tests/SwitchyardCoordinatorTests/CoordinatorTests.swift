@@ -337,7 +337,7 @@ struct CoordinatorTests {
                 return letters.count == 1
             }
         )
-        let entry = letters.first?.object?["entryID"]?.string ?? letters.first?.object?["entry_id"]?.string ?? ""
+        let entry = letters.first?.object?["entry_id"]?.string ?? ""
         let retried = try await f.request("POST", "/api/v1/dead-letters/\(entry)/retry")
         #expect(retried.status == 200, "\(String(decoding: retried.body, as: UTF8.self))")
         #expect(try await f.request("POST", "/api/v1/dead-letters/999-0/retry").status == 404)
