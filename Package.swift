@@ -137,9 +137,10 @@ let package = Package(
         .executableTarget(
             name: "SwitchyardBench",
             dependencies: [
-                "SwitchyardCore", "SwitchyardHTTP", "SwitchyardModels", "SwitchyardProviders", "SwitchyardQueue", "SwitchyardRedis",
-                "SwitchyardResilience", "SwitchyardTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
+                "SwitchyardCoordinator", "SwitchyardCore", "SwitchyardHTTP", "SwitchyardMetrics", "SwitchyardModels", "SwitchyardProviders",
+                "SwitchyardQueue", "SwitchyardRedis", "SwitchyardResilience", "SwitchyardTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             path: "Benchmarks/SwitchyardBench"
         ),

@@ -31,7 +31,13 @@ extension Coordinator {
         }
         api.get("/workers") { request, _ in
             let queue = try self.queue(for: request)
-            return try Response.json(encoding: try await self.redisCall { try await queue.workers() })
+            // A worker's registry token tells its own entry from another process's: nobody else's business.
+            let workers = try await self.redisCall { try await queue.workers() }.map { worker in
+                var worker = worker
+                worker.token = nil
+                return worker
+            }
+            return try Response.json(encoding: workers)
         }
         api.get("/jobs/:id") { request, context in
             let queue = try self.queue(for: request)
@@ -42,12 +48,14 @@ extension Coordinator {
             let queue = try self.queue(for: request)
             let wait = try Self.number(request, "wait", 0...self.configuration.resultTimeout.seconds)
             let body = try await self.jsonBody(request, context)
-            let job: Job
+            var job: Job
             do {
                 job = try Job.fromRequest(body)
             } catch let error as JobValidationError {
                 throw APIError.invalid(error)
             }
+            // Waited for: its worker announces it when finished (see `waitForResult`).
+            if let wait, wait > 0 { job.notify = true }
             let outcome = try await self.redisCall { try await queue.push(job) }
             if let wait, wait > 0, let result = try await self.waitForResult(queue: queue, id: outcome.jobID, timeout: .seconds(wait)) {
                 return Response.json(bytes: result.encodedJSON())

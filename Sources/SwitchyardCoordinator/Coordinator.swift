@@ -29,6 +29,8 @@ public final class Coordinator: Service, Sendable {
     let queues: [String: JobQueue]
     let resilience: Resilience
     let tokens: TokenSet
+    /// Requests waiting for job results, and the subscriptions that wake them.
+    let resultWaiters: ResultWaiters
     private let boundPort = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
 
     public init(configuration: CoordinatorConfiguration, redis: RedisConnectionPool, logger: Logger = Logger(label: "switchyard.coordinator")) {
@@ -44,6 +46,7 @@ public final class Coordinator: Service, Sendable {
         self.queues = queues
         self.resilience = Resilience(redis: redis, logger: logger)
         self.tokens = TokenSet(configuration.tokens)
+        self.resultWaiters = ResultWaiters(configuration: redis.configuration, queues: configuration.queues, logger: logger)
     }
 
     /// The port the coordinator listens on, once it does (useful with port 0).
@@ -82,8 +85,11 @@ public final class Coordinator: Service, Sendable {
             logger: logger
         )
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await app.run() }
             group.addTask { await self.upkeep() }
+            // Result announcements, for requests waiting on jobs: until the server has stopped.
+            group.addTask { await self.resultWaiters.run() }
+            try await app.run()
+            group.cancelAll()
         }
     }
 

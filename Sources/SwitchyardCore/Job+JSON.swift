@@ -58,6 +58,7 @@ extension Job {
         }
         self.metadata = metadata
         queuedAt = try reader.number("queued_at")
+        notify = try reader.optionalBool("notify")
     }
 
     /// The job's JSON payload.
@@ -134,6 +135,10 @@ extension Job {
         if let notBefore {
             JSONWriter.key("not_before", first: &first, to: &out)
             JSONWriter.number(notBefore, to: &out)
+        }
+        if let notify {
+            JSONWriter.key("notify", first: &first, to: &out)
+            out.append(contentsOf: notify ? Array("true".utf8) : Array("false".utf8))
         }
         JSONWriter.key("priority", first: &first, to: &out)
         JSONWriter.string(priority.rawValue, to: &out)
@@ -331,6 +336,12 @@ struct FieldReader {
         guard let v = optional(key) else { return nil }
         guard let n = v.number else { throw mismatch(key, "a number", v) }
         return n
+    }
+
+    mutating func optionalBool(_ key: String) throws(JobValidationError) -> Bool? {
+        guard let v = optional(key) else { return nil }
+        guard case .bool(let b) = v else { throw mismatch(key, "true or false", v) }
+        return b
     }
 
     mutating func int(_ key: String) throws(JobValidationError) -> Int {

@@ -105,6 +105,11 @@ public struct Job: Sendable, Codable, Hashable, Identifiable {
     public var metadata: [String: String]
     /// Unix time (seconds) the job was pushed.
     public var queuedAt: Double
+    /// Someone waits for this job's result (the coordinator's OpenAI-compatible front, a push
+    /// with `wait`): when it is finished, the worker has its id published on the queue's done
+    /// channel, so the waiter need not poll. Encoded only when set; workers that predate it
+    /// ignore it (the waiter's own polls then find the result). Default nil.
+    public var notify: Bool?
 
     enum CodingKeys: String, CodingKey {
         case version = "v"
@@ -118,6 +123,7 @@ public struct Job: Sendable, Codable, Hashable, Identifiable {
         case notBefore = "not_before"
         case metadata
         case queuedAt = "queued_at"
+        case notify
     }
 
     public init(
@@ -136,7 +142,8 @@ public struct Job: Sendable, Codable, Hashable, Identifiable {
         batch: String? = nil,
         notBefore: Double? = nil,
         metadata: [String: String] = [:],
-        queuedAt: Double = Date().timeIntervalSince1970
+        queuedAt: Double = Date().timeIntervalSince1970,
+        notify: Bool? = nil
     ) {
         self.version = Job.formatVersion
         self.id = id
@@ -155,6 +162,7 @@ public struct Job: Sendable, Codable, Hashable, Identifiable {
         self.notBefore = notBefore
         self.metadata = metadata
         self.queuedAt = queuedAt
+        self.notify = notify
     }
 
     /// A new job id: time-ordered and unique across hosts (a UUID's random bits after a ms timestamp).

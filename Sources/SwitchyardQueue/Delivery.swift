@@ -88,11 +88,15 @@ public struct Completion: Sendable {
     /// `result.encodedJSON()`, when the caller has it already (the worker measures a result's
     /// size before writing it): written as it is.
     public private(set) var encodedResult: [UInt8]?
+    /// Whether `finish` publishes the job's id on the queue's done channel (`QueueKeys.done`):
+    /// set for jobs that ask for it (`Job.notify`), which someone waits for. Default false.
+    public var notify: Bool
 
-    public init(delivery: Delivery, result: JobResult, encodedResult: [UInt8]? = nil) {
+    public init(delivery: Delivery, result: JobResult, encodedResult: [UInt8]? = nil, notify: Bool = false) {
         self.delivery = delivery
         self.result = result
         self.encodedResult = encodedResult
+        self.notify = notify
     }
 }
 
@@ -150,6 +154,14 @@ public struct DeadLetter: Sendable, Hashable, Codable {
     public var reason: String
     public var failedAt: Double
     public var payload: String
+
+    enum CodingKeys: String, CodingKey {
+        case entryID = "entry_id"
+        case jobID = "job_id"
+        case lane, attempt, reason
+        case failedAt = "failed_at"
+        case payload
+    }
 }
 
 /// What `switchyard status` shows.

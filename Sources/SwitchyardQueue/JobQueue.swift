@@ -195,7 +195,9 @@ public final class JobQueue: Sendable {
     /// Writes final results and acknowledges their entries atomically, many at once; a job that
     /// already has a final result keeps it. Writes in chunks of at most `chunkSize` results and
     /// about `chunkBytes` bytes, so a batch of large results (base64 images) stays well under
-    /// Redis's query buffer limit. Returns how many results were written.
+    /// Redis's query buffer limit. Returns how many results were written. A completion with
+    /// `notify` set has its job id published on `keys.done` once its result key holds a final
+    /// result.
     @discardableResult
     public func finish(_ completions: [Completion], chunkSize: Int = 200, chunkBytes: Int = 4 << 20) async throws -> Int {
         var written = 0

@@ -32,6 +32,10 @@ public struct QueueKeys: Sendable, Hashable {
     public func batchJobs(_ id: String) -> String { prefix + "batchjobs:" + id }
     /// The dead-letter stream.
     public var dead: String { prefix + "dead" }
+    /// The Pub/Sub channel on which the finish script publishes the id of every job that asked
+    /// for it (`Job.notify`) once the job is finished, for those waiting on its result (the
+    /// coordinator). A hint only: a lost message costs a waiter its next poll, never a result.
+    public var done: String { prefix + "done" }
     /// Hash of cumulative counters: pushed, succeeded, failed, dead, cancelled, retried, reclaimed,
     /// unparked.
     public var stats: String { prefix + "stats" }

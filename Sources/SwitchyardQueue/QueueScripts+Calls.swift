@@ -134,7 +134,7 @@ extension QueueScripts {
         private(set) var arguments: [any RedisArgument]
 
         init(keys k: QueueKeys, resultTTL: Duration) {
-            keys = [k.stats] + k.lanes
+            keys = [k.stats, k.done] + k.lanes
             arguments = [QueueKeys.group, resultTTL.wholeSeconds, k.lanes.count]
         }
 
@@ -143,6 +143,7 @@ extension QueueScripts {
             keys += [k.result(d.jobID), k.batch(d.batch)]
             arguments += [
                 JobPriority.inOrder.firstIndex(of: d.lane)! + 1, d.entryID, completion.result.status.rawValue, json, d.batch.isEmpty ? "0" : "1",
+                completion.notify && !d.jobID.isEmpty ? d.jobID : "",
             ]
         }
     }

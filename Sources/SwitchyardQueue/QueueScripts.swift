@@ -241,19 +241,22 @@ enum QueueScripts {
     )
 
     /// Finish many jobs: write each result unless one is already final (first final result wins),
-    /// count it, and acknowledge and delete the entry, all in one step.
-    /// KEYS: stats, the lanes in order, then per job: result key, batch key.
+    /// count it, and acknowledge and delete the entry, all in one step. A job that asked to be
+    /// announced (`Job.notify`) has its id published on the done channel, written or not: either
+    /// way its result key now holds its final result.
+    /// KEYS: stats, done channel, the lanes in order, then per job: result key, batch key.
     /// ARGV: group, ttl, number of lanes, then per job: lane index (from 1), entry id, status,
-    /// result json, has batch (0/1). Returns how many results were written.
+    /// result json, has batch (0/1), job id to publish ('' for none). Returns how many results
+    /// were written.
     static let finish = RedisScript(
         """
         local written = 0
         local lanes = tonumber(ARGV[3])
-        local n = (#KEYS - 1 - lanes) / 2
+        local n = (#KEYS - 2 - lanes) / 2
         for j = 0, n - 1 do
-          local a = 4 + j * 5
-          local lane = KEYS[1 + tonumber(ARGV[a])]
-          local rkey, bkey = KEYS[2 + lanes + j * 2], KEYS[3 + lanes + j * 2]
+          local a = 4 + j * 6
+          local lane = KEYS[2 + tonumber(ARGV[a])]
+          local rkey, bkey = KEYS[3 + lanes + j * 2], KEYS[4 + lanes + j * 2]
           if redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
             written = written + 1
             redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
@@ -261,6 +264,7 @@ enum QueueScripts {
           end
           redis.call('XACK', lane, ARGV[1], ARGV[a + 1])
           redis.call('XDEL', lane, ARGV[a + 1])
+          if ARGV[a + 5] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[a + 5]) end
         end
         return written
         """

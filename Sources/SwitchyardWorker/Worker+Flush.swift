@@ -116,7 +116,7 @@ extension Worker {
                     rejected.output = nil
                     rejected.usage = nil
                     rejected.error = .init(code: "result_rejected", message: message)
-                    replaced.append(.finished(Completion(delivery: completion.delivery, result: rejected)))
+                    replaced.append(.finished(Completion(delivery: completion.delivery, result: rejected, notify: completion.notify)))
                 } else {
                     retry.append(outcome)
                 }

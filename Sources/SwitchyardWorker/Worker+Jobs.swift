@@ -70,7 +70,7 @@ extension Worker {
         } onCancel: {
             task.cancel()
         }
-        let outcome: Outcome
+        var outcome: Outcome
         switch result {
         case .success(let output)?:
             if let reason = stopReason(delivery), reason == .leaseLost || reason == .shutdown {
@@ -83,6 +83,11 @@ extension Worker {
         case nil:
             // Abandoned: the executor did not stop when told; its stop reason decides.
             outcome = failureOutcome(CancellationError(), job: job, delivery: delivery, started: started)
+        }
+        // Someone waits for this job: finishing it publishes its id (see `QueueKeys.done`).
+        if job.notify == true, case .finished(var completion) = outcome {
+            completion.notify = true
+            outcome = .finished(completion)
         }
         let recorded = state.withLock { s -> Bool in
             guard s.inFlight[delivery.entryID]?.running == true else { return false }

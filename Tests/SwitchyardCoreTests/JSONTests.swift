@@ -63,6 +63,7 @@ struct JSONTests {
         job.input.texts = ["a"]
         job.cacheNamespace = "tenant-a"
         job.cacheTTL = 90.5
+        job.notify = true
         return job
     }()
     static let fullResult = JobResult(

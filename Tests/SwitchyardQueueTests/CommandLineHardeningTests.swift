@@ -207,12 +207,14 @@ struct CommandLineHardeningTests {
         let up = try RunningCommand(["up", "--redis-url", "redis://127.0.0.1:\(port)", "--workers", "2", "--worker-args", "--executor", "echo"])
         let started = try await eventually(timeout: .seconds(20)) { up.output.contains("cluster running") }
         #expect(started, "\(up.output)")
-        let workers = up.pids
-        #expect(workers.count == 2)
+        // Two workers and the coordinator.
+        let children = up.pids
+        #expect(children.count == 3, "\(up.output)")
+        #expect(up.output.contains("started coordinator"))
         #expect(RedisServer.isListening(port: port))
         up.stop(SIGKILL)
-        let gone = try await eventually(timeout: .seconds(20)) { !workers.contains(where: processExists) && !RedisServer.isListening(port: port) }
-        #expect(gone, "still running: \(workers.filter(processExists)), redis listening: \(RedisServer.isListening(port: port))")
+        let gone = try await eventually(timeout: .seconds(20)) { !children.contains(where: processExists) && !RedisServer.isListening(port: port) }
+        #expect(gone, "still running: \(children.filter(processExists)), redis listening: \(RedisServer.isListening(port: port))")
     }
 
     @Test func twoUpsOnOneRedisNeverShareAWorkerId() async throws {
