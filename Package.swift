@@ -149,8 +149,8 @@ let package = Package(
         .testTarget(
             name: "SwitchyardModelsTests",
             dependencies: [
-                "CProcessShim", "SwitchyardCore", "SwitchyardMetrics", "SwitchyardModels", "SwitchyardTestSupport", .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "CProcessShim", "SwitchyardCore", "SwitchyardMetrics", "SwitchyardModels", "SwitchyardTestSupport",
+                .product(name: "Logging", package: "swift-log"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
