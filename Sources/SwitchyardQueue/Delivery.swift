@@ -15,6 +15,13 @@ public struct Delivery: Sendable, Hashable {
     /// The job's JSON, exactly as pushed.
     public let payload: [UInt8]
 
+    /// The entry's identity in the queue: its lane and its id. An entry id alone is not one:
+    /// each lane is a stream of its own, and entries added to two lanes in the same millisecond
+    /// get the same id.
+    public var key: String { Self.key(lane: lane, entryID: entryID) }
+
+    public static func key(lane: JobPriority, entryID: String) -> String { lane.rawValue + "/" + entryID }
+
     private static let idField = Array("id".utf8)
     private static let attemptField = Array("attempt".utf8)
     private static let maxField = Array("max".utf8)

@@ -245,19 +245,22 @@ public final class JobQueue: Sendable {
     // MARK: - Leases
 
     /// Refreshes the lease of entries this consumer holds (resets their idle time). Returns the
-    /// entry ids still held: one missing was reclaimed by another worker after its lease ran out.
+    /// entries still held, as `Delivery.key`s: one missing was reclaimed by another worker after
+    /// its lease ran out.
     public func refreshLeases(consumer: String, entries: [JobPriority: [String]]) async throws -> Set<String> {
         var commands: [RedisCommand] = []
+        var lanes: [JobPriority] = []
         for (lane, ids) in entries where !ids.isEmpty {
             commands.append(
                 RedisCommand("XCLAIM", arguments: [keys.lane(lane), QueueKeys.group, consumer, 0] + ids + ["JUSTID"])
             )
+            lanes.append(lane)
         }
         if commands.isEmpty { return [] }
         var held: Set<String> = []
-        for reply in try await redis.pipeline(commands) {
+        for (lane, reply) in zip(lanes, try await redis.pipeline(commands)) {
             try reply.throwingServerError()
-            for id in reply.array ?? [] { if let s = id.string { held.insert(s) } }
+            for id in reply.array ?? [] { if let s = id.string { held.insert(Delivery.key(lane: lane, entryID: s)) } }
         }
         return held
     }
@@ -275,11 +278,11 @@ public final class JobQueue: Sendable {
         return out
     }
 
-    /// The entries `consumer` holds (pending for it) that are not in `known`, with their fields:
+    /// The entries `consumer` holds (pending for it) that are not in `known` (`Delivery.key`s), with their fields:
     /// deliveries whose reply never reached the worker (a lost take reply, a read cut short).
     /// Entries that no longer exist in their stream are acknowledged and left out.
     public func orphans(consumer: String, known: Set<String>) async throws -> [Delivery] {
-        let missing = try await pendingEntries(consumer: consumer).filter { !known.contains($0.entryID) }
+        let missing = try await pendingEntries(consumer: consumer).filter { !known.contains($0.key) }
         if missing.isEmpty { return [] }
         let replies = try await redis.pipeline(missing.map { RedisCommand("XRANGE", keys.lane($0.lane), $0.entryID, $0.entryID) })
         var found: [Delivery] = []

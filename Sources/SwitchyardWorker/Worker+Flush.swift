@@ -103,8 +103,8 @@ extension Worker {
             if counts { counts = await redisAnswers() }
             for outcome in failed {
                 let count = state.withLock { s -> Int in
-                    if counts { s.writeFailures[outcome.delivery.entryID, default: 0] += 1 }
-                    return s.writeFailures[outcome.delivery.entryID] ?? 0
+                    if counts { s.writeFailures[outcome.delivery.key, default: 0] += 1 }
+                    return s.writeFailures[outcome.delivery.key] ?? 0
                 }
                 if count >= 3, case .finished(let completion) = outcome, completion.result.status != .cancelled,
                     completion.result.encodedJSON().count >= Self.smallestRefusableBytes
@@ -122,7 +122,7 @@ extension Worker {
                 }
             }
             state.withLock { s in
-                for outcome in replaced { s.writeFailures[outcome.delivery.entryID] = nil }
+                for outcome in replaced { s.writeFailures[outcome.delivery.key] = nil }
                 s.outcomes.insert(contentsOf: replaced + retry, at: 0)
             }
             if !replaced.isEmpty { outcomeReady.notify() }
@@ -134,8 +134,8 @@ extension Worker {
     private func written(_ outcomes: [Outcome]) {
         state.withLock { s in
             for outcome in outcomes {
-                s.inFlight[outcome.delivery.entryID] = nil
-                s.writeFailures[outcome.delivery.entryID] = nil
+                s.inFlight[outcome.delivery.key] = nil
+                s.writeFailures[outcome.delivery.key] = nil
             }
             s.processed += outcomes.count
         }

@@ -33,14 +33,14 @@ extension Worker {
                     batch: delivery.batch.isEmpty ? nil : delivery.batch
                 )
             state.withLock {
-                $0.inFlight[delivery.entryID] = InFlight(delivery: delivery, deadline: .now, running: false)
+                $0.inFlight[delivery.key] = InFlight(delivery: delivery, deadline: .now, running: false)
                 $0.outcomes.append(.dead(delivery, reason: reason, result: result))
             }
             outcomeReady.notify()
             return nil
         }
         let deadline = ContinuousClock.now + .milliseconds(Int64(job.timeout * 1000))
-        state.withLock { $0.inFlight[delivery.entryID] = InFlight(delivery: delivery, model: job.model, deadline: deadline) }
+        state.withLock { $0.inFlight[delivery.key] = InFlight(delivery: delivery, model: job.model, deadline: deadline) }
         return job
     }
 
@@ -58,11 +58,11 @@ extension Worker {
             }
         }
         let stoppedAlready = state.withLock { s -> Bool in
-            guard s.inFlight[delivery.entryID] != nil else { return true }
-            s.inFlight[delivery.entryID]?.task = task
-            s.inFlight[delivery.entryID]?.attempt = attempt
+            guard s.inFlight[delivery.key] != nil else { return true }
+            s.inFlight[delivery.key]?.task = task
+            s.inFlight[delivery.key]?.attempt = attempt
             // Stopped (timeout, cancel, drain) before the task was stored: nobody cancelled it yet.
-            return s.inFlight[delivery.entryID]?.stopReason != nil
+            return s.inFlight[delivery.key]?.stopReason != nil
         }
         if stoppedAlready { task.cancel() }
         let result = await withTaskCancellationHandler {
@@ -90,10 +90,10 @@ extension Worker {
             outcome = .finished(completion)
         }
         let recorded = state.withLock { s -> Bool in
-            guard s.inFlight[delivery.entryID]?.running == true else { return false }
-            s.inFlight[delivery.entryID]?.running = false
-            s.inFlight[delivery.entryID]?.task = nil
-            s.inFlight[delivery.entryID]?.attempt = nil
+            guard s.inFlight[delivery.key]?.running == true else { return false }
+            s.inFlight[delivery.key]?.running = false
+            s.inFlight[delivery.key]?.task = nil
+            s.inFlight[delivery.key]?.attempt = nil
             s.outcomes.append(outcome)
             return true
         }
@@ -182,7 +182,7 @@ extension Worker {
     }
 
     func stopReason(_ delivery: Delivery) -> StopReason? {
-        state.withLock { $0.inFlight[delivery.entryID]?.stopReason }
+        state.withLock { $0.inFlight[delivery.key]?.stopReason }
     }
 
     private func failureOutcome(_ error: any Error, job: Job, delivery: Delivery, started: Double) -> Outcome {
@@ -276,8 +276,10 @@ extension Worker {
                     let stillHeld = try await queue.refreshLeases(consumer: configuration.id, entries: held)
                     // Only a refresh that worked counts: after a failure the next tick tries again.
                     lastRefresh = now
-                    for lane in held.values {
-                        for entry in lane where !stillHeld.contains(entry) { leaseLost(entry) }
+                    for (lane, ids) in held {
+                        for id in ids where !stillHeld.contains(Delivery.key(lane: lane, entryID: id)) {
+                            leaseLost(Delivery.key(lane: lane, entryID: id))
+                        }
                     }
                 }
             } catch {
@@ -304,10 +306,10 @@ extension Worker {
 
     func stop(_ delivery: Delivery, reason: StopReason) {
         let task = state.withLock { s -> Task<Void, Never>? in
-            guard s.inFlight[delivery.entryID]?.running == true, s.inFlight[delivery.entryID]?.stopReason == nil else { return nil }
-            s.inFlight[delivery.entryID]?.stopReason = reason
-            s.inFlight[delivery.entryID]?.stoppedAt = .now
-            return s.inFlight[delivery.entryID]?.task
+            guard s.inFlight[delivery.key]?.running == true, s.inFlight[delivery.key]?.stopReason == nil else { return nil }
+            s.inFlight[delivery.key]?.stopReason = reason
+            s.inFlight[delivery.key]?.stoppedAt = .now
+            return s.inFlight[delivery.key]?.task
         }
         task?.cancel()
     }

@@ -81,13 +81,14 @@ public final class Worker: Service, Sendable {
     }
 
     struct State: Sendable {
+        /// By `Delivery.key` (lane and entry id: entry ids repeat across lanes).
         var inFlight: [String: InFlight] = [:]
         var outcomes: [Outcome] = []
         var processed = 0
         var draining = false
         /// Models this worker has claimed in the warm-model index.
         var publishedWarm: Set<String> = []
-        /// Outcomes that failed to be written on their own, by entry id: how many times.
+        /// Outcomes that failed to be written on their own, by `Delivery.key`: how many times.
         var writeFailures: [String: Int] = [:]
         /// The fetch loop's blocking read in progress, cancelled by a drain.
         var cancelBlockingRead: (@Sendable () -> Void)?

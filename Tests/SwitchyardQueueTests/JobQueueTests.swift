@@ -169,7 +169,7 @@ struct JobQueueTests {
         let d = try #require(try await f.queue.take(consumer: "alive", count: 1).first)
         for _ in 0..<5 {
             try await Task.sleep(for: .milliseconds(300))
-            #expect(try await f.queue.refreshLeases(consumer: "alive", entries: [.default: [d.entryID]]) == [d.entryID])
+            #expect(try await f.queue.refreshLeases(consumer: "alive", entries: [.default: [d.entryID]]) == [d.key])
             #expect(try await f.queue.reclaimExpired(consumer: "other") == (0, 0))
         }
     }

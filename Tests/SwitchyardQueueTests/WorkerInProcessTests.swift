@@ -88,6 +88,36 @@ func runUntilCancelled(_ seen: Seen) async throws -> JobOutput {
 /// leases, cancellation, draining, failed writes and lost replies, each against a real redis-server.
 @Suite("Worker in process", .serialized)
 struct WorkerInProcessTests {
+    /// Each lane is a stream of its own: jobs pushed to two lanes in one push share entry ids
+    /// (the same millisecond, the same sequence). Both run, both finish, at once.
+    @Test func entriesWithTheSameIDOnTwoLanesBothRun() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let jobs = [
+            chatJob("high", priority: .high, maxAttempts: 1), chatJob("default", maxAttempts: 1), chatJob("low", priority: .low, maxAttempts: 1),
+        ]
+        try await f.queue.ensureGroups()
+        _ = try await f.queue.push(jobs)
+        let ids = try await f.queue.take(consumer: "peek", count: 3)
+        try await f.queue.handBack(ids)
+        // The premise: at least two lanes hold the same entry id.
+        #expect(Set(ids.map(\.entryID)).count < ids.count, "\(ids.map(\.key))")
+        let executor = ClosureExecutor { job, _ in
+            // Long enough that the jobs are in flight together.
+            try await Task.sleep(for: .milliseconds(200))
+            return reply(job.id)
+        }
+        var configuration = testWorkerConfiguration()
+        configuration.concurrency = 3
+        try await withWorker(f.queue, executor: executor, configuration: configuration) { _ in
+            let finished = try await eventually(timeout: .seconds(5)) {
+                try await f.queue.results(of: jobs.map(\.id)).allSatisfy { $0?.status == .succeeded }
+            }
+            let statuses = try await f.queue.results(of: jobs.map(\.id)).map { $0?.status.rawValue ?? "none" }
+            #expect(finished, "\(statuses)")
+        }
+    }
+
     @Test func aJobPastItsTimeoutIsStoppedAndDeadLettered() async throws {
         let f = try QueueFixture()
         defer { f.close() }
