@@ -34,8 +34,24 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
     let reads: CoordinatorConfiguration.ReadAccess
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if tokens.isEmpty || request.uri.path == "/healthz" { return try await next(request, context) }
         let isRead = request.method == .get || request.method == .head
+        // A page on another site may make a browser send a write here (it cannot read the
+        // answer, but the job runs): a write that says it comes from another origin is refused.
+        if !isRead, let origin = request.headers[.origin],
+            !Self.sameOrigin(origin, host: request.head.authority ?? "")
+        {
+            return APIError(.forbidden, "a request from another origin (\(origin.prefix(100))) may not write", code: "cross_origin").response()
+        }
+        if tokens.isEmpty {
+            // Without tokens everything is allowed to local clients; a name that is not loopback
+            // in Host means a browser was pointed here by another name (DNS rebinding).
+            guard Self.isLoopback(host: request.head.authority ?? "127.0.0.1") else {
+                return APIError(.forbidden, "this coordinator has no tokens and answers only to a loopback Host", code: "forbidden_host")
+                    .response()
+            }
+            return try await next(request, context)
+        }
+        if request.uri.path == "/healthz" { return try await next(request, context) }
         // The dashboard's page and assets are public: the data it fetches is what needs a token.
         let isPage = request.uri.path == "/" || request.uri.path.hasPrefix("/assets/")
         if isRead && (reads == .open || isPage) { return try await next(request, context) }
@@ -59,5 +75,23 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
             .response(challenge: true)
         }
         return try await next(request, context)
+    }
+
+    /// Whether an `Origin` (`http://host:port`) names the host the request was sent to.
+    static func sameOrigin(_ origin: String, host: String) -> Bool {
+        guard let scheme = origin.range(of: "://") else { return false }
+        return origin[scheme.upperBound...].lowercased() == host.lowercased()
+    }
+
+    /// Whether a `Host` header names this machine's loopback: `127.0.0.1`, `localhost` or `[::1]`,
+    /// with any port.
+    static func isLoopback(host: String) -> Bool {
+        var name = host.lowercased()
+        if name.hasPrefix("[") {
+            name = String(name.dropFirst().prefix { $0 != "]" })
+        } else if let colon = name.lastIndex(of: ":") {
+            name = String(name[..<colon])
+        }
+        return name == "127.0.0.1" || name == "localhost" || name == "::1"
     }
 }

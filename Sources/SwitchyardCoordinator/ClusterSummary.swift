@@ -51,6 +51,13 @@ public struct ActivitySummary: Sendable, Codable, Hashable {
         case cache
     }
 
+    /// A counter's value as a count: snapshots come from Redis, so a value no worker could have
+    /// written (negative, not finite, beyond 2^50) is clamped, never trapped on.
+    static func count(_ value: Double) -> Int {
+        guard value.isFinite, value > 0 else { return 0 }
+        return Int(min(value, 0x1p50))
+    }
+
     /// Sums `snapshot` (a merge, or a window of one) over every label but the one that matters.
     init(_ snapshot: MetricsSnapshot, from: Double, to: Double) {
         // A merge of nothing starts at 0: an empty span, not one since 1970.
@@ -64,10 +71,10 @@ public struct ActivitySummary: Sendable, Codable, Hashable {
         var run = LatencyHistogram()
         for (key, value) in snapshot.counters {
             switch key.label {
-            case "switchyard_attempts_total": attempts[key.dimensions["status"] ?? "?", default: 0] += Int(value)
-            case "switchyard_cache_answers_total": cache[key.dimensions["status"] ?? "?", default: 0] += Int(value)
+            case "switchyard_attempts_total": attempts[key.dimensions["status"] ?? "?", default: 0] &+= Self.count(value)
+            case "switchyard_cache_answers_total": cache[key.dimensions["status"] ?? "?", default: 0] &+= Self.count(value)
             case "switchyard_tokens_total":
-                if key.dimensions["direction"] == "in" { tokensIn += Int(value) } else { tokensOut += Int(value) }
+                if key.dimensions["direction"] == "in" { tokensIn &+= Self.count(value) } else { tokensOut &+= Self.count(value) }
             default: break
             }
         }

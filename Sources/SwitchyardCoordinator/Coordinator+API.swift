@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import NIOCore
 import SwitchyardCore
 import SwitchyardProviders
 import SwitchyardQueue
@@ -109,7 +110,9 @@ extension Coordinator {
         api.post("/dead-letters/:entry/retry") { request, context in
             let queue = try self.queue(for: request)
             let entry = context.parameters.get("entry") ?? ""
-            guard entry.allSatisfy({ $0.isNumber || $0 == "-" }), !entry.isEmpty else {
+            let parts = entry.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(parts.count), parts.allSatisfy({ (1...19).contains($0.count) && $0.allSatisfy { $0.isASCII && $0.isNumber } })
+            else {
                 throw APIError(.badRequest, "field 'entry': a dead-letter entry id looks like 1700000000000-0", param: "entry", code: "invalid_field")
             }
             guard let id = try await self.redisCall({ try await queue.retryDeadLetter(entryID: entry) }) else {
@@ -191,7 +194,24 @@ extension Coordinator {
     /// The request body as JSON, at most `maxBodyBytes`.
     func jsonBody(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
         var request = request
-        let buffer = try await request.collectBody(upTo: configuration.maxBodyBytes)
+        // A browser sends a cross-origin form or text/plain POST without asking first: only a
+        // JSON body is a request.
+        let type = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
+        guard type == "application/json" else {
+            throw APIError(
+                .unsupportedMediaType,
+                "the body must be JSON, sent with Content-Type: application/json",
+                param: "Content-Type",
+                code: "unsupported_media_type"
+            )
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: configuration.maxBodyBytes)
+        } catch let error as NIOTooManyBytesError {
+            _ = error
+            throw APIError(.contentTooLarge, "the body is larger than \(configuration.maxBodyBytes) bytes", code: "body_too_large")
+        }
         do {
             return try JSONValue.parse(Array(buffer.readableBytesView))
         } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
@@ -16,6 +17,10 @@ extension Coordinator {
     /// reclaim or its worker, a cancelled one, one finished by a worker that predates `notify`)
     /// and a message can be lost (a reconnect); so a wait never hangs. While the queue's
     /// subscription is down, the key is read soon at first and less often as the wait grows.
+    ///
+    /// The job is already pushed: a Redis failure meanwhile is ridden out until the deadline (the
+    /// job may well finish), never answered as if the job had failed. On graceful shutdown the
+    /// wait ends at once with a 503 that names the job, so the coordinator stops promptly.
     func waitForResult(queue: JobQueue, id: String, timeout: Duration) async throws -> JobResult? {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
@@ -23,15 +28,32 @@ extension Coordinator {
         // Registered before the first read: a message that comes after it wakes this waiter.
         let waiter = resultWaiters.register(queue: name, id: id)
         defer { resultWaiters.unregister(waiter) }
-        var pause = Duration.milliseconds(2)
-        while true {
-            if let result = try await redisCall({ try await queue.result(of: id) }) { return result }
-            let now = clock.now
-            if now >= deadline { return nil }
-            let poll = resultWaiters.isLive(name) ? ResultWaiters.fallbackPoll : pause
-            await resultWaiters.wait(waiter, upTo: min(poll, deadline - now))
-            try Task.checkCancellation()
-            pause = min(pause * 2, .milliseconds(100))
+        do {
+            return try await cancelWhenGracefulShutdown {
+                var pause = Duration.milliseconds(2)
+                while true {
+                    do {
+                        if let result = try await queue.result(of: id) { return result }
+                    } catch is CancellationError {
+                        throw CancellationError()
+                    } catch {
+                        self.logger.warning("reading a result failed; waiting on", metadata: ["job": "\(id)", "error": "\(error)"])
+                    }
+                    let now = clock.now
+                    if now >= deadline { return nil }
+                    let poll = self.resultWaiters.isLive(name) ? ResultWaiters.fallbackPoll : pause
+                    await self.resultWaiters.wait(waiter, upTo: min(poll, deadline - now))
+                    try Task.checkCancellation()
+                    pause = min(pause * 2, .milliseconds(100))
+                }
+            }
+        } catch is CancellationError where Task.isShuttingDownGracefully {
+            throw APIError(
+                .serviceUnavailable,
+                "the coordinator is shutting down; job '\(id)' keeps running: GET /api/v1/jobs/\(id) finds its result",
+                type: "server_error",
+                code: "shutting_down"
+            )
         }
     }
 }

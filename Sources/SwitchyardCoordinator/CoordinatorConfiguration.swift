@@ -31,8 +31,9 @@ public struct CoordinatorConfiguration: Sendable {
     /// The lease the queue's workers use (a reclaimed entry is one idle this long). Default 30 s,
     /// the worker's default (`switchyard worker --lease`).
     public var lease: Duration
-    /// How long a request of the OpenAI-compatible front, or a push with `wait`, waits for its
-    /// job's result before answering 504 (the job keeps running). Default 300 s.
+    /// How long a request of the OpenAI-compatible front waits for its job's result before
+    /// answering 504 (the job keeps running); also the longest `?wait=` a push may ask for (it
+    /// then answers 201 with the job queued). Default 300 s.
     public var resultTimeout: Duration
     /// The largest request body accepted, in bytes. Default 16 MiB.
     public var maxBodyBytes: Int

@@ -38,14 +38,17 @@ struct PrometheusExposition {
         sample(name + "_count", labels, Double(histogram.count))
     }
 
+    /// Escapes a label value: backslash, double quote and line feed, the only escapes the format
+    /// has. By Unicode scalar, not Character: "\r\n" is one Character, and its line feed must be
+    /// escaped too.
     static func escape(_ value: String) -> String {
         var out = ""
-        for c in value {
-            switch c {
+        for scalar in value.unicodeScalars {
+            switch scalar {
             case "\\": out += "\\\\"
             case "\"": out += "\\\""
             case "\n": out += "\\n"
-            default: out.append(c)
+            default: out.unicodeScalars.append(scalar)
             }
         }
         return out

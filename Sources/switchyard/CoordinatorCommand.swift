@@ -41,7 +41,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "The workers' lease (entries idle this long are reclaimed); give the workers' --lease.")
     var lease = "30s"
 
-    @Option(help: "How long the OpenAI-compatible front (and a push with ?wait=) waits for a result before answering 504.")
+    @Option(
+        help: "How long the OpenAI-compatible front waits for a result before answering 504 (the job keeps running); the longest ?wait= of a push."
+    )
     var resultTimeout = "300s"
 
     @Option(help: "The providers file, for /v1/models and the breakers. Default: SWITCHYARD_PROVIDERS_FILE.")

@@ -208,8 +208,30 @@ struct CoordinatorTests {
     @Test func withoutATokenOnlyLoopbackAndEveryLocalRequestIsAllowed() async throws {
         let f = try await CoordinatorFixture { $0.host = "0.0.0.0" }
         #expect(f.logs.text.contains("listening on 127.0.0.1 only"))
-        let (status, _, _) = try await f.request("POST", "/api/v1/jobs", json: .object(["model": .string("echo"), "prompt": .string("hi")]))
+        let job: JSONValue = .object(["model": .string("echo"), "prompt": .string("hi")])
+        let (status, _, _) = try await f.request("POST", "/api/v1/jobs", json: job)
         #expect(status == 201)
+        // What a page on another site could make a local browser send is refused: a write from
+        // another origin, a body that is not JSON, and (DNS rebinding) a Host that is not loopback.
+        func send(
+            _ headers: [(name: String, value: String)],
+            body: [UInt8] = job.jsonBytes,
+            method: String = "POST",
+            path: String = "/api/v1/jobs"
+        )
+            async throws -> Int
+        {
+            try await f.client.execute(.init(method: method, url: f.baseURL + path, headers: headers, body: body, idempotent: false)).status
+        }
+        #expect(try await send([("Content-Type", "application/json"), ("Origin", "http://evil.example")]) == 403)
+        #expect(try await send([("Content-Type", "text/plain")]) == 415)
+        #expect(try await send([("Content-Type", "application/x-www-form-urlencoded")]) == 415)
+        #expect(try await send([("Host", "evil.example:\(f.port)")], method: "GET", path: "/api/v1/workers") == 403)
+        #expect(try await send([("Content-Type", "application/json"), ("Origin", "http://127.0.0.1:\(f.port)")]) == 201)
+        // Too large a body: 413, not a 500.
+        let big = Array(repeating: UInt8(ascii: " "), count: 17 << 20)
+        #expect(try await send([("Content-Type", "application/json")], body: big) == 413)
+        #expect(try await f.queue.status().counters["pushed"] == 2)
         await f.close()
     }
 
@@ -342,6 +364,8 @@ struct CoordinatorTests {
         #expect(retried.status == 200, "\(String(decoding: retried.body, as: UTF8.self))")
         #expect(try await f.request("POST", "/api/v1/dead-letters/999-0/retry").status == 404)
         #expect(try await f.request("POST", "/api/v1/dead-letters/x;y/retry").status == 400)
+        #expect(try await f.request("POST", "/api/v1/dead-letters/---/retry").status == 400)
+        #expect(try await f.request("POST", "/api/v1/dead-letters/99999999999999999999999999-0/retry").status == 400)
         #expect(
             try await eventually(timeout: .seconds(20)) {
                 try await f.json("/api/v1/dead-letters").array?.count == 1
