@@ -20,46 +20,6 @@ struct OpenAIFrontTests {
     /// 32 characters, as a real token would be; it must never show in a log.
     static let token = "sy-test-token-" + String(repeating: "k", count: 18)
 
-    /// A coordinator running in process on a free port, everything it logs kept.
-    final class Front: Sendable {
-        let coordinator: Coordinator
-        let pool: RedisConnectionPool
-        let queue: JobQueue
-        let task: Task<Void, any Error>
-        let port: Int
-        let logs: CapturedLogs
-
-        init(server: RedisServer, configure: (inout CoordinatorConfiguration) -> Void = { _ in }) async {
-            var redis = server.configuration
-            redis.poolSize = 4
-            pool = RedisConnectionPool(configuration: redis)
-            queue = JobQueue(configuration: QueueConfiguration(name: OpenAIFrontTests.queueName), redis: pool)
-            var configuration = CoordinatorConfiguration(port: 0, queues: [OpenAIFrontTests.queueName], resultTimeout: .seconds(60))
-            configure(&configuration)
-            let logs = CapturedLogs()
-            self.logs = logs
-            var logger = Logger(label: "test.openai-front") { _ in logs }
-            logger.logLevel = .debug
-            let coordinator = Coordinator(configuration: configuration, redis: pool, logger: logger)
-            self.coordinator = coordinator
-            task = Task { try await coordinator.run() }
-            port = await coordinator.port()
-        }
-
-        var baseURL: String { "http://127.0.0.1:\(port)" }
-
-        /// Waits until the queue's subscription to result announcements is live.
-        func announcementsLive() async -> Bool {
-            await eventually(timeout: .seconds(10)) { self.coordinator.resultWaiters.isLive(OpenAIFrontTests.queueName) }
-        }
-
-        func close() async {
-            task.cancel()
-            _ = await task.result
-            pool.shutDown()
-        }
-    }
-
     static func post(
         _ client: HTTPClient,
         _ url: String,
@@ -100,7 +60,8 @@ struct OpenAIFrontTests {
             id: "openai-front",
             arguments: ["--queue", Self.queueName, "--executor", "provider", "--providers", providers, "--concurrency", "2", "--no-cache"]
         )
-        let front = await Front(server: server) { configuration in
+        let front = try await CoordinatorFixture(server: server) { configuration in
+            configuration.resultTimeout = .seconds(60)
             configuration.tokens = [Self.token]
             configuration.providersFile = providers
             configuration.catalogFile = catalog
@@ -225,7 +186,7 @@ struct OpenAIFrontTests {
         )
         defer { _ = worker.terminate() }
         // No providers file and no catalog: any model is let through, and the worker decides.
-        let front = await Front(server: server)
+        let front = try await CoordinatorFixture(server: server) { $0.resultTimeout = .seconds(60) }
         let client = HTTPClient()
         defer { client.shutdown() }
         let url = front.baseURL + "/v1/chat/completions"
@@ -378,7 +339,7 @@ struct OpenAIFrontTests {
             arguments: ["--queue", Self.queueName, "--executor", "echo", "--concurrency", "4"]
         )
         defer { _ = worker.terminate() }
-        let front = await Front(server: server)
+        let front = try await CoordinatorFixture(server: server) { $0.resultTimeout = .seconds(60) }
         #expect(await front.announcementsLive())
         func job(sleepMs: Int, notify: Bool?) -> Job {
             Job(
@@ -505,29 +466,9 @@ struct OpenAIFrontTests {
     }
 }
 
-/// Every line a coordinator logged, to check what never appears in it (tokens).
-final class CapturedLogs: LogHandler, Sendable {
-    private let lines = Mutex<[String]>([])
-
-    var text: String { lines.withLock { $0.joined(separator: "\n") } }
-
-    func log(event: LogEvent) {
-        let line = "\(event.level) \(event.message) \(event.metadata ?? [:]) \(event.source)"
-        lines.withLock { $0.append(line) }
-    }
-
-    subscript(metadataKey _: String) -> Logger.Metadata.Value? {
-        get { nil }
-        set {}
-    }
-
-    var metadata: Logger.Metadata {
-        get { [:] }
-        set {}
-    }
-
-    var logLevel: Logger.Level {
-        get { .trace }
-        set {}
+extension CoordinatorFixture {
+    /// Waits until the queue's subscription to result announcements is live.
+    func announcementsLive() async -> Bool {
+        await eventually(timeout: .seconds(10)) { self.coordinator.resultWaiters.isLive(Self.queueName) }
     }
 }
