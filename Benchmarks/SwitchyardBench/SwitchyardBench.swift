@@ -9,7 +9,9 @@ struct SwitchyardBench: AsyncParsableCommand {
         commandName: "switchyard-bench",
         abstract: "Benchmarks that print figures side by side with a reference tool, as ratios.",
         discussion: "Build with -c release: swift run -c release switchyard-bench redis",
-        subcommands: [RedisBench.self, QueueBench.self, HTTPBench.self, ModelsBench.self, CacheBench.self, ResilienceBench.self]
+        subcommands: [
+            RedisBench.self, QueueBench.self, HTTPBench.self, ModelsBench.self, CacheBench.self, ResilienceBench.self, CoordinatorBench.self,
+        ]
     )
 }
 

@@ -22,12 +22,11 @@ struct ClusterReader: Sendable {
     /// The merge of every series' snapshot; snapshots that cannot be read are skipped (and logged).
     func merged() async throws -> (snapshot: MetricsSnapshot, series: Int) {
         let raw = try await queue.metricsSnapshots()
-        let decoder = JSONDecoder()
         var snapshots: [MetricsSnapshot] = []
         snapshots.reserveCapacity(raw.count)
         for bytes in raw {
             do {
-                snapshots.append(try decoder.decode(MetricsSnapshot.self, from: Data(bytes)))
+                snapshots.append(try SnapshotDecoding.snapshot(bytes))
             } catch {
                 logger.warning("skipping a metrics snapshot that cannot be read", metadata: ["error": "\(error)"])
             }
@@ -81,7 +80,7 @@ struct ClusterReader: Sendable {
         let reply = try await queue.redis.send(RedisCommand("HMGET", arguments: [keys.metricsHistory] + minutes.map(String.init)))
         var out: [Int: MetricsSnapshot] = [:]
         for (minute, value) in zip(minutes, reply.array ?? []) {
-            if let bytes = value.bytes, let snapshot = try? JSONDecoder().decode(MetricsSnapshot.self, from: Data(bytes)) {
+            if let bytes = value.bytes, let snapshot = try? SnapshotDecoding.snapshot(bytes) {
                 out[minute] = snapshot
             }
         }
@@ -93,7 +92,7 @@ struct ClusterReader: Sendable {
             if !extra.isEmpty {
                 let values = try await queue.redis.send(RedisCommand("HMGET", arguments: [keys.metricsHistory] + extra.map(String.init)))
                 for (minute, value) in zip(extra, values.array ?? []) {
-                    if let bytes = value.bytes, let snapshot = try? JSONDecoder().decode(MetricsSnapshot.self, from: Data(bytes)) {
+                    if let bytes = value.bytes, let snapshot = try? SnapshotDecoding.snapshot(bytes) {
                         out[minute] = snapshot
                     }
                 }

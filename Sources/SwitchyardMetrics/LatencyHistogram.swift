@@ -109,31 +109,46 @@ public struct LatencyHistogram: Sendable, Hashable, Codable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        // Another layout cannot be merged with this one: refuse it rather than mix buckets.
-        guard try c.decode(Int.self, forKey: .layout) == Self.precisionBits else {
-            throw DecodingError.dataCorruptedError(forKey: .layout, in: c, debugDescription: "another bucket layout")
+        do {
+            try self.init(
+                layout: try c.decode(Int.self, forKey: .layout),
+                flatBuckets: try c.decode([UInt64].self, forKey: .buckets),
+                count: try c.decode(UInt64.self, forKey: .count),
+                sum: try c.decode(Double.self, forKey: .sum),
+                min: try c.decode(Int64.self, forKey: .min),
+                max: try c.decode(Int64.self, forKey: .max)
+            )
+        } catch let error as LatencyHistogram.DecodingProblem {
+            throw DecodingError.dataCorruptedError(forKey: .buckets, in: c, debugDescription: error.description)
         }
-        // Buckets as [index, count, index, count, ...]: compact, and JSON objects need string keys.
-        // A snapshot read from Redis may be corrupt: nothing in it may trap.
-        let flat = try c.decode([UInt64].self, forKey: .buckets)
-        guard flat.count % 2 == 0 else {
-            throw DecodingError.dataCorruptedError(forKey: .buckets, in: c, debugDescription: "expected index, count pairs")
-        }
+    }
+
+    /// A histogram whose buckets arrive as [index, count, index, count, ...] (compact, and JSON
+    /// objects need string keys), checked: a snapshot read from Redis may be corrupt, and nothing
+    /// in it may trap or be merged into another layout.
+    public init(layout: Int, flatBuckets flat: [UInt64], count: UInt64, sum: Double, min: Int64, max: Int64) throws(DecodingProblem) {
+        guard layout == Self.precisionBits else { throw DecodingProblem(description: "another bucket layout") }
+        guard flat.count % 2 == 0 else { throw DecodingProblem(description: "expected index, count pairs") }
         var total: UInt64 = 0
+        buckets.reserveCapacity(flat.count / 2)
         for i in stride(from: 0, to: flat.count, by: 2) {
             guard flat[i] <= UInt64(Self.largestIndex), buckets[Int(flat[i])] == nil else {
-                throw DecodingError.dataCorruptedError(forKey: .buckets, in: c, debugDescription: "a bucket index out of the layout, or twice")
+                throw DecodingProblem(description: "a bucket index out of the layout, or twice")
             }
             buckets[Int(flat[i])] = flat[i + 1]
             total = Self.saturatingAdd(total, flat[i + 1])
         }
-        count = try c.decode(UInt64.self, forKey: .count)
-        guard count == total else {
-            throw DecodingError.dataCorruptedError(forKey: .count, in: c, debugDescription: "the count is not the buckets' sum")
-        }
-        sum = try c.decode(Double.self, forKey: .sum)
-        min = try c.decode(Int64.self, forKey: .min)
-        max = try c.decode(Int64.self, forKey: .max)
+        guard count == total else { throw DecodingProblem(description: "the count is not the buckets' sum") }
+        guard sum.isFinite else { throw DecodingProblem(description: "the sum is not finite") }
+        self.count = count
+        self.sum = sum
+        self.min = min
+        self.max = max
+    }
+
+    /// Why a histogram read from elsewhere was refused.
+    public struct DecodingProblem: Error, Sendable, CustomStringConvertible {
+        public let description: String
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -1,11 +1,12 @@
 import CoreMetrics
 import Foundation
-import SwitchyardCoordinator
 import SwitchyardCore
 import SwitchyardMetrics
 import SwitchyardQueue
 import SwitchyardTestSupport
 import Testing
+
+@testable import SwitchyardCoordinator
 
 /// The coordinator against a real redis-server and real worker processes, over real HTTP.
 @Suite("The coordinator: metrics, API, tokens, reclaim")
@@ -448,5 +449,30 @@ struct CoordinatorTests {
         let (status, output) = try Self.runPromtool(text)
         #expect(status == 0, "promtool: \(output)")
         await f.close()
+    }
+
+    /// The coordinator's fast snapshot reader gives what `Codable` gives, and refuses what it refuses.
+    @Test func theFastSnapshotReaderAgreesWithCodable() throws {
+        let registry = MetricsRegistry()
+        let timer = CoreMetrics.Timer(label: "switchyard_run_seconds", dimensions: [("lane", "default"), ("queue", "q\"x")], factory: registry)
+        for us in [1, 90, 1000, 123_456, 9_000_000] { timer.recordNanoseconds(Int64(us) * 1000) }
+        Counter(label: "switchyard_attempts_total", dimensions: [("status", "succeeded")], factory: registry).increment(by: 7)
+        Gauge(label: "g", factory: registry).record(2.5)
+        // An empty histogram too: its minimum is Int64.max.
+        _ = CoreMetrics.Timer(label: "empty", factory: registry)
+        let json = Array(try JSONEncoder().encode(registry.snapshot(worker: "w")))
+        let fast = try SnapshotDecoding.snapshot(json)
+        let slow = try JSONDecoder().decode(MetricsSnapshot.self, from: Data(json))
+        #expect(fast.counters == slow.counters && fast.gauges == slow.gauges && fast.histograms == slow.histograms)
+        #expect(fast.worker == "w" && fast.series == slow.series && fast.takenAt == slow.takenAt)
+        let text = String(decoding: json, as: UTF8.self)
+        for corrupt in [
+            text.replacingOccurrences(of: "\"p\":7", with: "\"p\":6"),  // another layout
+            text.replacingOccurrences(of: "\"n\":5", with: "\"n\":6"),  // count is not the buckets' sum
+            text.replacingOccurrences(of: "\"worker\":\"w\"", with: "\"worker\":1"),
+            "[]", "{",
+        ] {
+            #expect(throws: (any Error).self) { try SnapshotDecoding.snapshot(Array(corrupt.utf8)) }
+        }
     }
 }
