@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import SwitchyardCoordinator
 import SwitchyardCore
 import SwitchyardHTTP
@@ -8,30 +9,36 @@ import SwitchyardRedis
 import SwitchyardTestSupport
 import Synchronization
 
-/// A real redis-server, a coordinator running in process on a free port, and an HTTP client
-/// to talk to it. Everything the coordinator logs is kept (`logs`), to check what never appears.
+/// A real redis-server, a coordinator running in process on a free port (in a `ServiceGroup`,
+/// stopped gracefully), and an HTTP client to talk to it. Everything the coordinator logs is kept
+/// (`logs`), to check what never appears.
 final class CoordinatorFixture: Sendable {
     let server: RedisServer
     let pool: RedisConnectionPool
     let queue: JobQueue
     let coordinator: Coordinator
+    let group: ServiceGroup
     let task: Task<Void, any Error>
     let port: Int
     let client = HTTPClient()
     let logs: LogCapture
 
-    /// The queue every test uses: `test`.
+    /// The queue tests use unless they name another: `test`.
     static let queueName = "test"
 
-    init(server existing: RedisServer? = nil, configure: (inout CoordinatorConfiguration) -> Void = { _ in }) async throws {
+    init(
+        server existing: RedisServer? = nil,
+        queue queueName: String = CoordinatorFixture.queueName,
+        configure: (inout CoordinatorConfiguration) -> Void = { _ in }
+    ) async throws {
         let server: RedisServer
         if let existing { server = existing } else { server = try await offThePool { try RedisServer() } }
         self.server = server
         var redis = server.configuration
         redis.poolSize = 4
         pool = RedisConnectionPool(configuration: redis)
-        queue = JobQueue(configuration: QueueConfiguration(name: Self.queueName), redis: pool)
-        var configuration = CoordinatorConfiguration(port: 0, queues: [Self.queueName])
+        queue = JobQueue(configuration: QueueConfiguration(name: queueName), redis: pool)
+        var configuration = CoordinatorConfiguration(port: 0, queues: [queueName])
         configure(&configuration)
         let logs = LogCapture()
         self.logs = logs
@@ -39,15 +46,18 @@ final class CoordinatorFixture: Sendable {
         logger.logLevel = .debug
         let coordinator = Coordinator(configuration: configuration, redis: pool, logger: logger)
         self.coordinator = coordinator
-        task = Task { try await coordinator.run() }
+        let group = ServiceGroup(services: [coordinator], logger: logger)
+        self.group = group
+        task = Task { try await group.run() }
         port = await coordinator.port()
     }
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    /// Stops the coordinator and closes the pool; the redis-server stops with its last reference.
+    /// Stops the coordinator gracefully and closes the pool; the redis-server stops with its
+    /// last reference.
     func close() async {
-        task.cancel()
+        await group.triggerGracefulShutdown()
         _ = await task.result
         client.shutdown()
         pool.shutDown()
@@ -74,6 +84,12 @@ final class CoordinatorFixture: Sendable {
         let (status, body, _) = try await request("GET", path, token: token)
         guard status == 200 else { throw FixtureError("GET \(path): \(status) \(String(decoding: body, as: UTF8.self))") }
         return try JSONValue.parse(body)
+    }
+
+    /// Waits (up to a minute) until every job has a final result.
+    func waitForResults(_ jobs: [Job]) async throws {
+        let done = try await eventually(timeout: .seconds(60)) { try await self.queue.results(of: jobs.map(\.id)).allSatisfy { $0 != nil } }
+        guard done else { throw FixtureError("the worker did not finish the jobs") }
     }
 
     func text(_ path: String, token: String? = nil) async throws -> String {

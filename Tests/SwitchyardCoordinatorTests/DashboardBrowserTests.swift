@@ -34,7 +34,7 @@ struct DashboardBrowserTests {
         )
         .write(to: providers)
         defer { try? FileManager.default.removeItem(at: providers) }
-        let cluster = try await BrowserTestCluster { $0.providersFile = providers.path }
+        let cluster = try await CoordinatorFixture(queue: Self.queueName) { $0.providersFile = providers.path }
         let browser = try HeadlessBrowser(executable: chromium)
         do {
             try await Self.followTheCluster(cluster, browser, chromium: chromium)
@@ -46,7 +46,7 @@ struct DashboardBrowserTests {
         await Self.close(cluster, browser)
     }
 
-    static func followTheCluster(_ cluster: BrowserTestCluster, _ browser: HeadlessBrowser, chromium: String) async throws {
+    static func followTheCluster(_ cluster: CoordinatorFixture, _ browser: HeadlessBrowser, chromium: String) async throws {
         // Before any worker: jobs wait in every lane.
         var pushed: [Job] = []
         for (lane, n) in [(JobPriority.high, 2), (.default, 4), (.low, 3)] {
@@ -139,7 +139,7 @@ struct DashboardBrowserTests {
     @Test func asksForATokenWhenReadsNeedOneAndKeepsItOutOfURLs() async throws {
         let chromium = try Self.requireChromium()
         let token = "dashboard-test-token-\(UUID().uuidString.prefix(8))"
-        let cluster = try await BrowserTestCluster {
+        let cluster = try await CoordinatorFixture(queue: Self.queueName) {
             $0.tokens = [token]
             $0.reads = .token
         }
@@ -154,7 +154,7 @@ struct DashboardBrowserTests {
         await Self.close(cluster, browser)
     }
 
-    static func askForToken(_ cluster: BrowserTestCluster, _ browser: HeadlessBrowser, token: String) async throws {
+    static func askForToken(_ cluster: CoordinatorFixture, _ browser: HeadlessBrowser, token: String) async throws {
         _ = try await cluster.queue.push((0..<3).map { Self.job("waiting \($0)") })
 
         // The page and its assets are public and carry a strict policy; the data is not.
@@ -208,7 +208,7 @@ struct DashboardBrowserTests {
         )
     }
 
-    static func close(_ cluster: BrowserTestCluster, _ browser: HeadlessBrowser) async {
+    static func close(_ cluster: CoordinatorFixture, _ browser: HeadlessBrowser) async {
         try? await offThePool { browser.quit() }
         await cluster.close()
     }
@@ -300,72 +300,6 @@ struct PageView: Sendable {
 
     func metric(_ name: String) -> Double? { metrics[name].flatMap(Double.init) }
     func text(_ name: String) -> String? { metrics[name] }
-}
-
-/// A private redis-server, a coordinator running in process on a free port over it (in a
-/// `ServiceGroup`, stopped gracefully), a handle on the queue it serves, and an HTTP client.
-final class BrowserTestCluster: Sendable {
-    let server: RedisServer
-    let pool: RedisConnectionPool
-    let queue: JobQueue
-    let coordinator: Coordinator
-    let group: ServiceGroup
-    let task: Task<Void, any Error>
-    let port: Int
-    let client = HTTPClient()
-
-    init(configure: (inout CoordinatorConfiguration) -> Void = { _ in }) async throws {
-        server = try await offThePool { try RedisServer() }
-        var redis = server.configuration
-        redis.poolSize = 4
-        pool = RedisConnectionPool(configuration: redis)
-        queue = JobQueue(configuration: QueueConfiguration(name: DashboardBrowserTests.queueName), redis: pool)
-        var configuration = CoordinatorConfiguration(port: 0, queues: [DashboardBrowserTests.queueName])
-        configure(&configuration)
-        var logger = Logger(label: "test.dashboard.coordinator")
-        logger.logLevel = .warning
-        let coordinator = Coordinator(configuration: configuration, redis: pool, logger: logger)
-        self.coordinator = coordinator
-        let group = ServiceGroup(services: [coordinator], logger: logger)
-        self.group = group
-        task = Task { try await group.run() }
-        port = await coordinator.port()
-    }
-
-    var baseURL: String { "http://127.0.0.1:\(port)" }
-
-    func close() async {
-        await group.triggerGracefulShutdown()
-        _ = await task.result
-        client.shutdown()
-        pool.shutDown()
-    }
-
-    func request(
-        _ method: String,
-        _ path: String,
-        json: JSONValue? = nil,
-        token: String? = nil
-    ) async throws -> (status: Int, body: [UInt8], headers: [(name: String, value: String)]) {
-        var headers: [(name: String, value: String)] = []
-        if let token { headers.append(("Authorization", "Bearer \(token)")) }
-        if json != nil { headers.append(("Content-Type", "application/json")) }
-        let response = try await client.execute(
-            HTTPRequest(method: method, url: baseURL + path, headers: headers, body: json?.jsonBytes, timeout: .seconds(30), idempotent: false)
-        )
-        return (response.status, response.body, response.head.headers)
-    }
-
-    func json(_ path: String, token: String? = nil) async throws -> JSONValue {
-        let (status, body, _) = try await request("GET", path, token: token)
-        try #require(status == 200, "GET \(path): \(status) \(String(decoding: body, as: UTF8.self))")
-        return try JSONValue.parse(body)
-    }
-
-    func waitForResults(_ jobs: [Job]) async throws {
-        let done = try await eventually(timeout: .seconds(60)) { try await self.queue.results(of: jobs.map(\.id)).allSatisfy { $0 != nil } }
-        try #require(done, "the worker did not finish the jobs")
-    }
 }
 
 /// Headless Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
@@ -654,7 +588,7 @@ final class HeadlessBrowser: @unchecked Sendable {
     }
 
     func submitToken(_ token: String) async throws {
-        let literal = String(decoding: try JSONValue.string(token).jsonBytes, as: UTF8.self)
+        let literal = String(decoding: JSONValue.string(token).jsonBytes, as: UTF8.self)
         _ = try await evaluate(
             #"(() => { document.getElementById("token-input").value = \#(literal); document.getElementById("token-form").requestSubmit(); return true; })()"#
         )
