@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.7.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        // Tests only: reads the compose file and Kubernetes manifests.
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
     ],
     targets: [
         // hiredis, found through pkg-config (Debian: libhiredis-dev, Homebrew: hiredis).
@@ -129,6 +131,7 @@ let package = Package(
                 "SwitchyardCache", "SwitchyardCore", "SwitchyardRedis", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardWorker",
                 "SwitchyardProviders", "SwitchyardModels", "SwitchyardResilience", "SwitchyardMetrics", "SwitchyardCoordinator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -165,6 +168,13 @@ let package = Package(
             name: "SwitchyardResilienceTests",
             dependencies: [
                 "SwitchyardCore", "SwitchyardHTTP", "SwitchyardProviders", "SwitchyardRedis", "SwitchyardResilience", "SwitchyardTestSupport",
+            ]
+        ),
+        .testTarget(
+            name: "SwitchyardDeployTests",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardHTTP", "SwitchyardQueue", "SwitchyardRedis", "SwitchyardTestSupport",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", "SwitchyardRedis", "SwitchyardTestSupport"]),

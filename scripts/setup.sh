@@ -51,5 +51,16 @@ if ! "$venv/bin/python" -c 'import openai' >/dev/null 2>&1; then
     "$venv/bin/pip" install -q --progress-bar off 'openai>=1.50,<3' | sed 's/^/setup: /' | tail -n 5
     "$venv/bin/python" -c 'import openai' || { echo "setup: the openai package did not install" >&2; exit 1; }
 fi
+# The deploy files' validators (scripts/validate-deploy.sh), pinned, in a venv of their own.
+# check-jsonschema needs Python 3.11 or later (Debian bookworm's python3 is 3.11).
+vvenv="$PWD/.venv-validate"
+if ! "$vvenv/bin/python" -c 'import check_jsonschema, kubernetes_validate, yamllint, yaml, jsonschema' >/dev/null 2>&1; then
+    echo "setup: installing the deploy validators into $vvenv"
+    python3 -m venv "$vvenv"
+    "$vvenv/bin/pip" install -q --progress-bar off check-jsonschema==0.39.0 kubernetes-validate==1.37.0 yamllint==1.38.0 \
+        | sed 's/^/setup: /' | tail -n 5
+    "$vvenv/bin/python" -c 'import check_jsonschema, kubernetes_validate, yamllint, yaml, jsonschema' \
+        || { echo "setup: the deploy validators did not install" >&2; exit 1; }
+fi
 # A redis-server that the package's post-install started is not used by the tests: each test
 # starts a private one on a free port.

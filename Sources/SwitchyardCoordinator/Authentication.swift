@@ -27,7 +27,7 @@ struct TokenSet: Sendable {
 }
 
 /// Lets a request through when it may: writes need a token whenever tokens are configured, reads
-/// too under `ReadAccess.token`; `/healthz` is always open. A refusal is a 401 in OpenAI's error
+/// too under `ReadAccess.token`; `/healthz` and `/readyz` are always open. A refusal is a 401 in OpenAI's error
 /// shape. The token itself is never logged.
 struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
     let tokens: TokenSet
@@ -51,7 +51,7 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
             }
             return try await next(request, context)
         }
-        if request.uri.path == "/healthz" { return try await next(request, context) }
+        if request.uri.path == "/healthz" || request.uri.path == "/readyz" { return try await next(request, context) }
         // The dashboard's page and assets are public: the data it fetches is what needs a token.
         let isPage = request.uri.path == "/" || request.uri.path.hasPrefix("/assets/")
         if isRead && (reads == .open || isPage) { return try await next(request, context) }

@@ -100,6 +100,10 @@ public final class Coordinator: Service, Sendable {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             for (name, queue) in queues.sorted(by: { $0.key < $1.key }) {
                 do {
+                    // The lanes and their group exist even while no worker runs (a queue scaled
+                    // to zero, a Redis restarted empty): an autoscaler reading the group's lag
+                    // must find them.
+                    try await queue.ensureGroups()
                     if configuration.reclaimInterval != nil {
                         try await queue.promoteDue()
                         let (requeued, dead) = try await queue.reclaimExpired(consumer: Self.reclaimConsumer)
@@ -117,6 +121,23 @@ public final class Coordinator: Service, Sendable {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
+    }
+
+    /// `/readyz`: 200 when every served queue's Redis answers a PING within 2 s, else 503 naming
+    /// the problem. `/healthz` answers while the process serves, whatever Redis does.
+    func readiness() async -> Response {
+        for name in configuration.queues {
+            let redis = queues[name]!.redis
+            do {
+                _ = try await withDeadline(.seconds(2)) { try await redis.send(RedisCommand("PING")) }
+            } catch {
+                return Response.json(
+                    .object(["ready": .bool(false), "reason": .string("queue '\(name)': Redis does not answer: \(error)")]),
+                    status: .serviceUnavailable
+                )
+            }
+        }
+        return Response.json(.object(["ready": .bool(true)]))
     }
 
     /// The consumer name the coordinator's reclaim uses in each lane's group (not a worker id:
@@ -142,6 +163,7 @@ public final class Coordinator: Service, Sendable {
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: AuthenticationMiddleware(tokens: tokens, reads: configuration.reads))
         router.get("/healthz") { _, _ in Response.json(.object(["ok": .bool(true)])) }
+        router.get("/readyz") { _, _ in await self.readiness() }
         addMetricsRoute(to: router)
         addAPIRoutes(to: router)
         addDashboardRoutes(to: router)

@@ -244,6 +244,7 @@ extension Worker {
         var lastRefresh = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.watchInterval)
+            noteWatchTick()
             let now = ContinuousClock.now
             let running = state.withLock { s -> [Delivery] in
                 var out: [Delivery] = []

@@ -14,9 +14,12 @@ extension Worker {
             var models: [String]?
             if let source = warmSource { models = await warmModels(source).warm }
             let info = workerInfo(rss: rss, models: models)
-            if (try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL)) == false {
+            switch try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL) {
+            case false?:
                 displaced()
                 return
+            case true?: noteHeartbeat()
+            case nil: break
             }
             await publishMetricsIfChanged()
             // A worker busy with long jobs takes nothing for a while: keep its warm claims alive.

@@ -102,6 +102,12 @@ public final class Worker: Service, Sendable {
         /// The metrics registry's version last published, and when.
         var publishedMetricsVersion = 0
         var publishedMetricsAt = ContinuousClock.now
+        /// The worker holds its id in the registry (for `health`).
+        var registered = false
+        /// When a heartbeat last reached Redis (for `health`).
+        var lastHeartbeat: ContinuousClock.Instant?
+        /// When the watch loop last ran; it starts with the worker (for `health`).
+        var lastWatchTick = ContinuousClock.now
     }
 
     public init(
@@ -165,6 +171,7 @@ public final class Worker: Service, Sendable {
             logger.info("worker stopped before it started")
             return
         }
+        noteHeartbeat()
         await configuration.whenRegistered?()
         await withDiscardingTaskGroup { background in
             background.addTask { await self.heartbeatLoop() }

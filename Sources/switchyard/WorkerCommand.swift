@@ -119,6 +119,20 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
 
+    @Option(
+        help: "Serve the health endpoint (GET /livez, /readyz) on this port, for probes and `switchyard health`. Default: no endpoint."
+    )
+    var healthPort: Int?
+
+    @Option(help: "The address the health endpoint listens on (0.0.0.0 in a container, for the kubelet's probes).")
+    var healthHost = "127.0.0.1"
+
+    func validate() throws {
+        if let healthPort, !(0...65535).contains(healthPort) {
+            throw ValidationError("--health-port: must be 0 to 65535, got \(healthPort)")
+        }
+    }
+
     /// The named executor, or the one the configuration implies. Never a test executor unless
     /// named: a forgotten flag must not make a cluster write made-up successes.
     func chooseExecutor(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
@@ -265,6 +279,10 @@ struct WorkerCommand: AsyncParsableCommand {
         // Shut down in reverse order: the worker drains first, then the model servers stop, then
         // the HTTP client closes.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // First, so it stops last: it answers (503 on /readyz) through the drain.
+        if let healthPort {
+            services.append(.init(service: HealthEndpoint.application(worker: worker, host: healthHost, port: healthPort, logger: logger)))
+        }
         if let client = httpClient { services.append(.init(service: CloseOnShutdown { client.shutdown() })) }
         if let modelServers { services.append(.init(service: modelServers)) }
         // The breakers' subscription outlives the drain: jobs finishing during it still use it.

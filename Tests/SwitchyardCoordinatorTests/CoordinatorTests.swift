@@ -452,6 +452,28 @@ struct CoordinatorTests {
     }
 
     /// The coordinator's fast snapshot reader gives what `Codable` gives, and refuses what it refuses.
+    /// `/readyz` follows Redis while `/healthz` does not, and the upkeep makes the lanes and their
+    /// group again after Redis lost them, so an autoscaler reading the group's lag finds them
+    /// while no worker runs.
+    @Test func readinessFollowsRedisAndTheGroupsComeBack() async throws {
+        let f = try await CoordinatorFixture { $0.reclaimInterval = .milliseconds(200) }
+        #expect(try await f.request("GET", "/readyz").status == 200)
+        let lane = f.queue.keys.lane(.default)
+        _ = try await f.pool.send("FLUSHALL")
+        let recreated = try await eventually(timeout: .seconds(10)) {
+            guard let groups = try? await f.pool.send("XINFO", "GROUPS", lane) else { return false }
+            return "\(groups)".contains("workers")
+        }
+        #expect(recreated, "the coordinator makes the lane and its group again")
+        f.server.stop()
+        let notReady = try await f.request("GET", "/readyz", timeout: .seconds(10))
+        #expect(notReady.status == 503 && String(decoding: notReady.body, as: UTF8.self).contains("Redis does not answer"))
+        #expect(try await f.request("GET", "/healthz").status == 200)
+        try f.server.restart()
+        #expect(try await eventually(timeout: .seconds(15)) { try await f.request("GET", "/readyz").status == 200 })
+        await f.close()
+    }
+
     @Test func theFastSnapshotReaderAgreesWithCodable() throws {
         let registry = MetricsRegistry()
         let timer = CoreMetrics.Timer(label: "switchyard_run_seconds", dimensions: [("lane", "default"), ("queue", "q\"x")], factory: registry)

@@ -1,0 +1,91 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardHTTP
+import SwitchyardQueue
+import SwitchyardRedis
+import SwitchyardTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The worker's health endpoint and `switchyard health`, as probes and health checks use them.
+@Suite("Worker health endpoint", .serialized)
+struct HealthEndpointTests {
+    /// Runs `switchyard health <url>`; its exit code and what it printed.
+    static func health(_ url: String) throws -> (code: Int32, output: String) {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("health-\(UUID().uuidString).out").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let child = try ChildProcess(
+            executable: try WorkerProcess.switchyardExecutable(),
+            arguments: ["health", url, "--timeout", "2s"],
+            outputPath: out
+        )
+        let status = child.waitForExit()
+        return ((status >> 8) & 0xff, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
+    }
+
+    @Test func readinessFollowsRegistrationRedisAndTheDrain() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let port = try LoopbackPort.free()
+        let ready = "http://127.0.0.1:\(port)/readyz"
+        let live = "http://127.0.0.1:\(port)/livez"
+        let worker = try WorkerProcess(
+            redisURL: f.server.url,
+            id: "healthy",
+            arguments: ["--queue", "test", "--executor", "echo", "--health-port", "\(port)", "--shutdown-grace", "20s"]
+        )
+        defer { worker.kill() }
+
+        // Registered and heartbeating: ready, and `switchyard health` says so with exit 0.
+        #expect(try await eventually(timeout: .seconds(20)) { try Self.health(ready).code == 0 }, "\(worker.log)")
+        let good = try Self.health(ready)
+        #expect(good.output.contains("200") && good.output.contains("\"ready\":true") && good.output.contains("\"worker\":\"healthy\""))
+
+        // Redis gone for longer than the heartbeat TTL (10 s): not ready, still live (a restart would not help).
+        f.server.stop()
+        #expect(
+            try await eventually(timeout: .seconds(25)) { try Self.health(ready).code == 1 },
+            "readiness should fail without Redis"
+        )
+        let down = try Self.health(ready)
+        #expect(down.output.contains("503") && down.output.contains("Redis not reached"), "\(down.output)")
+        #expect(try Self.health(live).code == 0)
+
+        // Redis back: ready again without a restart.
+        try f.server.restart()
+        #expect(try await eventually(timeout: .seconds(30)) { try Self.health(ready).code == 0 }, "\(worker.log)")
+
+        // Draining with a job in flight: not ready (503 naming the drain) but live, until it exits.
+        let job = chatJob("slow", metadata: ["echo.sleep_ms": "3000"])
+        _ = try await f.queue.push(job)
+        #expect(try await eventually { try await f.queue.status().lanes.map(\.pending).reduce(0, +) == 1 })
+        worker.process.send(SIGTERM)
+        #expect(try await eventually(timeout: .seconds(5)) { try Self.health(ready).output.contains("draining") })
+        #expect(try Self.health(live).code == 0)
+        #expect(worker.process.waitForExit(timeout: .seconds(30)))
+        #expect(try await f.queue.result(of: job.id)?.status == .succeeded)
+        // Gone: no answer is a failure too.
+        let gone = try Self.health(ready)
+        #expect(gone.code == 1 && gone.output.contains("no answer"), "\(gone.output)")
+    }
+
+    @Test func badHealthOptionsAreRefusedWithTheirName() throws {
+        let port = try Self.runCLI(["worker", "--executor", "echo", "--health-port", "70000"])
+        #expect(port.code == 64 && port.output.contains("--health-port: must be 0 to 65535, got 70000"), "\(port.output)")
+        let url = try Self.runCLI(["health", "ftp://example.com/"])
+        #expect(url.code == 64 && url.output.contains("is not an http:// or https:// URL"), "\(url.output)")
+    }
+
+    static func runCLI(_ arguments: [String]) throws -> (code: Int32, output: String) {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString).out").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let child = try ChildProcess(executable: try WorkerProcess.switchyardExecutable(), arguments: arguments, outputPath: out)
+        let status = child.waitForExit()
+        return ((status >> 8) & 0xff, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
+    }
+}
