@@ -99,11 +99,16 @@ public final class Coordinator: Service, Sendable {
         let interval = configuration.reclaimInterval ?? .seconds(5)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             for (name, queue) in queues.sorted(by: { $0.key < $1.key }) {
+                // The lanes and their group exist even while no worker runs (a queue scaled to
+                // zero, a Redis restarted empty): an autoscaler reading the group's lag must find
+                // them. Apart from the rest: a Redis at maxmemory refuses XGROUP CREATE (OOM) even
+                // for a group that exists, and that must not stop the reclaim.
                 do {
-                    // The lanes and their group exist even while no worker runs (a queue scaled
-                    // to zero, a Redis restarted empty): an autoscaler reading the group's lag
-                    // must find them.
                     try await queue.ensureGroups()
+                } catch {
+                    logger.debug("could not make the lanes and their group", metadata: ["queue": "\(name)", "error": "\(error)"])
+                }
+                do {
                     if configuration.reclaimInterval != nil {
                         try await queue.promoteDue()
                         let (requeued, dead) = try await queue.reclaimExpired(consumer: Self.reclaimConsumer)

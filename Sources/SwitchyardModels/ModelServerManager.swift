@@ -165,10 +165,22 @@ public actor ModelServerManager: Service {
         await shutdown()
     }
 
+    /// The pinned models not yet tried since `begin()`, in catalog order: empty once each has
+    /// loaded or failed to (a failure is logged, and the model's first job tries again). The
+    /// worker is not ready while it is not empty, so a rollout waits for warm servers. Before
+    /// `begin()`, every pinned model.
+    public var pinnedLoading: [String] {
+        preloadDone ? [] : Array(catalog.pinned.dropFirst(pinnedTried))
+    }
+    private var pinnedTried = 0
+    private var preloadDone = false
+
     /// Loads every pinned model, so their jobs never wait for a cold start; a failure is logged
     /// (the first job for the model tries again).
     public func preloadPinned() async {
+        defer { preloadDone = true }
         for model in catalog.pinned where !Task.isCancelled {
+            defer { pinnedTried += 1 }
             do {
                 release(try await acquire(model))
             } catch is CancellationError {

@@ -11,7 +11,8 @@ public struct WorkerHealth: Sendable, Equatable {
     /// stuck, and a restart helps. A worker still waiting for Redis to register is live.
     public var live: Bool
     /// True when the worker holds its id in the registry, its last heartbeat reached Redis within
-    /// the heartbeat TTL, and it is not draining.
+    /// the heartbeat TTL, and it is not draining; `Worker.currentHealth()` also asks
+    /// `WorkerConfiguration.notReadyReason` (pinned models loading).
     public var ready: Bool
     /// Why the worker is not live or not ready (nil when it is both).
     public var reason: String?
@@ -60,6 +61,17 @@ extension Worker {
                 sinceLastHeartbeat: sinceHeartbeat.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
             )
         }
+    }
+
+    /// `health`, and not ready while `WorkerConfiguration.notReadyReason` gives a reason (the
+    /// local executor's pinned models loading). What the health endpoint answers.
+    public func currentHealth() async -> WorkerHealth {
+        var health = self.health
+        if health.ready, let check = configuration.notReadyReason, let reason = await check() {
+            health.ready = false
+            health.reason = reason
+        }
+        return health
     }
 
     /// Called by the watch loop on every round.

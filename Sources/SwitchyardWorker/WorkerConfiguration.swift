@@ -44,6 +44,9 @@ public struct WorkerConfiguration: Sendable {
     /// Counters the heartbeat publishes as the registry entry's `resilience` (the breakers'
     /// and rate limits'); nil: none. Default nil.
     public var resilienceCounters: (@Sendable () -> [String: Int])?
+    /// Why the worker is not ready yet although it runs (say, pinned models still loading), or
+    /// nil when nothing holds it back; asked by `Worker.currentHealth()`. Default nil.
+    public var notReadyReason: (@Sendable () async -> String?)?
     /// Where the worker keeps its metrics (published with every heartbeat); nil: a registry of
     /// its own. Give one to share it with the executor's metrics. Default nil.
     public var metrics: MetricsRegistry?

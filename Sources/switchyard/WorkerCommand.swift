@@ -165,6 +165,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try redis.configuration()
+        if let healthPort { try HealthEndpoint.checkAvailable(host: healthHost, port: healthPort) }
         let (hardware, _) = try resolveProfile(name: profile, overrides: overrides)
         let concurrency = self.concurrency ?? hardware.concurrency
         guard concurrency >= 1 else { throw ValidationError("--concurrency: must be at least 1") }
@@ -240,7 +241,14 @@ struct WorkerCommand: AsyncParsableCommand {
         queueConfiguration.resultTTL = try parseDuration(resultTTL, field: "--result-ttl")
         var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: hardware.name, executorName: executor)
         // Model servers start (and an earlier worker's are stopped) only once this worker holds its id.
-        if let manager = modelServers { workerConfiguration.whenRegistered = { await manager.begin() } }
+        if let manager = modelServers {
+            workerConfiguration.whenRegistered = { await manager.begin() }
+            // Not ready until the pinned models are warm: a rolling update waits for them.
+            workerConfiguration.notReadyReason = {
+                let loading = await manager.pinnedLoading
+                return loading.isEmpty ? nil : "warming: loading pinned models (\(loading.joined(separator: ", ")))"
+            }
+        }
         if let resilience { workerConfiguration.resilienceCounters = { resilience.counters } }
         workerConfiguration.metrics = metricsRegistry
         if let workerID {

@@ -5,6 +5,7 @@ import SwitchyardQueue
 import SwitchyardRedis
 import SwitchyardTestSupport
 import Testing
+import Yams
 
 /// Every command line in the deploy files runs: the coordinator and worker of the compose file,
 /// the Kubernetes manifests (CPU and GPU overlays) and the systemd units and launchd plist are
@@ -81,6 +82,85 @@ struct DeployCommandLineTests {
         if let password = plist.environment["SWITCHYARD_REDIS_PASSWORD_FILE"] { plist.secrets[password] = "redis_password" }
         #expect(plist.arguments.contains("apple-m"), "the plist runs the apple-m profile")
         try await exercise(run, coordinator: nil, worker: plist, files: files, runJob: plist.environment["SWITCHYARD_MODELS_FILE"] == nil)
+    }
+
+    /// What the test's replacements would hide: the Redis the processes name is the deployment's
+    /// own, and the ScaledObject reads the lanes and group the workers use, with credentials from
+    /// variables the worker's container has, and asks for one worker per `concurrency` jobs.
+    @Test(arguments: ["deploy/k8s/overlays/cpu", "deploy/k8s/overlays/gpu"])
+    func kubernetesWiringMatchesTheQueue(overlay: String) throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("wiring-\(UUID().uuidString.prefix(6))")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let worker = try DeployFiles.kubernetesDeployment("switchyard-worker", base: "deploy/k8s/base", overlay: overlay, scratch: scratch)
+        let coordinator = try DeployFiles.kubernetesDeployment("switchyard-coordinator", base: "deploy/k8s/base", overlay: overlay, scratch: scratch)
+        var services: [String: [Int]] = [:]
+        for service in try DeployFiles.kubernetesObjects("Service", base: "deploy/k8s/base", overlay: overlay) {
+            let name = (service["metadata"] as? [String: Any])?["name"] as? String ?? ""
+            services[name] = ((service["spec"] as? [String: Any])?["ports"] as? [[String: Any]] ?? []).compactMap { $0["port"] as? Int }
+        }
+        for (process, variable) in [(worker, "SWITCHYARD_REDIS_URL"), (coordinator, "SWITCHYARD_REDIS_URL"), (worker, "KEDA_REDIS_ADDRESS")] {
+            let value = try #require(process.environment[variable], "\(process): \(variable)")
+            let address = try #require(URLComponents(string: value.contains("://") ? value : "redis://" + value), "\(variable): \(value)")
+            let host = String((address.host ?? "").split(separator: ".").first ?? "")
+            #expect(services[host]?.contains(address.port ?? 6379) == true, "\(process): \(variable) \(value) names no Service port (\(services))")
+        }
+
+        let queue = worker.environment["SWITCHYARD_QUEUE"] ?? "default"
+        let profile = worker.environment["SWITCHYARD_PROFILE"] ?? "cpu"
+        let concurrency =
+            worker.arguments.firstIndex(of: "--concurrency").flatMap { Int(worker.arguments[$0 + 1]) }
+            ?? HardwareProfile.named(profile)?.concurrency ?? 0
+        let scaled = try #require(try DeployFiles.kubernetesObjects("ScaledObject", base: "deploy/k8s/base", overlay: overlay).first)
+        let spec = try #require(scaled["spec"] as? [String: Any])
+        #expect((spec["scaleTargetRef"] as? [String: Any])?["name"] as? String == "switchyard-worker")
+        let triggers = spec["triggers"] as? [[String: Any]] ?? []
+        var lagStreams: Set<String> = []
+        var streams: Set<String> = []
+        for trigger in triggers {
+            let metadata = trigger["metadata"] as? [String: Any] ?? [:]
+            #expect(trigger["type"] as? String == "redis-streams")
+            streams.insert(metadata["stream"] as? String ?? "")
+            if metadata["lagCount"] != nil { lagStreams.insert(metadata["stream"] as? String ?? "") }
+            #expect(metadata["consumerGroup"] as? String == QueueKeys.group, "\(trigger)")
+            for key in ["addressFromEnv", "passwordFromEnv"] {
+                let variable = metadata[key] as? String ?? ""
+                #expect(worker.environment[variable] != nil, "\(key) \(variable) is not a variable of the worker's container")
+            }
+        }
+        let lanes = Set(QueueKeys(queue: queue).lanes)
+        #expect(streams == lanes && lagStreams == lanes, "the triggers read \(streams.sorted()), the workers \(lanes.sorted())")
+        if let modifiers = (spec["advanced"] as? [String: Any])?["scalingModifiers"] as? [String: Any] {
+            let formula = modifiers["formula"] as? String ?? ""
+            for trigger in triggers { #expect(formula.contains(trigger["name"] as? String ?? "<unnamed>"), "the formula leaves out \(trigger)") }
+            #expect(modifiers["target"] as? String == "\(concurrency)", "one worker per \(concurrency) jobs: \(modifiers)")
+        } else {
+            for trigger in triggers {
+                let metadata = trigger["metadata"] as? [String: Any] ?? [:]
+                #expect((metadata["lagCount"] ?? metadata["pendingEntriesCount"]) as? String == "\(concurrency)", "\(trigger)")
+            }
+        }
+    }
+
+    @Test func composeWiringMatchesTheQueue() throws {
+        guard let top = try Yams.load(yaml: try DeployFiles.text("docker-compose.yml")) as? [String: Any],
+            let services = top["services"] as? [String: [String: Any]]
+        else { throw DeployFileError("docker-compose.yml: no services") }
+        for name in ["coordinator", "worker", "worker-gpu"] {
+            let process = try DeployFiles.composeService(name)
+            let value = try #require(process.environment["SWITCHYARD_REDIS_URL"], "\(process)")
+            let url = try #require(URLComponents(string: value))
+            let redis = services[url.host ?? ""]
+            #expect((redis?["image"] as? String)?.hasPrefix("redis") == true && (url.port ?? 6379) == 6379, "\(process): \(value)")
+        }
+    }
+
+    /// The compose file's GPU worker runs llama.cpp's CUDA server, not on this machine: it is
+    /// started as written and must become ready (its pinned model fails to load and is logged).
+    @Test func composeGPUWorkerStartsAsWritten() async throws {
+        let run = try DeployRun()
+        let worker = try DeployFiles.composeService("worker-gpu")
+        #expect(worker.environment["SWITCHYARD_PROFILE"] == "rtx3090-wsl")
+        try await exercise(run, coordinator: nil, worker: worker, runJob: false)
     }
 
     // MARK: -
@@ -222,8 +302,12 @@ struct ContainerImageTests {
         return list
     }
 
-    @Test func theImagesDefaultCommandRunsAndItsHealthCheckPasses() async throws {
-        let stage = try Self.finalStage("deploy/Dockerfile")
+    /// Each image's default command with the environment compose gives the service built from it
+    /// (the GPU worker's catalog names a model not on this machine: it is logged, and the worker
+    /// becomes ready without it).
+    @Test(arguments: [("deploy/Dockerfile", "worker"), ("deploy/Dockerfile.gpu", "worker-gpu")])
+    func theImagesDefaultCommandRunsAndItsHealthCheckPasses(dockerfile: String, service: String) async throws {
+        let stage = try Self.finalStage(dockerfile)
         let entrypoint = try Self.execForm(try #require(stage.last { $0.instruction == "ENTRYPOINT" }?.rest), "ENTRYPOINT")
         let command = try Self.execForm(try #require(stage.last { $0.instruction == "CMD" }?.rest), "CMD")
         let healthcheck = try #require(stage.last { $0.instruction == "HEALTHCHECK" }?.rest)
@@ -234,12 +318,12 @@ struct ContainerImageTests {
 
         // The image's default command, with the environment compose gives its workers.
         let run = try DeployRun()
-        var worker = try DeployFiles.composeService("worker")
-        worker.origin = "deploy/Dockerfile CMD (with compose's worker environment)"
+        var worker = try DeployFiles.composeService(service)
+        worker.origin = "\(dockerfile) CMD (with compose's \(service) environment)"
         worker.arguments = command
         worker.commandProbes = [probe]
         worker.httpProbes = []
-        try await DeployCommandLineTests().exercise(run, coordinator: nil, worker: worker)
+        try await DeployCommandLineTests().exercise(run, coordinator: nil, worker: worker, runJob: service == "worker")
     }
 
     @Test func theRuntimeStageInstallsEveryLibraryTheBinaryLinks() throws {

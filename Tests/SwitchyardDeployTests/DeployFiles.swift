@@ -180,34 +180,73 @@ enum DeployFiles {
     /// The one container of the Deployment `name` found under `folder`, resolved against the
     /// ConfigMaps, Secrets and volumes there. ConfigMaps' data (and those of kustomize's
     /// `configMapGenerator`) are written into `scratch` so they can be mounted.
-    static func kubernetesDeployment(_ name: String, base: String, overlay: String?, scratch: URL) throws -> DeployedProcess {
-        // The base's manifests, the overlay's other resources (folders it adds), its generators and patches.
+    /// The folders a kustomize overlay builds from (the base, the overlay, the folders it adds as
+    /// resources) and its patch files.
+    static func kustomizeLayout(base: String, overlay: String?) throws -> (folders: [String], patches: [String]) {
         var folders = [base]
         var patches: [String] = []
-        if let overlay {
-            folders.append(overlay)
-            guard let k = try Yams.load(yaml: try text("\(overlay)/kustomization.yaml")) as? [String: Any] else {
-                throw DeployFileError("\(overlay)/kustomization.yaml: unreadable")
+        guard let overlay else { return (folders, patches) }
+        folders.append(overlay)
+        guard let k = try Yams.load(yaml: try text("\(overlay)/kustomization.yaml")) as? [String: Any] else {
+            throw DeployFileError("\(overlay)/kustomization.yaml: unreadable")
+        }
+        for resource in k["resources"] as? [String] ?? [] {
+            let resolved = URL(fileURLWithPath: path("\(overlay)/\(resource)")).standardizedFileURL.path
+            let relative = String(resolved.dropFirst(root.standardizedFileURL.path.count + 1))
+            if relative != base && !folders.contains(relative) { folders.append(relative) }
+        }
+        for patch in (k["patches"] as? [[String: Any]] ?? []) + (k["patchesStrategicMerge"] as? [String] ?? []).map({ ["path": $0] }) {
+            guard let file = patch["path"] as? String else {
+                throw DeployFileError("\(overlay): inline patches are not read by the test; keep patches in files")
             }
-            for resource in k["resources"] as? [String] ?? [] {
-                let resolved = URL(fileURLWithPath: path("\(overlay)/\(resource)")).standardizedFileURL.path
-                let relative = String(resolved.dropFirst(root.standardizedFileURL.path.count + 1))
-                if relative != base && !folders.contains(relative) { folders.append(relative) }
+            let patchPath = "\(overlay)/\(file)"
+            let object = try Yams.load(yaml: try text(patchPath)) as? [String: Any]
+            if object == nil || object?["kind"] == nil {
+                throw DeployFileError("\(patchPath): JSON 6902 patches are not read by the test; use strategic-merge patches")
             }
-            for patch in (k["patches"] as? [[String: Any]] ?? []) + (k["patchesStrategicMerge"] as? [String] ?? []).map({ ["path": $0] }) {
-                guard let file = patch["path"] as? String else {
-                    throw DeployFileError("\(overlay): inline patches are not read by the test; keep patches in files")
-                }
-                let patchPath = "\(overlay)/\(file)"
-                let object = try Yams.load(yaml: try text(patchPath)) as? [String: Any]
-                if object?["kind"] as? String == "Deployment", (object?["metadata"] as? [String: Any])?["name"] as? String == name {
-                    patches.append(patchPath)
-                } else if object == nil || object?["kind"] == nil {
-                    throw DeployFileError("\(patchPath): JSON 6902 patches are not read by the test; use strategic-merge patches")
-                }
+            patches.append(patchPath)
+        }
+        return (folders, patches)
+    }
+
+    /// Every object of `kind` an overlay builds, with the overlay's patches of it merged the way
+    /// kustomize merges a custom resource's (maps merged, lists replaced; not for Deployments,
+    /// whose containers merge by name: `kubernetesDeployment`).
+    static func kubernetesObjects(_ kind: String, base: String, overlay: String?) throws -> [[String: Any]] {
+        let (folders, patches) = try kustomizeLayout(base: base, overlay: overlay)
+        var objects: [[String: Any]] = []
+        for folder in folders {
+            for (file, object) in try manifests(under: folder) where !patches.contains(file) && object["kind"] as? String == kind {
+                objects.append(object)
             }
         }
-        let patchSet = Set(patches)
+        func name(_ object: [String: Any]) -> String? { (object["metadata"] as? [String: Any])?["name"] as? String }
+        for patchFile in patches {
+            guard let patch = try Yams.load(yaml: try text(patchFile)) as? [String: Any], patch["kind"] as? String == kind else { continue }
+            for i in objects.indices where name(objects[i]) == name(patch) { objects[i] = mergeMaps(objects[i], patch) }
+        }
+        return objects
+    }
+
+    static func mergeMaps(_ base: [String: Any], _ patch: [String: Any]) -> [String: Any] {
+        var out = base
+        for (key, value) in patch {
+            if let old = base[key] as? [String: Any], let new = value as? [String: Any] { out[key] = mergeMaps(old, new) } else { out[key] = value }
+        }
+        return out
+    }
+
+    static func kubernetesDeployment(_ name: String, base: String, overlay: String?, scratch: URL) throws -> DeployedProcess {
+        // The base's manifests, the overlay's other resources (folders it adds), its generators and patches.
+        let (folders, allPatches) = try kustomizeLayout(base: base, overlay: overlay)
+        var patches: [String] = []
+        for patchPath in allPatches {
+            let object = try Yams.load(yaml: try text(patchPath)) as? [String: Any]
+            if object?["kind"] as? String == "Deployment", (object?["metadata"] as? [String: Any])?["name"] as? String == name {
+                patches.append(patchPath)
+            }
+        }
+        let patchSet = Set(allPatches)
         var documents: [(file: String, object: [String: Any])] = []
         for folder in folders { documents += try manifests(under: folder).filter { !patchSet.contains($0.file) } }
         func kind(_ k: String) -> [(file: String, object: [String: Any])] { documents.filter { $0.object["kind"] as? String == k } }
@@ -218,8 +257,14 @@ enum DeployFiles {
         for (_, object) in kind("ConfigMap") {
             if let n = named(object) { configMaps[n, default: [:]].merge((object["data"] as? [String: Any] ?? [:]).mapValues { "\($0)" }) { $1 } }
         }
-        var secretNames: Set<String> = []
-        for (_, object) in kind("Secret") { if let n = named(object) { secretNames.insert(n) } }
+        // Secrets and their keys: manifests (data, stringData) and kustomize generators.
+        var secretKeys: [String: Set<String>] = [:]
+        for (_, object) in kind("Secret") {
+            if let n = named(object) {
+                let keys = Array((object["data"] as? [String: Any] ?? [:]).keys) + Array((object["stringData"] as? [String: Any] ?? [:]).keys)
+                secretKeys[n, default: []].formUnion(keys)
+            }
+        }
         for folder in folders {
             let kustomization = "\(folder)/kustomization.yaml"
             guard FileManager.default.fileExists(atPath: path(kustomization)),
@@ -239,7 +284,12 @@ enum DeployFiles {
                 }
             }
             for generator in k["secretGenerator"] as? [[String: Any]] ?? [] {
-                if let n = generator["name"] as? String { secretNames.insert(n) }
+                guard let n = generator["name"] as? String else { continue }
+                for entry in (generator["files"] as? [String] ?? []) + (generator["literals"] as? [String] ?? []) {
+                    let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+                    let isFile = (generator["files"] as? [String] ?? []).contains(entry)
+                    secretKeys[n, default: []].insert(parts.count == 2 || !isFile ? parts[0] : URL(fileURLWithPath: parts[0]).lastPathComponent)
+                }
             }
         }
 
@@ -273,7 +323,11 @@ enum DeployFiles {
                     guard let value = configMaps[map]?[k] else { throw DeployFileError("\(origin): env \(key): ConfigMap \(map) has no key \(k)") }
                     process.environment[key] = value
                 } else if let ref = from["secretKeyRef"] as? [String: Any], let secret = ref["name"] as? String {
-                    guard secretNames.contains(secret) else { throw DeployFileError("\(origin): env \(key): no Secret '\(secret)'") }
+                    guard let keys = secretKeys[secret] else { throw DeployFileError("\(origin): env \(key): no Secret '\(secret)'") }
+                    // A key the Secret lacks stops the pod from starting.
+                    guard let k = ref["key"] as? String, keys.contains(k) else {
+                        throw DeployFileError("\(origin): env \(key): Secret \(secret) has no key '\(ref["key"] ?? "")' (it has \(keys.sorted()))")
+                    }
                     process.environment[key] = "<secret \(secret)/\(ref["key"] ?? "")>"
                 } else if from["fieldRef"] != nil || from["resourceFieldRef"] != nil {
                     process.environment[key] = "test-\(key.lowercased())"
@@ -331,8 +385,11 @@ enum DeployFiles {
                         if subPath == nil || subPath == file { process.files[subPath == nil ? "\(mountPath)/\(file)" : mountPath] = target.path }
                     }
                 } else {
-                    guard secretNames.contains(sourceName) else {
+                    guard let keys = secretKeys[sourceName] else {
                         throw DeployFileError("\(origin): volume \(volumeName): no Secret '\(sourceName)'")
+                    }
+                    for (key, _) in items ?? [] where !keys.contains(key) {
+                        throw DeployFileError("\(origin): volume \(volumeName): Secret \(sourceName) has no key '\(key)' (it has \(keys.sorted()))")
                     }
                     guard let items else {
                         // Every key of the secret: the test's secrets are named by the file's basename.

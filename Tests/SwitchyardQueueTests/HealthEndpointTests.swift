@@ -74,9 +74,55 @@ struct HealthEndpointTests {
         #expect(gone.code == 1 && gone.output.contains("no answer"), "\(gone.output)")
     }
 
+    /// With `--executor local`, a worker is not ready until its pinned models are loaded, so a
+    /// rolling update waits for warm servers; it is live meanwhile.
+    @Test func aWorkerIsNotReadyWhileItsPinnedModelsLoad() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pinned-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        // A model server that never answers: its load lasts until the worker stops.
+        let catalog = folder.appendingPathComponent("models.json")
+        try #"""
+        {"models": {"slow": {"file": "/nowhere/slow.gguf", "framework": "openai-compatible", "memory_mb": 100,
+          "command": ["python3", "-c", "import time; time.sleep(120)", "{model}", "{port}"]}},
+         "pinned": ["slow"]}
+        """#.write(to: catalog, atomically: true, encoding: .utf8)
+        let port = try LoopbackPort.free()
+        let worker = try WorkerProcess(
+            redisURL: f.server.url,
+            id: "warming",
+            arguments: ["--queue", "test", "--executor", "local", "--models", catalog.path, "--profile", "cpu", "--health-port", "\(port)"]
+        )
+        defer { worker.kill() }
+        var last = (code: Int32(-1), output: "")
+        let warming = try await eventually(timeout: .seconds(20)) {
+            last = try Self.health("http://127.0.0.1:\(port)/readyz")
+            return last.output.contains("warming: loading pinned models (slow)")
+        }
+        #expect(warming && last.code == 1 && last.output.contains("503"), "\(last.output)\n\(worker.log)")
+        #expect(try Self.health("http://127.0.0.1:\(port)/livez").code == 0)
+        #expect(worker.terminate(timeout: .seconds(60)) == 0, "\(worker.log)")
+    }
+
     @Test func badHealthOptionsAreRefusedWithTheirName() throws {
         let port = try Self.runCLI(["worker", "--executor", "echo", "--health-port", "70000"])
         #expect(port.code == 64 && port.output.contains("--health-port: must be 0 to 65535, got 70000"), "\(port.output)")
+        // A port another process holds: refused before the worker starts, naming the option.
+        let holder = try LoopbackPort.free()
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(holder).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(bound == 0 && listen(listener, 1) == 0)
+        let taken = try Self.runCLI(["worker", "--executor", "echo", "--health-port", "\(holder)", "--redis-url", "redis://127.0.0.1:1"])
+        #expect(taken.code == 64 && taken.output.contains("--health-port \(holder): cannot listen on 127.0.0.1:\(holder)"), "\(taken.output)")
         let url = try Self.runCLI(["health", "ftp://example.com/"])
         #expect(url.code == 64 && url.output.contains("is not an http:// or https:// URL"), "\(url.output)")
     }
