@@ -110,7 +110,10 @@ struct ClusterReader: Sendable {
         let reply = try await queue.redis.send(RedisCommand("HMGET", arguments: [keys.metricsTimeline] + wanted.map(String.init)))
         let decoder = JSONDecoder()
         var out = (reply.array ?? []).compactMap { value in value.bytes.flatMap { try? decoder.decode(ActivitySummary.self, from: Data($0)) } }
-        if let base = try await history(minutes: [minute])[minute] {
+        // The span in progress, from this minute's record; in the first seconds of a minute, before
+        // an upkeep round has recorded it, from the last minute's (whose summary is not written yet).
+        let records = try await history(minutes: [minute, minute - 1])
+        if let base = records[minute] ?? records[minute - 1] {
             let (merged, _) = try await merged()
             out.append(ActivitySummary(merged.since(base), from: base.takenAt, to: now))
         }

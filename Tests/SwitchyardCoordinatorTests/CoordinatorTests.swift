@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import Logging
 import SwitchyardCore
 import SwitchyardMetrics
 import SwitchyardQueue
@@ -452,6 +453,20 @@ struct CoordinatorTests {
     }
 
     /// The coordinator's fast snapshot reader gives what `Codable` gives, and refuses what it refuses.
+    /// In a minute's first seconds, before an upkeep round has recorded it, the timeline still
+    /// ends with the span in progress, from the last minute's record.
+    @Test func theTimelineHasNoGapAtAMinutesStart() async throws {
+        let f = try await CoordinatorFixture { $0.reclaimInterval = nil }
+        let reader = ClusterReader(queue: f.queue, logger: Logger(label: "test"))
+        // After the upkeep's first round (the next is 5 s later), as if the minute had just begun.
+        #expect(try await eventually { try await f.pool.send("HLEN", f.queue.keys.metricsHistory).int == 1 })
+        _ = try await f.pool.send("DEL", f.queue.keys.metricsHistory, f.queue.keys.metricsTimeline)
+        try await reader.recordMinute(now: Date().timeIntervalSince1970 - 60)
+        let timeline = try await reader.timeline(minutes: 5)
+        #expect(timeline.count == 1, "\(timeline)")
+        await f.close()
+    }
+
     /// `/readyz` follows Redis while `/healthz` does not, and the upkeep makes the lanes and their
     /// group again after Redis lost them, so an autoscaler reading the group's lag finds them
     /// while no worker runs.

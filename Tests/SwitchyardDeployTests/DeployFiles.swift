@@ -428,15 +428,7 @@ enum DeployFiles {
         var out = base
         for (key, value) in patch {
             if key == "containers" || key == "volumes", let old = base[key] as? [[String: Any]], let new = value as? [[String: Any]] {
-                var merged = old
-                for item in new {
-                    if let i = merged.firstIndex(where: { ($0["name"] as? String) == (item["name"] as? String) }) {
-                        merged[i] = key == "containers" ? mergeContainer(merged[i], item) : item
-                    } else {
-                        merged.append(item)
-                    }
-                }
-                out[key] = merged
+                out[key] = mergeList(old, new, by: "name") { key == "containers" ? mergeContainer($0, $1) : $1 }
             } else {
                 out[key] = value
             }
@@ -448,21 +440,31 @@ enum DeployFiles {
         var out = base
         for (key, value) in patch {
             if key == "env" || key == "volumeMounts", let old = base[key] as? [[String: Any]], let new = value as? [[String: Any]] {
-                let id = key == "env" ? "name" : "mountPath"
-                var merged = old
-                for item in new {
-                    if let i = merged.firstIndex(where: { ($0[id] as? String) == (item[id] as? String) }) {
-                        merged[i] = item
-                    } else {
-                        merged.append(item)
-                    }
-                }
-                out[key] = merged
+                out[key] = mergeList(old, new, by: key == "env" ? "name" : "mountPath") { $1 }
             } else {
                 out[key] = value
             }
         }
         return out
+    }
+
+    /// A list merged by a key, as a strategic merge does: an item of `new` replaces (through
+    /// `merge`) the item of `old` with the same key, or is added.
+    static func mergeList(
+        _ old: [[String: Any]],
+        _ new: [[String: Any]],
+        by id: String,
+        merge: ([String: Any], [String: Any]) -> [String: Any]
+    ) -> [[String: Any]] {
+        var merged = old
+        for item in new {
+            if let i = merged.firstIndex(where: { ($0[id] as? String) == (item[id] as? String) }) {
+                merged[i] = merge(merged[i], item)
+            } else {
+                merged.append(item)
+            }
+        }
+        return merged
     }
 
     // MARK: - systemd

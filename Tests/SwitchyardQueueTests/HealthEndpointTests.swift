@@ -109,18 +109,9 @@ struct HealthEndpointTests {
     @Test func badHealthOptionsAreRefusedWithTheirName() throws {
         let port = try Self.runCLI(["worker", "--executor", "echo", "--health-port", "70000"])
         #expect(port.code == 64 && port.output.contains("--health-port: must be 0 to 65535, got 70000"), "\(port.output)")
-        // A port another process holds: refused before the worker starts, naming the option.
-        let holder = try LoopbackPort.free()
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(holder).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        #expect(bound == 0 && listen(listener, 1) == 0)
+        // A port another process holds (a Redis server's): refused before the worker starts, naming the option.
+        let other = try RedisServer()
+        let holder = other.port
         let taken = try Self.runCLI(["worker", "--executor", "echo", "--health-port", "\(holder)", "--redis-url", "redis://127.0.0.1:1"])
         #expect(taken.code == 64 && taken.output.contains("--health-port \(holder): cannot listen on 127.0.0.1:\(holder)"), "\(taken.output)")
         let url = try Self.runCLI(["health", "ftp://example.com/"])
