@@ -227,6 +227,12 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
     /// The breakers' and rate limits' counters of this worker since it started
     /// (`Resilience.counters`); nil for executors without targets.
     public var resilience: [String: Int]?
+    /// Ids of the jobs running on the worker (at most `WorkerInfo.jobsListed`); nil from
+    /// workers that predate the field.
+    public var jobs: [String]?
+
+    /// The most running job ids an entry lists (`jobs`): an entry stays small with any concurrency.
+    public static let jobsListed = 100
 
     enum CodingKeys: String, CodingKey {
         case id, host, pid, profile, concurrency
@@ -237,7 +243,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         case rssBytes = "rss_bytes"
         case processed, executor, models
         case testExecutor = "test_executor"
-        case token, cache, resilience
+        case token, cache, resilience, jobs
     }
 
     public init(
@@ -257,7 +263,8 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         testExecutor: Bool? = nil,
         token: String? = nil,
         cache: [String: Int]? = nil,
-        resilience: [String: Int]? = nil
+        resilience: [String: Int]? = nil,
+        jobs: [String]? = nil
     ) {
         self.id = id
         self.host = host
@@ -276,6 +283,7 @@ public struct WorkerInfo: Sendable, Codable, Hashable {
         self.token = token
         self.cache = cache
         self.resilience = resilience
+        self.jobs = jobs
     }
 }
 

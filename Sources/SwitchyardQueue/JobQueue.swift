@@ -525,9 +525,53 @@ public final class JobQueue: Sendable {
     /// or host) and `force` is false: a second worker took the id while this one was away.
     @discardableResult
     public func heartbeat(_ info: WorkerInfo, ttl: Duration, force: Bool = false) async throws -> Bool {
+        try await beat(info, ttl: ttl, force: force) != .displaced
+    }
+
+    /// What a heartbeat found.
+    public enum HeartbeatReply: Sendable, Equatable {
+        /// Recorded: the id is this process's.
+        case recorded
+        /// Recorded, and someone asked this process to drain (`requestDrain`).
+        case drainRequested
+        /// Not recorded: another process holds the id.
+        case displaced
+    }
+
+    /// A heartbeat that also tells whether a drain was asked of this process.
+    public func beat(_ info: WorkerInfo, ttl: Duration, force: Bool = false) async throws -> HeartbeatReply {
         let json = Array(try JSONEncoder().encode(info))
         let call = QueueScripts.Heartbeat(info, json: json, ttl: ttl, force: force, keys: keys, nowMs: Self.nowMs())
-        return try await redis.evaluate(call).int == 1
+        switch try await redis.evaluate(call).int {
+        case 1: return .recorded
+        case 2: return .drainRequested
+        default: return .displaced
+        }
+    }
+
+    /// Asks the live worker `workerID` to drain and exit: it sees the request at its next
+    /// heartbeat (every 2 s), stops taking jobs, lets its running jobs finish within its grace
+    /// and exits 0. The request names the process (its registry token), so a process started
+    /// later with the same id is not stopped by it; it expires after 10 minutes. Returns the
+    /// worker's entry, or nil when no live worker has the id.
+    public func requestDrain(workerID: String) async throws -> WorkerInfo? {
+        guard let bytes = try await redis.send("GET", keys.worker(workerID)).bytes,
+            let info = try? JSONDecoder().decode(WorkerInfo.self, from: Data(bytes)), let token = info.token
+        else { return nil }
+        try await redis.send("SET", keys.drainRequest(workerID), token, "EX", 600).throwingServerError()
+        return info
+    }
+
+    /// What is left to do on the queue: entries on the lanes (waiting, or running on any worker:
+    /// entries are deleted when they end) and delayed jobs due within `dueWithin`. What
+    /// `worker --burst` waits for.
+    public func remainingWork(dueWithin: Duration) async throws -> (onLanes: Int, delayedSoon: Int) {
+        let replies = try await redis.pipeline(
+            keys.lanes.map { RedisCommand("XLEN", $0) } + [RedisCommand("ZCOUNT", keys.delayed, "-inf", Self.nowMs() + dueWithin.milliseconds)]
+        )
+        for reply in replies { try reply.throwingServerError() }
+        let lanes = replies.dropLast().compactMap(\.int).reduce(0, +)
+        return (lanes, replies.last?.int ?? 0)
     }
 
     /// Registers a worker as it starts: its entry is written only when no live worker holds the
@@ -555,7 +599,10 @@ public final class JobQueue: Sendable {
     /// Removes a worker from the registry, and from each lane's consumer group when it holds no
     /// pending entries there (removing one that does would orphan them).
     public func deregister(workerID: String) async throws {
-        _ = try await redis.pipeline([RedisCommand("DEL", keys.worker(workerID)), RedisCommand("ZREM", keys.workers, workerID)])
+        _ = try await redis.pipeline([
+            RedisCommand("DEL", keys.worker(workerID)), RedisCommand("ZREM", keys.workers, workerID),
+            RedisCommand("DEL", keys.drainRequest(workerID)),
+        ])
         _ = try await redis.evaluate(QueueScripts.DropConsumer(workerID: workerID, keys: keys))
     }
 

@@ -43,6 +43,10 @@ public struct QueueKeys: Sendable, Hashable {
     public var workers: String { prefix + "workers" }
     /// A worker's registry entry (JSON with a TTL).
     public func worker(_ id: String) -> String { prefix + "worker:" + id }
+    /// A request that the worker with this id drain and exit (`switchyard workers drain`): the
+    /// token of the process it was meant for, so a later process with the id ignores it; 10
+    /// minutes' TTL.
+    public func drainRequest(_ id: String) -> String { prefix + "drain:" + id }
     /// Sorted set of the workers holding `model` warm (loaded or loading), scored by when that
     /// claim expires (ms). Read by warm-model routing.
     public func warm(_ model: String) -> String { prefix + "warm:" + model }

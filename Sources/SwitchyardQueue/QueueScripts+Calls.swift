@@ -241,7 +241,7 @@ extension QueueScripts {
         let arguments: [any RedisArgument]
 
         init(_ info: WorkerInfo, json: [UInt8], ttl: Duration, force: Bool, keys k: QueueKeys, nowMs: Int64) {
-            keys = [k.worker(info.id), k.workers]
+            keys = [k.worker(info.id), k.workers, k.drainRequest(info.id)]
             // Workers silent for ten TTLs leave the set, so it stays small without anyone calling status.
             arguments = [
                 json, ttl.wholeSeconds, nowMs, info.id, Int(info.pid), info.host, nowMs - ttl.milliseconds * 10, force ? "1" : "0",

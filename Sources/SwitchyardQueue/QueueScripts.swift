@@ -429,9 +429,10 @@ enum QueueScripts {
     /// Record a worker's heartbeat, unless its id is registered to another process (another
     /// token; for entries without one, another pid or host): a second worker may have taken the
     /// id while this one was cut off from Redis.
-    /// KEYS: worker entry, workers. ARGV: entry json, ttl s, now ms, worker id, pid, host,
-    /// forget workers silent since (ms), force ('1': take the id over whoever holds it), token.
-    /// Returns 1 when recorded, 0 when the id belongs to another process.
+    /// KEYS: worker entry, workers, drain request. ARGV: entry json, ttl s, now ms, worker id,
+    /// pid, host, forget workers silent since (ms), force ('1': take the id over whoever holds
+    /// it), token. Returns 1 when recorded, 2 when recorded and a drain request names this
+    /// process's token, 0 when the id belongs to another process.
     static let heartbeat = RedisScript(
         """
         local current = redis.call('GET', KEYS[1])
@@ -448,6 +449,7 @@ enum QueueScripts {
         redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
         redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
         redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[7])
+        if ARGV[9] ~= '' and redis.call('GET', KEYS[3]) == ARGV[9] then return 2 end
         return 1
         """
     )

@@ -14,11 +14,17 @@ extension Worker {
             var models: [String]?
             if let source = warmSource { models = await warmModels(source).warm }
             let info = workerInfo(rss: rss, models: models)
-            switch try? await queue.heartbeat(info, ttl: configuration.heartbeatTTL) {
-            case false?:
+            switch try? await queue.beat(info, ttl: configuration.heartbeatTTL) {
+            case .displaced?:
                 displaced()
                 return
-            case true?: noteHeartbeat()
+            case .recorded?: noteHeartbeat()
+            case .drainRequested?:
+                noteHeartbeat()
+                if !isDraining {
+                    logger.notice("asked to drain through Redis (switchyard workers drain): stopping after the running jobs")
+                    beginDrain()
+                }
             case nil: break
             }
             await publishMetricsIfChanged()
@@ -63,13 +69,19 @@ extension Worker {
         }
     }
 
-    /// Promotes due retries often; reclaims expired leases every half lease.
+    /// Promotes due retries often; reclaims expired leases every half lease; with `burst`, every
+    /// half second looks whether anything is left to do.
     func maintenanceLoop() async {
         var lastReclaim = ContinuousClock.now - queue.configuration.lease
+        var lastBurstCheck = ContinuousClock.now
         var failures = 0
         while !Task.isCancelled {
             do {
                 try await queue.promoteDue()
+                if configuration.burst, ContinuousClock.now - lastBurstCheck >= .milliseconds(500) {
+                    lastBurstCheck = .now
+                    try await stopIfNothingLeft()
+                }
                 if ContinuousClock.now - lastReclaim >= queue.configuration.lease / 2 {
                     lastReclaim = .now
                     let (requeued, dead) = try await queue.reclaimExpired(consumer: configuration.id)
@@ -86,6 +98,18 @@ extension Worker {
             let jitter = Double.random(in: 0.8...1.2)
             try? await Task.sleep(for: configuration.promoteInterval * jitter)
         }
+    }
+
+    /// Burst mode: drains the worker (it then exits 0) once nothing runs here, no entry is on any
+    /// lane (none waiting, none running on another worker) and no delayed job is due within
+    /// `WorkerConfiguration.burstDelayedHorizon`.
+    func stopIfNothingLeft() async throws {
+        let busy = state.withLock { !$0.inFlight.isEmpty || !$0.outcomes.isEmpty || $0.draining }
+        if busy { return }
+        let left = try await queue.remainingWork(dueWithin: WorkerConfiguration.burstDelayedHorizon)
+        guard left.onLanes == 0, left.delayedSoon == 0, inFlightCount == 0 else { return }
+        logger.notice("burst: nothing left on the queue; stopping", metadata: ["processed": "\(processed)"])
+        beginDrain()
     }
 
     /// This worker's registry entry as of now.
@@ -108,7 +132,8 @@ extension Worker {
                 testExecutor: executor.testExecutorName != nil ? true : nil,
                 token: token,
                 cache: cache.map { Self.counters($0.statistics) },
-                resilience: configuration.resilienceCounters?()
+                resilience: configuration.resilienceCounters?(),
+                jobs: Array(s.inFlight.values.map(\.delivery.jobID).sorted().prefix(WorkerInfo.jobsListed))
             )
         }
     }

@@ -119,6 +119,14 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
 
+    @Flag(
+        help: """
+            Exit 0 once the queue has nothing left: no job waiting or running on any lane, none delayed for the next 30 s, \
+            nothing running here. For cron jobs and CI.
+            """
+    )
+    var burst = false
+
     @Option(
         help: "Serve the health endpoint (GET /livez, /readyz) on this port, for probes and `switchyard health`. Default: no endpoint."
     )
@@ -260,6 +268,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let wait = try parseDuration(warmWait, field: "--warm-wait")
         guard warmShareAfter >= 0 else { throw ValidationError("--warm-share-after: must be 0 or more, got \(warmShareAfter)") }
         workerConfiguration.warmRouting = warmRouting ? WarmRouting(longestWait: wait, shareAfter: warmShareAfter) : nil
+        workerConfiguration.burst = burst
         workerConfiguration.shutdownGrace = try parseDuration(shutdownGrace, field: "--shutdown-grace")
         workerConfiguration.maxResultBytes = try parseSize(maxResultBytes, field: "--max-result-bytes")
         workerConfiguration.abandonAfter = try parseDuration(abandonAfter, field: "--abandon-after")
