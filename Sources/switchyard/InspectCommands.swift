@@ -8,7 +8,8 @@ import SwitchyardRedis
 struct ResultsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "results",
-        abstract: "Print the result of a job, or the progress and results of a batch, as JSON lines."
+        abstract: "Print the result of a job, or the progress and results of a batch, as JSON lines.",
+        discussion: "A job without a result yet prints status pending; an id this queue does not know prints status unknown and exits 4."
     )
 
     @OptionGroup var redis: RedisOptions
@@ -34,9 +35,17 @@ struct ResultsCommand: AsyncParsableCommand {
             }
             if let result = try await queue.result(of: id) {
                 print(jsonLine(result))
-            } else {
+            } else if try await queue.isKnown(jobID: id) {
                 print(pendingLine(id))
-                FileHandle.standardError.write(Data("no final result for \(id) (yet): queued, running, retrying, or unknown\n".utf8))
+                FileHandle.standardError.write(
+                    Data("no final result for \(id) yet: queued, running or retrying (switchyard job \(id) says where)\n".utf8)
+                )
+            } else {
+                print(unknownLine(id))
+                FileHandle.standardError.write(
+                    Data("no job or batch '\(id)' on queue '\(queue.configuration.name)' (never pushed here, or expired)\n".utf8)
+                )
+                throw ExitCode(4)
             }
         }
     }

@@ -50,6 +50,12 @@ func pendingLine(_ id: String) -> String {
     return String(decoding: out, as: UTF8.self)
 }
 
+func unknownLine(_ id: String) -> String {
+    var out: [UInt8] = []
+    JSONValue.object(["id": .string(id), "status": .string("unknown")]).write(to: &out)
+    return String(decoding: out, as: UTF8.self)
+}
+
 func jsonLine<T: Encodable>(_ value: T) -> String {
     (try? String(decoding: jsonLines.encode(value), as: UTF8.self)) ?? "{}"
 }

@@ -18,7 +18,7 @@ struct SwitchyardCommand: AsyncParsableCommand {
         subcommands: [
             UpCommand.self, DemoCommand.self, WorkerCommand.self, PushCommand.self, ResultsCommand.self, StatusCommand.self, CancelCommand.self,
             DLQCommand.self, BreakersCommand.self, CoordinatorCommand.self,
-            WorkersCommand.self, ProfileCommand.self, PingCommand.self, ConfigCommand.self, HealthCommand.self,
+            WorkersCommand.self, JobCommand.self, ProfileCommand.self, PingCommand.self, ConfigCommand.self, HealthCommand.self,
         ]
     )
 }

@@ -323,6 +323,6 @@ struct CommandLineHardeningTests {
         let (_, line) = try runSwitchyard(["results", odd, "--redis-url", f.server.url, "--queue", "test"])
         let first = try #require(line.split(separator: "\n").first { $0.hasPrefix("{") })
         let parsed = try JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: String]
-        #expect(parsed == ["id": odd, "status": "pending"])
+        #expect(parsed == ["id": odd, "status": "unknown"])
     }
 }

@@ -1,0 +1,157 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardRedis
+
+/// Where one job is now, for `switchyard job <id>`.
+public struct JobLocation: Sendable {
+    public enum Place: Sendable, Equatable {
+        /// Its final result is written (succeeded, failed, dead, cancelled).
+        case finished
+        /// On a lane, not yet taken: `position` 1 is the next entry a worker takes from the lane.
+        case waiting(position: Int)
+        /// Set aside by warm-model routing for a worker that holds its model warm.
+        case parked
+        /// Taken by `worker`, which has held it for `heldFor` seconds (since it took it or last
+        /// renewed its lease).
+        case running(worker: String, heldFor: Double)
+        /// In the delayed set until `due` (seconds since the Unix epoch): scheduled, or a retry.
+        case delayed(due: Double)
+        /// Known (its record lives) but in none of those places at the moment it was looked up:
+        /// between two of them (a retry being scheduled, a delayed job being promoted).
+        case between
+        /// No record, no result: never pushed here, or expired.
+        case unknown
+    }
+
+    public var id: String
+    public var place: Place
+    /// `high`, `default` or `low` when it is on a lane or delayed.
+    public var lane: String?
+    /// The attempt it is on, or will run as.
+    public var attempt: Int?
+    public var maxAttempts: Int?
+    public var batch: String?
+    /// The job as pushed (JSON), when it was found on a lane or in the delayed set.
+    public var job: [UInt8]?
+    public var result: JobResult?
+}
+
+extension JobQueue {
+    /// Whether this queue knows the job: its record or its result lives.
+    public func isKnown(jobID: String) async throws -> Bool {
+        try await redis.send("EXISTS", keys.job(jobID), keys.result(jobID)).int ?? 0 > 0
+    }
+
+    /// Looks for the job everywhere it can be: its result, the lanes (each scanned, up to
+    /// `scanLimit` entries a lane), its consumer in the group, the delayed set. Meant for a person
+    /// inspecting one job, not for a hot path: it reads whole lanes.
+    public func locate(jobID: String, scanLimit: Int = 200_000) async throws -> JobLocation {
+        var location = JobLocation(id: jobID, place: .unknown)
+        let first = try await redis.pipeline([RedisCommand("GET", keys.result(jobID)), RedisCommand("GET", keys.job(jobID))])
+        for reply in first { try reply.throwingServerError() }
+        if let bytes = first[0].bytes {
+            location.place = .finished
+            location.result = try? JSONDecoder().decode(JobResult.self, from: Data(bytes))
+            return location
+        }
+        guard let batch = first[1].bytes else { return location }
+        location.batch = batch.isEmpty ? nil : String(decoding: batch, as: UTF8.self)
+        location.place = .between
+
+        for lane in JobPriority.inOrder {
+            let key = keys.lane(lane)
+            guard let (entryID, fields, waitingBefore) = try await find(jobID: jobID, in: key, limit: scanLimit) else { continue }
+            location.lane = lane.rawValue
+            location.attempt = fields["attempt"].flatMap { Int($0) }
+            location.maxAttempts = fields["max"].flatMap { Int($0) }
+            location.job = fields["job"].map { Array($0.utf8) }
+            if let waitingBefore {
+                location.place = .waiting(position: waitingBefore + 1)
+            } else {
+                // Delivered: who holds it, and for how long since its lease was last renewed.
+                let pending = try await redis.send("XPENDING", key, QueueKeys.group, entryID, entryID, 1)
+                let row = pending.array?.first?.array ?? []
+                let consumer = row.count > 2 ? row[1].string ?? "" : ""
+                let idle = row.count > 2 ? Double(row[2].int ?? 0) / 1000 : 0
+                location.place = consumer == QueueKeys.parkedConsumer ? .parked : .running(worker: consumer, heldFor: idle)
+            }
+            return location
+        }
+        // The delayed set: members are the entry's fields joined by \u{1F}.
+        var cursor = "0"
+        repeat {
+            let reply = try await redis.send("ZSCAN", keys.delayed, cursor, "MATCH", "*\u{1F}\(jobID)\u{1F}*", "COUNT", 1000)
+            try reply.throwingServerError()
+            let parts = reply.array ?? []
+            cursor = parts.first?.string ?? "0"
+            let members = parts.count > 1 ? parts[1].array ?? [] : []
+            var i = 0
+            while i + 1 < members.count {
+                let fields = (members[i].string ?? "").split(separator: "\u{1F}", maxSplits: 5, omittingEmptySubsequences: false).map(String.init)
+                if fields.count == 6, fields[1] == jobID {
+                    location.place = .delayed(due: (Double(members[i + 1].string ?? "") ?? 0) / 1000)
+                    location.lane = fields[0]
+                    location.attempt = Int(fields[2])
+                    location.maxAttempts = Int(fields[3])
+                    location.job = Array(fields[5].utf8)
+                    return location
+                }
+                i += 2
+            }
+        } while cursor != "0"
+        return location
+    }
+
+    /// The lane entry of the job, its fields, and how many entries wait before it (nil when it
+    /// has been delivered: at or before the group's last-delivered id).
+    private func find(jobID: String, in lane: String, limit: Int) async throws -> (String, [String: String], Int?)? {
+        var lastDelivered = "0-0"
+        // A lane nobody has pushed to has no stream yet (XINFO answers "no such key").
+        guard try await redis.send("EXISTS", lane).int == 1 else { return nil }
+        for group in try await redis.send("XINFO", "GROUPS", lane).array ?? [] {
+            let fields = group.array ?? []
+            var i = 0
+            var info: [String: String] = [:]
+            while i + 1 < fields.count {
+                if let name = fields[i].string { info[name] = fields[i + 1].string }
+                i += 2
+            }
+            if info["name"] == QueueKeys.group, let last = info["last-delivered-id"] { lastDelivered = last }
+        }
+        var start = "-"
+        var scanned = 0
+        var waiting = 0
+        while scanned < limit {
+            let reply = try await redis.send("XRANGE", lane, start, "+", "COUNT", 1000)
+            try reply.throwingServerError()
+            let entries = reply.array ?? []
+            if entries.isEmpty { return nil }
+            for entry in entries {
+                guard let parts = entry.array, parts.count == 2, let entryID = parts[0].string else { continue }
+                let flat = parts[1].array ?? []
+                var fields: [String: String] = [:]
+                var i = 0
+                while i + 1 < flat.count {
+                    if let name = flat[i].string { fields[name] = flat[i + 1].string }
+                    i += 2
+                }
+                let delivered = Self.compare(entryID, lastDelivered) <= 0
+                if fields["id"] == jobID { return (entryID, fields, delivered ? nil : waiting) }
+                if !delivered { waiting += 1 }
+                start = "(" + entryID
+            }
+            scanned += entries.count
+        }
+        return nil
+    }
+
+    /// Orders two stream entry ids (`ms-seq`).
+    static func compare(_ a: String, _ b: String) -> Int {
+        func parts(_ id: String) -> (UInt64, UInt64) {
+            let p = id.split(separator: "-")
+            return (UInt64(p.first ?? "0") ?? 0, UInt64(p.count > 1 ? p[1] : "0") ?? 0)
+        }
+        let (x, y) = (parts(a), parts(b))
+        return x == y ? 0 : (x < y ? -1 : 1)
+    }
+}
