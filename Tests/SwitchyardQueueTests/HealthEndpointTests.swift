@@ -17,15 +17,8 @@ import Darwin
 struct HealthEndpointTests {
     /// Runs `switchyard health <url>`; its exit code and what it printed.
     static func health(_ url: String) throws -> (code: Int32, output: String) {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("health-\(UUID().uuidString).out").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        let child = try ChildProcess(
-            executable: try WorkerProcess.switchyardExecutable(),
-            arguments: ["health", url, "--timeout", "2s"],
-            outputPath: out
-        )
-        let status = child.waitForExit()
-        return ((status >> 8) & 0xff, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
+        let (code, output) = try runSwitchyard(["health", url, "--timeout", "2s"])
+        return (code ?? -1, output)
     }
 
     @Test func readinessFollowsRegistrationRedisAndTheDrain() async throws {
@@ -119,10 +112,7 @@ struct HealthEndpointTests {
     }
 
     static func runCLI(_ arguments: [String]) throws -> (code: Int32, output: String) {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString).out").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        let child = try ChildProcess(executable: try WorkerProcess.switchyardExecutable(), arguments: arguments, outputPath: out)
-        let status = child.waitForExit()
-        return ((status >> 8) & 0xff, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
+        let (code, output) = try runSwitchyard(arguments)
+        return (code ?? -1, output)
     }
 }

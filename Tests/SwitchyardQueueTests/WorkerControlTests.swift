@@ -16,15 +16,8 @@ import Darwin
 struct WorkerControlTests {
     /// Runs `switchyard <arguments>` against the fixture's Redis; exit code and output.
     static func cli(_ f: QueueFixture, _ arguments: [String]) throws -> (code: Int32, output: String) {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString).out").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        let child = try ChildProcess(
-            executable: try WorkerProcess.switchyardExecutable(),
-            arguments: arguments + ["--redis-url", f.server.url, "--queue", "test"],
-            outputPath: out
-        )
-        let status = child.waitForExit()
-        return ((status >> 8) & 0xff, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
+        let (code, output) = try runSwitchyard(arguments + ["--redis-url", f.server.url, "--queue", "test"])
+        return (code ?? -1, output)
     }
 
     @Test func aBurstWorkerRunsEverythingDueThenExitsZero() async throws {
