@@ -16,8 +16,12 @@ public struct JobLocation: Sendable {
         case running(worker: String, heldFor: Double)
         /// In the delayed set until `due` (seconds since the Unix epoch): scheduled, or a retry.
         case delayed(due: Double)
-        /// Known (its record lives) but in none of those places at the moment it was looked up:
-        /// between two of them (a retry being scheduled, a delayed job being promoted).
+        /// Delivered, but held by no consumer (dropped from the group's pending list by hand): no
+        /// reclaim will bring it back; `dlq`-style repair is by hand.
+        case orphaned
+        /// Known (its record lives) but in none of those places when it was looked up: between
+        /// two of them (a retry being scheduled, a delayed job being promoted: look again), or
+        /// finished with a result that expired before its record (a shorter result TTL).
         case between
         /// No record, no result: never pushed here, or expired.
         case unknown
@@ -37,9 +41,11 @@ public struct JobLocation: Sendable {
 }
 
 extension JobQueue {
-    /// Whether this queue knows the job: its record or its result lives.
+    /// Whether this queue knows the job: its record or its result lives, or else (the record can
+    /// expire while a job waits in a long backlog) it is on a lane or delayed (`locate`).
     public func isKnown(jobID: String) async throws -> Bool {
-        try await redis.send("EXISTS", keys.job(jobID), keys.result(jobID)).int ?? 0 > 0
+        if try await redis.send("EXISTS", keys.job(jobID), keys.result(jobID)).int ?? 0 > 0 { return true }
+        return try await locate(jobID: jobID).place != .unknown
     }
 
     /// Looks for the job everywhere it can be: its result, the lanes (each scanned, up to
@@ -54,9 +60,12 @@ extension JobQueue {
             location.result = try? JSONDecoder().decode(JobResult.self, from: Data(bytes))
             return location
         }
-        guard let batch = first[1].bytes else { return location }
-        location.batch = batch.isEmpty ? nil : String(decoding: batch, as: UTF8.self)
-        location.place = .between
+        // The record can expire before the job ends (a backlog older than its TTL, a dead letter
+        // retried later, a job pushed by a version without records): look everywhere anyway.
+        if let batch = first[1].bytes {
+            location.batch = batch.isEmpty ? nil : String(decoding: batch, as: UTF8.self)
+            location.place = .between
+        }
 
         for lane in JobPriority.inOrder {
             let key = keys.lane(lane)
@@ -73,14 +82,18 @@ extension JobQueue {
                 let row = pending.array?.first?.array ?? []
                 let consumer = row.count > 2 ? row[1].string ?? "" : ""
                 let idle = row.count > 2 ? Double(row[2].int ?? 0) / 1000 : 0
-                location.place = consumer == QueueKeys.parkedConsumer ? .parked : .running(worker: consumer, heldFor: idle)
+                if consumer.isEmpty {
+                    location.place = .orphaned
+                } else {
+                    location.place = consumer == QueueKeys.parkedConsumer ? .parked : .running(worker: consumer, heldFor: idle)
+                }
             }
             return location
         }
         // The delayed set: members are the entry's fields joined by \u{1F}.
         var cursor = "0"
         repeat {
-            let reply = try await redis.send("ZSCAN", keys.delayed, cursor, "MATCH", "*\u{1F}\(jobID)\u{1F}*", "COUNT", 1000)
+            let reply = try await redis.send("ZSCAN", keys.delayed, cursor, "MATCH", "*\u{1F}\(Self.globEscaped(jobID))\u{1F}*", "COUNT", 1000)
             try reply.throwingServerError()
             let parts = reply.array ?? []
             cursor = parts.first?.string ?? "0"
@@ -103,55 +116,82 @@ extension JobQueue {
     }
 
     /// The lane entry of the job, its fields, and how many entries wait before it (nil when it
-    /// has been delivered: at or before the group's last-delivered id).
+    /// has been delivered). Delivered entries are few (the jobs running or set aside, and
+    /// acknowledged ones are deleted): they are read by id from the group's pending list; the
+    /// waiting ones are scanned from the group's last-delivered id, 200 at a time.
     private func find(jobID: String, in lane: String, limit: Int) async throws -> (String, [String: String], Int?)? {
-        var lastDelivered = "0-0"
         // A lane nobody has pushed to has no stream yet (XINFO answers "no such key").
         guard try await redis.send("EXISTS", lane).int == 1 else { return nil }
+        var lastDelivered = "0-0"
+        var hasGroup = false
         for group in try await redis.send("XINFO", "GROUPS", lane).array ?? [] {
-            let fields = group.array ?? []
-            var i = 0
-            var info: [String: String] = [:]
-            while i + 1 < fields.count {
-                if let name = fields[i].string { info[name] = fields[i + 1].string }
-                i += 2
+            let info = Self.pairs(group.array ?? [])
+            if info["name"] == QueueKeys.group, let last = info["last-delivered-id"] {
+                lastDelivered = last
+                hasGroup = true
             }
-            if info["name"] == QueueKeys.group, let last = info["last-delivered-id"] { lastDelivered = last }
         }
+        // Delivered: every id in the pending list (an orphaned one is not there, and is found by
+        // the scan of what is at or before the last-delivered id below, only when nothing else is).
+        var pendingIDs: [String] = []
         var start = "-"
-        var scanned = 0
-        var waiting = 0
-        while scanned < limit {
-            let reply = try await redis.send("XRANGE", lane, start, "+", "COUNT", 1000)
-            try reply.throwingServerError()
-            let entries = reply.array ?? []
-            if entries.isEmpty { return nil }
-            for entry in entries {
-                guard let parts = entry.array, parts.count == 2, let entryID = parts[0].string else { continue }
-                let flat = parts[1].array ?? []
-                var fields: [String: String] = [:]
-                var i = 0
-                while i + 1 < flat.count {
-                    if let name = flat[i].string { fields[name] = flat[i + 1].string }
-                    i += 2
-                }
-                let delivered = Self.compare(entryID, lastDelivered) <= 0
-                if fields["id"] == jobID { return (entryID, fields, delivered ? nil : waiting) }
-                if !delivered { waiting += 1 }
-                start = "(" + entryID
+        while hasGroup && pendingIDs.count < limit {
+            let page = try await redis.send("XPENDING", lane, QueueKeys.group, start, "+", 1000).array ?? []
+            let ids = page.compactMap { $0.array?.first?.string }
+            pendingIDs += ids
+            guard ids.count == 1000, let last = ids.last else { break }
+            start = "(" + last
+        }
+        for chunk in stride(from: 0, to: pendingIDs.count, by: 200) {
+            let ids = pendingIDs[chunk..<min(chunk + 200, pendingIDs.count)]
+            let replies = try await redis.pipeline(ids.map { RedisCommand("XRANGE", lane, $0, $0) })
+            for (entryID, reply) in zip(ids, replies) {
+                guard let fields = reply.array?.first?.array, fields.count == 2 else { continue }
+                let values = Self.pairs(fields[1].array ?? [])
+                if values["id"] == jobID { return (entryID, values, nil) }
             }
-            scanned += entries.count
+        }
+        // Waiting: after the last-delivered id, in order.
+        var waiting = 0
+        var scanned = 0
+        for (from, delivered) in [("(" + lastDelivered, false), ("-", true)] {
+            var start = from
+            while scanned < limit {
+                let reply = try await redis.send("XRANGE", lane, start, delivered ? lastDelivered : "+", "COUNT", 200)
+                try reply.throwingServerError()
+                let entries = reply.array ?? []
+                if entries.isEmpty { break }
+                for entry in entries {
+                    guard let parts = entry.array, parts.count == 2, let entryID = parts[0].string else { continue }
+                    let fields = Self.pairs(parts[1].array ?? [])
+                    if fields["id"] == jobID { return (entryID, fields, delivered ? nil : waiting) }
+                    if !delivered { waiting += 1 }
+                    start = "(" + entryID
+                }
+                scanned += entries.count
+            }
         }
         return nil
     }
 
-    /// Orders two stream entry ids (`ms-seq`).
-    static func compare(_ a: String, _ b: String) -> Int {
-        func parts(_ id: String) -> (UInt64, UInt64) {
-            let p = id.split(separator: "-")
-            return (UInt64(p.first ?? "0") ?? 0, UInt64(p.count > 1 ? p[1] : "0") ?? 0)
+    /// A flat RESP array of names and values as a dictionary of strings.
+    static func pairs(_ flat: [RESPValue]) -> [String: String] {
+        var out: [String: String] = [:]
+        var i = 0
+        while i + 1 < flat.count {
+            if let name = flat[i].string { out[name] = flat[i + 1].string }
+            i += 2
         }
-        let (x, y) = (parts(a), parts(b))
-        return x == y ? 0 : (x < y ? -1 : 1)
+        return out
+    }
+
+    /// `text` with the glob characters of a MATCH pattern escaped.
+    static func globEscaped(_ text: String) -> String {
+        var out = ""
+        for c in text {
+            if "*?[]\\".contains(c) { out.append("\\") }
+            out.append(c)
+        }
+        return out
     }
 }

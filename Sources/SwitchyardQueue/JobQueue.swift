@@ -553,25 +553,49 @@ public final class JobQueue: Sendable {
     /// heartbeat (every 2 s), stops taking jobs, lets its running jobs finish within its grace
     /// and exits 0. The request names the process (its registry token), so a process started
     /// later with the same id is not stopped by it; it expires after 10 minutes. Returns the
-    /// worker's entry, or nil when no live worker has the id.
+    /// worker's entry (without a `token`: a version that cannot be asked, and nothing was
+    /// written), or nil when no live worker has the id.
     public func requestDrain(workerID: String) async throws -> WorkerInfo? {
         guard let bytes = try await redis.send("GET", keys.worker(workerID)).bytes,
-            let info = try? JSONDecoder().decode(WorkerInfo.self, from: Data(bytes)), let token = info.token
+            let info = try? JSONDecoder().decode(WorkerInfo.self, from: Data(bytes))
         else { return nil }
+        // An entry without a token comes from a version that does not read drain requests.
+        guard let token = info.token else { return info }
         try await redis.send("SET", keys.drainRequest(workerID), token, "EX", 600).throwingServerError()
         return info
     }
 
-    /// What is left to do on the queue: entries on the lanes (waiting, or running on any worker:
-    /// entries are deleted when they end) and delayed jobs due within `dueWithin`. What
-    /// `worker --burst` waits for.
-    public func remainingWork(dueWithin: Duration) async throws -> (onLanes: Int, delayedSoon: Int) {
-        let replies = try await redis.pipeline(
-            keys.lanes.map { RedisCommand("XLEN", $0) } + [RedisCommand("ZCOUNT", keys.delayed, "-inf", Self.nowMs() + dueWithin.milliseconds)]
-        )
-        for reply in replies { try reply.throwingServerError() }
-        let lanes = replies.dropLast().compactMap(\.int).reduce(0, +)
-        return (lanes, replies.last?.int ?? 0)
+    /// What is left to do on the queue: delayed jobs due within `dueWithin`, then per lane the
+    /// entries a worker holds (the group's pending count) and whether any waits (an entry after
+    /// the group's last-delivered id). What `worker --burst` waits for. Entries that are neither
+    /// (delivered, then dropped from the pending list by hand) do not count. The delayed set is
+    /// read first: a job moving from it to a lane meanwhile is then seen on the lane.
+    public func remainingWork(dueWithin: Duration) async throws -> (waiting: Int, running: Int, delayedSoon: Int) {
+        let delayed = try await redis.send("ZCOUNT", keys.delayed, "-inf", Self.nowMs() + dueWithin.milliseconds)
+        try delayed.throwingServerError()
+        var running = 0
+        var after: [(String, String)] = []
+        for (lane, reply) in zip(keys.lanes, try await redis.pipeline(keys.lanes.map { RedisCommand("XINFO", "GROUPS", $0) })) {
+            // A lane nobody pushed to has no stream (an error reply): nothing there.
+            for group in reply.array ?? [] {
+                let fields = group.array ?? []
+                var info: [String: RESPValue] = [:]
+                var i = 0
+                while i + 1 < fields.count {
+                    if let name = fields[i].string { info[name] = fields[i + 1] }
+                    i += 2
+                }
+                guard info["name"]?.string == QueueKeys.group else { continue }
+                running += info["pending"]?.int ?? 0
+                after.append((lane, info["last-delivered-id"]?.string ?? "0-0"))
+            }
+        }
+        var waiting = 0
+        if !after.isEmpty {
+            let firsts = try await redis.pipeline(after.map { RedisCommand("XRANGE", $0.0, "(" + $0.1, "+", "COUNT", 1) })
+            waiting = firsts.filter { !($0.array ?? []).isEmpty }.count
+        }
+        return (waiting, running, delayed.int ?? 0)
     }
 
     /// Registers a worker as it starts: its entry is written only when no live worker holds the

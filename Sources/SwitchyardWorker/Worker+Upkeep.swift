@@ -74,13 +74,14 @@ extension Worker {
     func maintenanceLoop() async {
         var lastReclaim = ContinuousClock.now - queue.configuration.lease
         var lastBurstCheck = ContinuousClock.now
+        var idleBefore = false
         var failures = 0
         while !Task.isCancelled {
             do {
                 try await queue.promoteDue()
                 if configuration.burst, ContinuousClock.now - lastBurstCheck >= .milliseconds(500) {
                     lastBurstCheck = .now
-                    try await stopIfNothingLeft()
+                    try await stopIfNothingLeft(idleBefore: &idleBefore)
                 }
                 if ContinuousClock.now - lastReclaim >= queue.configuration.lease / 2 {
                     lastReclaim = .now
@@ -100,14 +101,21 @@ extension Worker {
         }
     }
 
-    /// Burst mode: drains the worker (it then exits 0) once nothing runs here, no entry is on any
-    /// lane (none waiting, none running on another worker) and no delayed job is due within
-    /// `WorkerConfiguration.burstDelayedHorizon`.
-    func stopIfNothingLeft() async throws {
+    /// Burst mode: drains the worker (it then exits 0) once nothing runs here, nothing waits or
+    /// runs on any lane, and no delayed job is due within the retry cap (at least 30 s: a retry
+    /// counts, a job scheduled for later is left to other workers), seen twice in a row, half a
+    /// second apart (a job moving between the lanes and the delayed set is seen in one or the other).
+    func stopIfNothingLeft(idleBefore: inout Bool) async throws {
         let busy = state.withLock { !$0.inFlight.isEmpty || !$0.outcomes.isEmpty || $0.draining }
-        if busy { return }
-        let left = try await queue.remainingWork(dueWithin: WorkerConfiguration.burstDelayedHorizon)
-        guard left.onLanes == 0, left.delayedSoon == 0, inFlightCount == 0 else { return }
+        if busy {
+            idleBefore = false
+            return
+        }
+        let horizon = max(.seconds(30), queue.configuration.retryBackoff.cap)
+        let left = try await queue.remainingWork(dueWithin: horizon)
+        let idle = left.waiting == 0 && left.running == 0 && left.delayedSoon == 0 && inFlightCount == 0
+        defer { idleBefore = idle }
+        guard idle, idleBefore else { return }
         logger.notice("burst: nothing left on the queue; stopping", metadata: ["processed": "\(processed)"])
         beginDrain()
     }

@@ -47,9 +47,6 @@ public struct WorkerConfiguration: Sendable {
     /// Burst mode (`worker --burst`): the worker drains and exits 0 once the queue has nothing
     /// left (see `Worker.stopIfNothingLeft`), for cron jobs and CI. Default false.
     public var burst = false
-    /// In burst mode, delayed jobs due within this long count as work still to do (a retry a few
-    /// seconds away); later ones are left to other workers. 30 s.
-    public static let burstDelayedHorizon: Duration = .seconds(30)
     /// Why the worker is not ready yet although it runs (say, pinned models still loading), or
     /// nil when nothing holds it back; asked by `Worker.currentHealth()`. Default nil.
     public var notReadyReason: (@Sendable () async -> String?)?

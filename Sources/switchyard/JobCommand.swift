@@ -10,8 +10,9 @@ struct JobCommand: AsyncParsableCommand {
         abstract:
             "Inspect one job: where it is (waiting and its position, set aside, running on which worker, delayed until when, finished), its payload and its result.",
         discussion: """
-            Values of payload and result fields whose names suggest a secret (token, secret, password, authorization, api_key, \
-            credential) are shown as "***". Exit status 4 for a job this queue does not know (never pushed here, or expired).
+            Values of payload and result fields named like a secret (token, api_key, x-api-key, secret, password, authorization, \
+            cookie, private_key, and names ending in _token, _secret, _password, _api_key) are shown as "***": best effort, a \
+            secret inside a message's text is not found. Exit status 4 for a job this queue does not know (never pushed here, or expired).
             """
     )
 
@@ -62,6 +63,7 @@ struct JobCommand: AsyncParsableCommand {
         case .parked: return "parked"
         case .running: return "running"
         case .delayed: return "delayed"
+        case .orphaned: return "orphaned"
         case .between: return "between"
         case .unknown: return "unknown"
         }
@@ -85,21 +87,38 @@ struct JobCommand: AsyncParsableCommand {
             let date = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: due))
             return
                 "job \(l.id): delayed until \(date) (in \(String(format: "%.0f", max(0, due - Date().timeIntervalSince1970))) s)\(lane)\(attempt)\(batch)"
-        case .between: return "job \(l.id): known, between two states (being retried or promoted); look again\(batch)"
+        case .orphaned:
+            return
+                "job \(l.id): delivered\(lane) but held by no worker (dropped from the group's pending list by hand): nothing will run it again\(attempt)\(batch)"
+        case .between:
+            return "job \(l.id): known, but on no lane and not delayed: between two states (a retry being scheduled; look again), "
+                + "or finished with its result expired before its record\(batch)"
         case .unknown: return "job \(l.id): unknown on this queue (never pushed here, or its record has expired)"
         }
     }
 
-    /// The payload with the values of secret-looking fields replaced by "***".
+    /// Field names whose values are secrets, lower-cased with '-' as '_'.
+    static let secretNames: Set<String> = [
+        "api_key", "apikey", "x_api_key", "token", "access_token", "refresh_token", "id_token", "auth_token", "bearer", "secret",
+        "client_secret", "password", "passwd", "authorization", "proxy_authorization", "cookie", "set_cookie", "private_key",
+        "access_key", "secret_key", "credential", "credentials",
+    ]
+
+    /// Whether a field of this name holds a secret: a listed name, or one ending in `_secret`,
+    /// `_password`, `_api_key` or `_token` (not `_tokens`: `max_tokens` counts).
+    static func isSecret(_ key: String) -> Bool {
+        let name = key.lowercased().replacingOccurrences(of: "-", with: "_")
+        if secretNames.contains(name) { return true }
+        return ["_secret", "_password", "_api_key", "_token"].contains { name.hasSuffix($0) }
+    }
+
+    /// The payload with the values of secret-looking fields replaced by "***". Best effort: a
+    /// secret inside a message's text is not found.
     static func redacted(_ value: JSONValue) -> JSONValue {
         switch value {
         case .object(let fields):
             var out: [String: JSONValue] = [:]
-            for (key, field) in fields {
-                let lower = key.lowercased()
-                let secret = ["token", "secret", "password", "authorization", "api_key", "apikey", "credential"].contains { lower.contains($0) }
-                out[key] = secret ? .string("***") : redacted(field)
-            }
+            for (key, field) in fields { out[key] = isSecret(key) ? .string("***") : redacted(field) }
             return .object(out)
         case .array(let items): return .array(items.map(redacted))
         default: return value

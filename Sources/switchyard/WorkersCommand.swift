@@ -89,6 +89,12 @@ struct DrainWorker: AsyncParsableCommand {
             printError("no live worker '\(id)' (see switchyard workers)")
             throw ExitCode(4)
         }
+        guard worker.token != nil else {
+            printError(
+                "worker '\(id)' runs a version that cannot be asked to drain through Redis; send it SIGTERM (pid \(worker.pid) on \(worker.host))"
+            )
+            throw ExitCode(1)
+        }
         print(
             "asked worker \(worker.id) (pid \(worker.pid) on \(worker.host)) to drain: it stops taking jobs within 2 s and exits when its \(worker.inFlight) running jobs end"
         )

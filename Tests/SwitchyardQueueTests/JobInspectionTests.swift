@@ -61,8 +61,27 @@ struct JobInspectionTests {
         }
         let results = try WorkerControlTests.cli(f, ["results", "no-such-job"])
         #expect(results.output.contains("\"status\":\"unknown\"") && !results.output.contains("pending"), "\(results.output)")
-        // A known job without a result is pending, exit 0.
+        // A known job without a result is pending, exit 0; also when its record expired while it waited.
         let pending = try WorkerControlTests.cli(f, ["results", queued.id])
         #expect(pending.code == 0 && pending.output.contains("\"status\":\"pending\""), "\(pending.output)")
+        _ = try await f.pool.send("DEL", f.queue.keys.job(queued.id))
+        let stillPending = try WorkerControlTests.cli(f, ["results", queued.id])
+        #expect(stillPending.code == 0 && stillPending.output.contains("\"status\":\"pending\""), "\(stillPending.output)")
+        #expect(try WorkerControlTests.cli(f, ["job", queued.id]).output.contains("waiting on lane default, position 1"))
+    }
+
+    /// Ids with glob characters are found in the delayed set; redaction hides secrets by name and
+    /// leaves counts such as `max_tokens` alone.
+    @Test func oddIdsAndRedaction() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        var odd = chatJob("odd", metadata: ["x-api-key": "hidden-1", "refresh_token": "hidden-2", "note": "visible"])
+        odd.id = "a[1]*?"
+        odd.notBefore = Date().timeIntervalSince1970 + 600
+        _ = try await f.queue.push(odd)
+        let out = try WorkerControlTests.cli(f, ["job", odd.id, "--json"])
+        let object = try JSONValue.parse(Array(out.output.utf8)).object ?? [:]
+        #expect(object["state"]?.string == "delayed", "\(out.output)")
+        #expect(!out.output.contains("hidden-1") && !out.output.contains("hidden-2") && out.output.contains("visible"), "\(out.output)")
     }
 }

@@ -40,6 +40,32 @@ struct WorkerControlTests {
         #expect(worker.log.contains("burst: nothing left on the queue; stopping"))
     }
 
+    /// A retry due within the retry cap keeps a burst worker (the default cap is 5 minutes); an
+    /// entry delivered and acknowledged but never deleted (held by no worker) does not.
+    @Test func aBurstWorkerWaitsForRetriesWithinTheCapAndIgnoresGhostEntries() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let lane = f.queue.keys.lane(.default)
+        _ = try await f.pool.send("XADD", lane, "*", "id", "ghost", "attempt", "1", "max", "1", "batch", "", "model", "", "job", "{}")
+        let read = try await f.pool.send("XREADGROUP", "GROUP", QueueKeys.group, "someone", "COUNT", 1, "STREAMS", lane, ">")
+        let entryID = try #require(read.array?.first?.array?.last?.array?.first?.array?.first?.string)
+        _ = try await f.pool.send("XACK", lane, QueueKeys.group, entryID)
+        let ghost = try WorkerControlTests.cli(f, ["job", "ghost"])
+        #expect(ghost.output.contains("held by no worker"), "\(ghost.output)")
+
+        var retry = chatJob("a retry in 40 s")
+        retry.notBefore = Date().timeIntervalSince1970 + 40
+        _ = try await f.queue.push(retry)
+        let waiting = try WorkerProcess(redisURL: f.server.url, id: "burst-wait", arguments: ["--queue", "test", "--executor", "echo", "--burst"])
+        #expect(!waiting.process.waitForExit(timeout: .seconds(3)), "a job due within the retry cap keeps it\n\(waiting.log)")
+        _ = waiting.terminate()
+        _ = try await f.pool.send("DEL", f.queue.keys.delayed)
+        let done = try WorkerProcess(redisURL: f.server.url, id: "burst-done", arguments: ["--queue", "test", "--executor", "echo", "--burst"])
+        #expect(done.process.waitForExit(timeout: .seconds(20)), "the ghost entry does not keep it\n\(done.log)")
+        #expect(done.terminate(timeout: .seconds(1)) == 0)
+    }
+
     @Test func workersListsRunningJobsAndDrainStopsAWorkerThroughRedis() async throws {
         let f = try QueueFixture()
         defer { f.close() }
