@@ -50,8 +50,14 @@ struct PushCommand: AsyncParsableCommand {
     )
     var batch: String?
 
-    @Flag(help: "Wait for the results, with a progress bar.")
+    @Flag(
+        help:
+            "Wait for the results, with a progress bar. Exit status 0 when every job succeeded, 5 when all finished and some did not succeed, 3 when the wait timed out."
+    )
     var wait = false
+
+    @Flag(help: "Without --wait: print {\"batch\", \"jobs\", \"pushed\", \"duplicates\"} as one JSON object instead of the ids.")
+    var json = false
 
     @Option(help: "With --wait: write the results as JSONL to this file (default: standard output).")
     var out: String?
@@ -131,6 +137,14 @@ struct PushCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             let duplicates = outcomes.filter { if case .duplicate = $0 { return true } else { return false } }.count
+            if json && !wait {
+                var object: [String: JSONValue] = [
+                    "jobs": .array(outcomes.map { .string($0.jobID) }), "pushed": .number(Double(jobs.count - duplicates)),
+                    "duplicates": .number(Double(duplicates)),
+                ]
+                object["batch"] = batchID.map { .string($0) } ?? .null
+                print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+            }
             if let batchID {
                 FileHandle.standardError.write(
                     Data(
@@ -138,7 +152,9 @@ struct PushCommand: AsyncParsableCommand {
                             .utf8
                     )
                 )
-            } else if !wait {
+                // For scripts: the batch id on standard output (`BATCH=$(switchyard push --file …)`).
+                if !wait && !json { print(batchID) }
+            } else if !wait && !json {
                 switch outcomes[0] {
                 case .queued(let id): print(id)
                 case .duplicate(let id): print(id)
@@ -196,6 +212,13 @@ struct PushCommand: AsyncParsableCommand {
             if finished < target {
                 printError("gave up waiting after \(Int(waitTimeout)) s: \(target - finished) jobs not finished")
                 throw ExitCode(3)
+            }
+            // Every job finished: 0 only when every one succeeded.
+            let unsuccessful = results.compactMap { $0 }.filter { $0.status != .succeeded }
+            if !unsuccessful.isEmpty {
+                let counts = Dictionary(grouping: unsuccessful, by: \.status.rawValue).map { "\($0.key) \($0.value.count)" }.sorted()
+                printError("\(unsuccessful.count) of \(results.count) jobs did not succeed (\(counts.joined(separator: ", ")))")
+                throw ExitCode(5)
             }
         }
     }
