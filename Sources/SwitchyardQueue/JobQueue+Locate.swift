@@ -122,15 +122,9 @@ extension JobQueue {
     private func find(jobID: String, in lane: String, limit: Int) async throws -> (String, [String: String], Int?)? {
         // A lane nobody has pushed to has no stream yet (XINFO answers "no such key").
         guard try await redis.send("EXISTS", lane).int == 1 else { return nil }
-        var lastDelivered = "0-0"
-        var hasGroup = false
-        for group in try await redis.send("XINFO", "GROUPS", lane).array ?? [] {
-            let info = Self.pairs(group.array ?? [])
-            if info["name"] == QueueKeys.group, let last = info["last-delivered-id"] {
-                lastDelivered = last
-                hasGroup = true
-            }
-        }
+        let group = Self.workersGroup(in: try await redis.send("XINFO", "GROUPS", lane))
+        let hasGroup = group != nil
+        let lastDelivered = group?["last-delivered-id"]?.string ?? "0-0"
         // Delivered: every id in the pending list (an orphaned one is not there, and is found by
         // the scan of what is at or before the last-delivered id below, only when nothing else is).
         var pendingIDs: [String] = []

@@ -446,24 +446,29 @@ public final class JobQueue: Sendable {
         )
     }
 
+    /// The fields of the `workers` group in an `XINFO GROUPS` reply (nil when the group or the
+    /// stream does not exist).
+    static func workersGroup(in reply: RESPValue) -> [String: RESPValue]? {
+        for group in reply.array ?? [] {
+            let fields = group.array ?? []
+            var info: [String: RESPValue] = [:]
+            var i = 0
+            while i + 1 < fields.count {
+                if let name = fields[i].string { info[name] = fields[i + 1] }
+                i += 2
+            }
+            if info["name"]?.string == QueueKeys.group { return info }
+        }
+        return nil
+    }
+
     /// Per lane, the age in seconds of the oldest entry the workers' group has not read yet (the
     /// first after the group's last-delivered id); lanes where none waits are absent.
     public func oldestWaiting() async throws -> [JobPriority: Double] {
         let groups = try await redis.pipeline(keys.lanes.map { RedisCommand("XINFO", "GROUPS", $0) })
         var after: [(JobPriority, String)] = []
         for (lane, reply) in zip(JobPriority.inOrder, groups) {
-            for group in reply.array ?? [] {
-                let fields = group.array ?? []
-                var info: [String: RESPValue] = [:]
-                var i = 0
-                while i + 1 < fields.count {
-                    if let name = fields[i].string { info[name] = fields[i + 1] }
-                    i += 2
-                }
-                if info["name"]?.string == QueueKeys.group, let last = info["last-delivered-id"]?.string {
-                    after.append((lane, last))
-                }
-            }
+            if let last = Self.workersGroup(in: reply)?["last-delivered-id"]?.string { after.append((lane, last)) }
         }
         if after.isEmpty { return [:] }
         // Entry ids are Redis's clock: the age is measured on it too, whatever this host's clock says.
@@ -577,18 +582,9 @@ public final class JobQueue: Sendable {
         var after: [(String, String)] = []
         for (lane, reply) in zip(keys.lanes, try await redis.pipeline(keys.lanes.map { RedisCommand("XINFO", "GROUPS", $0) })) {
             // A lane nobody pushed to has no stream (an error reply): nothing there.
-            for group in reply.array ?? [] {
-                let fields = group.array ?? []
-                var info: [String: RESPValue] = [:]
-                var i = 0
-                while i + 1 < fields.count {
-                    if let name = fields[i].string { info[name] = fields[i + 1] }
-                    i += 2
-                }
-                guard info["name"]?.string == QueueKeys.group else { continue }
-                running += info["pending"]?.int ?? 0
-                after.append((lane, info["last-delivered-id"]?.string ?? "0-0"))
-            }
+            guard let info = Self.workersGroup(in: reply) else { continue }
+            running += info["pending"]?.int ?? 0
+            after.append((lane, info["last-delivered-id"]?.string ?? "0-0"))
         }
         var waiting = 0
         if !after.isEmpty {
