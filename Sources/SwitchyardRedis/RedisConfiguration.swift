@@ -120,6 +120,10 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
             }
         case "unix":
             let path = components.path
+            // unix://run/x.sock reads as host "run" and path /x.sock: a slash short, not another socket.
+            if let host = components.host, !host.isEmpty {
+                throw invalid("unix socket path must be absolute: three slashes, unix:///\(host)\(path) (this one has two)")
+            }
             guard path.hasPrefix("/") else { throw invalid("unix socket path must be absolute (unix:///path/to.sock)") }
             endpoint = .unixSocket(path: path)
             if let dbItem {

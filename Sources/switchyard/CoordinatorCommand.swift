@@ -23,7 +23,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on (loopback only without tokens).")
     var host = "127.0.0.1"
 
-    @Option(help: "Port to listen on; 0 picks a free one (the log says which).")
+    @Option(parsing: .unconditional, help: "Port to listen on; 0 picks a free one (the log says which).")
     var port = 8377
 
     @Option(name: .customLong("serve-queue"), help: "Another queue to serve besides --queue (repeatable).")
@@ -35,10 +35,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Who may read without a token: open or token.")
     var reads = "open"
 
-    @Option(help: "How often to reclaim entries whose lease ran out and promote due jobs ('off': never).")
+    @Option(parsing: .unconditional, help: "How often to reclaim entries whose lease ran out and promote due jobs ('off': never).")
     var reclaimInterval = "5s"
 
-    @Option(help: "The workers' lease (entries idle this long are reclaimed); give the workers' --lease.")
+    @Option(parsing: .unconditional, help: "The workers' lease (entries idle this long are reclaimed); give the workers' --lease.")
     var lease = "30s"
 
     @Option(

@@ -20,10 +20,10 @@ struct DemoCommand: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
-    @Option(help: "Worker processes.")
+    @Option(parsing: .unconditional, help: "Worker processes.")
     var workers = 2
 
-    @Option(help: "Chat jobs to push.")
+    @Option(parsing: .unconditional, help: "Chat jobs to push.")
     var jobs = 24
 
     @Option(help: "A GGUF model file to serve instead of generating the tiny one.")
@@ -32,7 +32,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(help: "Keep the cluster (and its dashboard) running after the report, until Ctrl-C.")
     var keep = false
 
-    @Option(help: "The coordinator's port (another free one when taken).")
+    @Option(parsing: .unconditional, help: "The coordinator's port (another free one when taken).")
     var coordinatorPort = 8377
 
     func validate() throws {

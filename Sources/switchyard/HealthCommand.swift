@@ -19,7 +19,7 @@ struct HealthCommand: AsyncParsableCommand {
     @Argument(help: "The URL to GET (http only).")
     var url = "http://127.0.0.1:8378/readyz"
 
-    @Option(help: "How long to wait for the answer.")
+    @Option(parsing: .unconditional, help: "How long to wait for the answer.")
     var timeout = "2s"
 
     func run() async throws {

@@ -65,7 +65,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Keep watching: redraw the view (or print a JSON line) every --interval until interrupted, like top.")
     var watch = false
 
-    @Option(help: "With --watch: time between redraws, for example 1s or 500ms.")
+    @Option(parsing: .unconditional, help: "With --watch: time between redraws, for example 1s or 500ms.")
     var interval = "1s"
 
     func run() async throws {
@@ -232,7 +232,7 @@ struct DLQCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List dead letters, newest first, as JSON lines.")
         @OptionGroup var redis: RedisOptions
-        @Option(help: "At most this many.")
+        @Option(parsing: .unconditional, help: "At most this many.")
         var limit = 50
 
         func run() async throws {

@@ -32,16 +32,16 @@ struct PushCommand: AsyncParsableCommand {
     @Option(help: "Priority for jobs without one: high, default, low.")
     var priority = "default"
 
-    @Option(help: "Attempts before a job is dead-lettered, for jobs without max_attempts.")
+    @Option(parsing: .unconditional, help: "Attempts before a job is dead-lettered, for jobs without max_attempts.")
     var maxAttempts = 3
 
-    @Option(help: "Timeout of one attempt in seconds, for jobs without one.")
+    @Option(parsing: .unconditional, help: "Timeout of one attempt in seconds, for jobs without one.")
     var timeout: Double = 300
 
     @Option(help: "Idempotency key for --prompt: pushing the same key again returns the first job.")
     var idempotencyKey: String?
 
-    @Option(help: "Seconds to wait before the job may start (--prompt).")
+    @Option(parsing: .unconditional, help: "Seconds to wait before the job may start (--prompt).")
     var delay: Double?
 
     @Option(
@@ -62,7 +62,7 @@ struct PushCommand: AsyncParsableCommand {
     @Option(help: "With --wait: write the results as JSONL to this file (default: standard output).")
     var out: String?
 
-    @Option(help: "With --wait: give up after this many seconds (the jobs keep running).")
+    @Option(parsing: .unconditional, help: "With --wait: give up after this many seconds (the jobs keep running).")
     var waitTimeout: Double = 3600
 
     func validate() throws {

@@ -60,19 +60,33 @@ func jsonLine<T: Encodable>(_ value: T) -> String {
     (try? String(decoding: jsonLines.encode(value), as: UTF8.self)) ?? "{}"
 }
 
-/// Parses "250ms", "2s", "1.5m", "1h", "2d" or a plain number of seconds: finite, not negative,
-/// at most 365 days (so infinities, NaN and absurd values get a clear error, not a crash).
+/// Parses "250ms", "2s", "1.5m", "1h", "2d", a sum of them with the larger units first ("1h30m",
+/// "2m30s") or a plain number of seconds: finite, not negative, at most 365 days (so
+/// infinities, NaN and absurd values get a clear error, not a crash).
 func parseDuration(_ text: String, field: String) throws -> Duration {
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
-    var seconds: Double?
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        if let n = Double(text.dropLast(suffix.count)) { seconds = n * scale }
-        break
+    let units: [String: Double] = ["ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400]
+    let order = ["d", "h", "m", "s", "ms"]
+    let notADuration = ValidationError("\(field): '\(text)' is not a duration (examples: 250ms, 2s, 1.5m, 1h30m, 24h)")
+    var seconds: Double
+    if let n = Double(text), text.first?.isNumber == true || text.first == "." {
+        seconds = n
+    } else {
+        seconds = 0
+        var rest = Substring(text)
+        var lastUnit = -1
+        while !rest.isEmpty {
+            let number = rest.prefix { $0.isNumber || $0 == "." }
+            let unit = rest.dropFirst(number.count).prefix { $0.isLetter }
+            guard !number.isEmpty, let value = Double(number), let scale = units[String(unit)],
+                let rank = order.firstIndex(of: String(unit)), rank > lastUnit
+            else { throw notADuration }
+            seconds += value * scale
+            lastUnit = rank
+            rest = rest.dropFirst(number.count + unit.count)
+        }
+        if lastUnit < 0 { throw notADuration }
     }
-    if seconds == nil, let n = Double(text) { seconds = n }
-    guard let seconds, seconds.isFinite, text.first?.isNumber == true || text.first == "." else {
-        throw ValidationError("\(field): '\(text)' is not a duration (examples: 250ms, 2s, 1.5m, 24h)")
-    }
+    guard seconds.isFinite else { throw notADuration }
     guard seconds >= 0, seconds <= 365 * 86400 else {
         throw ValidationError("\(field): '\(text)' is out of range (from 0 to 365 days)")
     }

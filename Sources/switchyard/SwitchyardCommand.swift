@@ -53,7 +53,7 @@ struct PingCommand: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
-    @Option(help: "How many PINGs to time.")
+    @Option(parsing: .unconditional, help: "How many PINGs to time.")
     var count = 10
 
     func run() async throws {

@@ -233,7 +233,7 @@ struct UpCommand: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
-    @Option(help: "Worker processes to start.")
+    @Option(parsing: .unconditional, help: "Worker processes to start.")
     var workers = 2
 
     @Option(parsing: .remaining, help: "Arguments for every worker after --worker-args, e.g. --worker-args --executor local --models models.json")
@@ -247,6 +247,10 @@ struct UpCommand: AsyncParsableCommand {
 
     @Option(help: "The coordinator's port (another free one when taken); 'off' starts none.")
     var coordinatorPort = "8377"
+
+    func validate() throws {
+        guard (1...64).contains(workers) else { throw ValidationError("--workers: must be from 1 to 64, got \(workers)") }
+    }
 
     func run() async throws {
         let say = sayer("up")

@@ -21,7 +21,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
-    @Option(help: "Jobs run at once. Default: the hardware profile's.")
+    @Option(parsing: .unconditional, help: "Jobs run at once. Default: the hardware profile's.")
     var concurrency: Int?
 
     @Option(
@@ -42,19 +42,19 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Worker id (consumer name). Default: host-pid-random.")
     var workerID: String?
 
-    @Option(help: "Lease: how long a job may go without a refresh before another worker reclaims it.")
+    @Option(parsing: .unconditional, help: "Lease: how long a job may go without a refresh before another worker reclaims it.")
     var lease = "30s"
 
-    @Option(help: "Grace period for in-flight jobs on SIGTERM before the rest are handed back.")
+    @Option(parsing: .unconditional, help: "Grace period for in-flight jobs on SIGTERM before the rest are handed back.")
     var shutdownGrace = "30s"
 
-    @Option(help: "First retry delay of a failed job; it doubles each attempt (with jitter).")
+    @Option(parsing: .unconditional, help: "First retry delay of a failed job; it doubles each attempt (with jitter).")
     var retryBase = "1s"
 
-    @Option(help: "Longest retry delay.")
+    @Option(parsing: .unconditional, help: "Longest retry delay.")
     var retryCap = "5m"
 
-    @Option(help: "How long finished results are kept.")
+    @Option(parsing: .unconditional, help: "How long finished results are kept.")
     var resultTTL = "24h"
 
     @Option(help: "Hardware profile: rtx3090-wsl, apple-m or cpu. Default: SWITCHYARD_PROFILE, else detected (see `switchyard profile`).")
@@ -75,24 +75,30 @@ struct WorkerCommand: AsyncParsableCommand {
     var warmRouting = true
 
     @Option(
+        parsing: .unconditional,
         help:
             "Warm-model routing: how long a job waits for a worker that has its model warm before any worker may load it (at most a quarter of --lease)."
     )
     var warmWait = "2s"
 
     @Option(
+        parsing: .unconditional,
         help:
             "Warm-model routing: an idle worker loads a model warm on another worker too when more than this many of its jobs per warm worker wait (0: never)."
     )
     var warmShareAfter = 4
 
     @Option(
+        parsing: .unconditional,
         help:
             "The largest result a job may write (its stored JSON); a larger one fails the job with result_too_large. Keep it under Redis's proto-max-bulk-len."
     )
     var maxResultBytes = "64mb"
 
-    @Option(help: "How long a job told to stop (timeout, cancel, shutdown) may go on before the worker gives up waiting for it and frees its slot.")
+    @Option(
+        parsing: .unconditional,
+        help: "How long a job told to stop (timeout, cancel, shutdown) may go on before the worker gives up waiting for it and frees its slot."
+    )
     var abandonAfter = "10s"
 
     @Flag(
@@ -107,10 +113,10 @@ struct WorkerCommand: AsyncParsableCommand {
     )
     var cacheRedisUrl: String?
 
-    @Option(help: "How long the response cache keeps an answer.")
+    @Option(parsing: .unconditional, help: "How long the response cache keeps an answer.")
     var cacheTTL = "5m"
 
-    @Option(help: "The longest a job's cache_ttl or a model's cache_ttl may keep an answer.")
+    @Option(parsing: .unconditional, help: "The longest a job's cache_ttl or a model's cache_ttl may keep an answer.")
     var cacheMaxTTL = "24h"
 
     @Option(help: "Answers larger than this are not kept in the response cache.")
@@ -128,6 +134,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var burst = false
 
     @Option(
+        parsing: .unconditional,
         help: "Serve the health endpoint (GET /livez, /readyz) on this port, for probes and `switchyard health`. Default: no endpoint."
     )
     var healthPort: Int?
