@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
@@ -161,63 +162,119 @@ struct PushCommand: AsyncParsableCommand {
                 }
             }
             guard wait else { return }
-            let ids = outcomes.map(\.jobID)
-            // The batch's own count: a resumed push waits for the jobs of the earlier run too, and a
-            // duplicate idempotency key (a job outside the batch) is not counted.
-            var expected = 1
-            if let batchID { expected = try await queue.batchProgress(batchID).total }
-            let progress = ProgressBar(total: batchID == nil ? 1 : expected)
-            let deadline = Date().addingTimeInterval(waitTimeout)
-            var finished = 0
-            while Date() < deadline {
+            let latestDue = jobs.compactMap(\.notBefore).max()
+            try await waitForResults(queue: queue, ids: outcomes.map(\.jobID), batchID: batchID, latestDue: latestDue)
+        }
+    }
+
+    /// How `--wait` ended.
+    private enum WaitEnd {
+        case finished, timedOut, interrupted
+    }
+
+    /// Waits for the jobs' results until all are final, the wait times out or the user presses
+    /// Ctrl-C. Redis going away (a restart, a failover) does not end the wait: it reconnects with
+    /// backoff until `--wait-timeout`. Whatever ends it, the results it has are written (with
+    /// `pending` lines for the rest).
+    private func waitForResults(queue: JobQueue, ids: [String], batchID: String?, latestDue: Double?) async throws {
+        let interrupt = InterruptFlag()
+        defer { interrupt.restore() }
+        let deadline = Date().addingTimeInterval(waitTimeout)
+        var expected: Int? = batchID == nil ? 1 : nil
+        var progress: ProgressBar?
+        var finished = 0
+        var end = WaitEnd.timedOut
+        var outageSince: Date?
+        var backoff = 0.2
+        while Date() < deadline {
+            if interrupt.isSet {
+                end = .interrupted
+                break
+            }
+            do {
+                let p: BatchProgress
                 if let batchID {
-                    let p = try await queue.batchProgress(batchID)
-                    finished = p.finished
-                    progress.update(p)
+                    p = try await queue.batchProgress(batchID)
+                    // The batch's own count: a resumed push waits for the jobs of the earlier run
+                    // too, and a duplicate idempotency key (a job outside the batch) is not counted.
+                    if expected == nil { expected = p.total }
                 } else {
-                    let result = try await queue.result(of: ids[0])
-                    finished = result == nil ? 0 : 1
-                    var single = BatchProgress()
-                    single.total = 1
-                    if let result {
-                        switch result.status {
-                        case .succeeded: single.succeeded = 1
-                        case .failed: single.failed = 1
-                        case .dead: single.dead = 1
-                        case .cancelled: single.cancelled = 1
-                        }
-                    }
-                    progress.update(single)
+                    p = BatchProgress(single: try await queue.result(of: ids[0]))
                 }
-                if finished >= (batchID == nil ? 1 : expected) { break }
-                try await Task.sleep(for: .milliseconds(200))
-            }
-            progress.finish()
-            let results = try await queue.results(of: ids)
-            var lines = ""
-            for (id, result) in zip(ids, results) {
-                if let result {
-                    lines += jsonLine(result) + "\n"
-                } else {
-                    lines += pendingLine(id) + "\n"
+                if let since = outageSince {
+                    printError("Redis is back after \(Int(Date().timeIntervalSince(since).rounded())) s; still waiting")
+                    outageSince = nil
+                    backoff = 0.2
                 }
+                if progress == nil { progress = ProgressBar(total: expected ?? 1, latestDue: latestDue) }
+                finished = p.finished
+                progress?.update(p)
+                if finished >= expected ?? 1 {
+                    end = .finished
+                    break
+                }
+                await interrupt.sleep(seconds: 0.2)
+            } catch let error as RedisError {
+                if outageSince == nil {
+                    outageSince = Date()
+                    printError(
+                        "Redis unreachable (\(error.message)); the jobs keep running, and this wait keeps trying until --wait-timeout (\(formatSeconds(waitTimeout)))"
+                    )
+                }
+                await interrupt.sleep(seconds: backoff)
+                backoff = min(backoff * 2, 5)
             }
-            if let out {
+        }
+        if end == .timedOut && interrupt.isSet { end = .interrupted }
+        progress?.finish()
+        // What is known now: a few quick tries, so an outage at the very end still writes the file.
+        var results: [JobResult?]?
+        for attempt in 0..<4 {
+            do {
+                results = try await queue.results(of: ids)
+                break
+            } catch let error as RedisError {
+                if attempt == 3 { printError("could not read the results (\(error.message)); writing every job as pending") }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        let known = results ?? Array(repeating: nil, count: ids.count)
+        var lines = ""
+        for (id, result) in zip(ids, known) {
+            lines += (result.map(jsonLine) ?? pendingLine(id)) + "\n"
+        }
+        if let out {
+            do {
                 try Data(lines.utf8).write(to: URL(fileURLWithPath: out))
-                FileHandle.standardError.write(Data("wrote \(ids.count) results to \(out)\n".utf8))
-            } else {
-                print(lines, terminator: "")
+            } catch {
+                printError("--out: cannot write \(out): \(error.localizedDescription)")
+                throw ExitCode(73)
             }
-            let target = batchID == nil ? 1 : expected
-            if finished < target {
-                printError("gave up waiting after \(Int(waitTimeout)) s: \(target - finished) jobs not finished")
-                throw ExitCode(3)
-            }
+            let pending = known.filter { $0 == nil }.count
+            FileHandle.standardError.write(
+                Data("wrote \(ids.count) results to \(out)\(pending > 0 ? " (\(pending) pending)" : "")\n".utf8)
+            )
+        } else {
+            print(lines, terminator: "")
+        }
+        let later = batchID.map { "switchyard results \($0)" } ?? "switchyard results \(ids[0])"
+        let queueOption = redis.queue.map { " --queue \($0)" } ?? ""
+        switch end {
+        case .interrupted:
+            printError("interrupted: the jobs keep running; fetch their results later with `\(later)\(queueOption)`")
+            throw ExitCode(130)
+        case .timedOut:
+            let missing = known.filter { $0 == nil }.count
+            printError(
+                "gave up waiting after \(formatSeconds(waitTimeout)): \(missing) jobs not finished; they keep running, fetch their results later with `\(later)\(queueOption)`"
+            )
+            throw ExitCode(3)
+        case .finished:
             // Every job finished: 0 only when every one succeeded.
-            let unsuccessful = results.compactMap { $0 }.filter { $0.status != .succeeded }
+            let unsuccessful = known.compactMap { $0 }.filter { $0.status != .succeeded }
             if !unsuccessful.isEmpty {
                 let counts = Dictionary(grouping: unsuccessful, by: \.status.rawValue).map { "\($0.key) \($0.value.count)" }.sorted()
-                printError("\(unsuccessful.count) of \(results.count) jobs did not succeed (\(counts.joined(separator: ", ")))")
+                printError("\(unsuccessful.count) of \(known.count) jobs did not succeed (\(counts.joined(separator: ", ")))")
                 throw ExitCode(5)
             }
         }
@@ -274,15 +331,74 @@ struct PushCommand: AsyncParsableCommand {
     }
 }
 
+extension BatchProgress {
+    /// The progress of one job, from its result (nil: not final yet).
+    init(single result: JobResult?) {
+        self.init()
+        total = 1
+        switch result?.status {
+        case .succeeded: succeeded = 1
+        case .failed: failed = 1
+        case .dead: dead = 1
+        case .cancelled: cancelled = 1
+        case nil: break
+        }
+    }
+}
+
+/// Ctrl-C while `push --wait` waits: the first press ends the wait (the results so far are still
+/// written), a second one exits at once.
+final class InterruptFlag: @unchecked Sendable {
+    private let pressed = Mutex(0)
+    // Set once in init, only cancelled after: safe to share.
+    private let source: DispatchSourceSignal
+
+    init() {
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        self.source = source
+        source.setEventHandler { [weak self] in
+            guard let self else { return }
+            let count = self.pressed.withLock { n -> Int in
+                n += 1
+                return n
+            }
+            if count > 1 { _exit(130) }
+        }
+        source.resume()
+    }
+
+    var isSet: Bool { pressed.withLock { $0 > 0 } }
+
+    /// Sleeps for `seconds`, or less when Ctrl-C is pressed meanwhile.
+    func sleep(seconds: Double) async {
+        var left = seconds
+        while left > 0 && !isSet {
+            try? await Task.sleep(for: .milliseconds(Int(min(left, 0.1) * 1000)))
+            left -= 0.1
+        }
+    }
+
+    func restore() {
+        source.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+}
+
 /// A one-line progress bar on standard error; plain periodic lines when it is not a terminal.
 final class ProgressBar {
     let total: Int
+    /// The latest time (Unix seconds) a job of the batch may start: the ETA is never earlier.
+    let latestDue: Double?
     private let start = Date()
     private let isTerminal = isatty(2) != 0
     private var lastPrinted = Date.distantPast
     private var last = BatchProgress()
 
-    init(total: Int) { self.total = total }
+    init(total: Int, latestDue: Double? = nil) {
+        self.total = total
+        self.latestDue = latestDue
+    }
 
     func update(_ p: BatchProgress) {
         last = p
@@ -294,7 +410,9 @@ final class ProgressBar {
         let filled = Int(fraction * Double(width))
         let elapsed = max(now.timeIntervalSince(start), 0.001)
         let rate = Double(p.finished) / elapsed
-        let eta = rate > 0 ? Double(total - p.finished) / rate : 0
+        var eta = rate > 0 ? Double(total - p.finished) / rate : 0
+        // Delayed jobs cannot finish before they are due, however fast the others went.
+        if let latestDue, p.finished < total { eta = max(eta, latestDue - now.timeIntervalSince1970) }
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
         let text = String(
             format: "[%@] %d/%d %3.0f%%  ok %d  failed %d  dead %d  cancelled %d  %.0f jobs/s  eta %.0fs",

@@ -32,6 +32,13 @@ let cliLogger: Logger = {
     return logger
 }()
 
+/// "90 s", "1.5 s", "2 h": a number of seconds as people read it in a message.
+func formatSeconds(_ seconds: Double) -> String {
+    if seconds >= 7200 && seconds.truncatingRemainder(dividingBy: 3600) == 0 { return "\(Int(seconds / 3600)) h" }
+    if seconds == seconds.rounded() { return "\(Int(seconds)) s" }
+    return String(format: "%.1f s", seconds)
+}
+
 func printError(_ message: String) {
     FileHandle.standardError.write(Data("error: \(message)\n".utf8))
 }
