@@ -176,7 +176,9 @@ extension JobResult {
         }
         if let error {
             JSONWriter.key("error", first: &first, to: &out)
-            JSONValue.object(["code": .string(error.code), "message": .string(error.message)]).write(to: &out)
+            var fields: [String: JSONValue] = ["code": .string(error.code), "message": .string(error.message)]
+            if let retryAfter = error.retryAfter { fields["retry_after"] = .number(retryAfter) }
+            JSONValue.object(fields).write(to: &out)
         }
         JSONWriter.key("id", first: &first, to: &out)
         JSONWriter.string(id, to: &out)
@@ -267,7 +269,7 @@ extension JobResult {
         }
         if let e = try r.optionalObject("error") {
             var er = FieldReader(object: e, path: "error.")
-            error = ErrorInfo(code: try er.string("code"), message: try er.string("message"))
+            error = ErrorInfo(code: try er.string("code"), message: try er.string("message"), retryAfter: try er.optionalNumber("retry_after"))
         } else {
             error = nil
         }

@@ -246,10 +246,19 @@ public struct JobResult: Sendable, Codable, Hashable {
     public struct ErrorInfo: Sendable, Codable, Hashable {
         public var code: String
         public var message: String
+        /// How long the provider asked to be left alone (`Retry-After`), in seconds, when it did:
+        /// the queue's next attempt came no earlier. Nil when it asked nothing.
+        public var retryAfter: Double?
 
-        public init(code: String, message: String) {
+        public init(code: String, message: String, retryAfter: Double? = nil) {
             self.code = code
             self.message = message
+            self.retryAfter = retryAfter
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case code, message
+            case retryAfter = "retry_after"
         }
     }
 

@@ -115,9 +115,15 @@ public struct OpenAICompatibleProvider: Provider {
                         attempt += 1
                         continue
                     case .giveUp(let reason):
-                        throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw, note: reason)
+                        throw transport.errorFrom(
+                            status: response.head.status,
+                            body: try? JSONValue.parse(raw),
+                            raw: raw,
+                            note: reason,
+                            head: response.head
+                        )
                     case .done:
-                        throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw)
+                        throw transport.errorFrom(status: response.head.status, body: try? JSONValue.parse(raw), raw: raw, head: response.head)
                     }
                 } catch let error as HTTPClientError {
                     if let call { await end(call.outcome(head: nil, error: error)) }

@@ -181,7 +181,7 @@ struct ProviderTransport: Sendable {
             await call.end(ticket, call.outcome(head: response.head, error: nil, invalidResponse: parsed == nil))
         }
         guard (200..<300).contains(response.status) else {
-            throw errorFrom(status: response.status, body: parsed, raw: response.body, note: response.giveUpReason)
+            throw errorFrom(status: response.status, body: parsed, raw: response.body, note: response.giveUpReason, head: response.head)
         }
         guard let parsed else {
             throw ProviderError(
@@ -196,7 +196,8 @@ struct ProviderTransport: Sendable {
 
     /// The provider's message from an error body, in any of the documented shapes:
     /// {"error": {"message", "code"}}, {"error": "text", "code"}, {"errors": [{"message", "code"}]}.
-    func errorFrom(status: Int, body: JSONValue?, raw: [UInt8], note: String? = nil) -> ProviderError {
+    /// `head` gives a 429's or 503's `Retry-After` to the error (`ProviderError.retryAfter`).
+    func errorFrom(status: Int, body: JSONValue?, raw: [UInt8], note: String? = nil, head: HTTPResponseHead? = nil) -> ProviderError {
         var message: String?
         var code: String?
         if let error = body?["error"] {
@@ -213,7 +214,9 @@ struct ProviderTransport: Sendable {
         }
         var text = message ?? String(decoding: raw.prefix(200), as: UTF8.self)
         if let note { text += " (\(note))" }
-        return ProviderError.from(status: status, message: scrub(text), providerCode: code, provider: name)
+        var error = ProviderError.from(status: status, message: scrub(text), providerCode: code, provider: name)
+        if let head, status == 429 || status == 503 { error.retryAfter = RetryPolicy.retryAfter(head) }
+        return error
     }
 
     /// Providers sometimes echo part of a key in their errors; never pass it on.

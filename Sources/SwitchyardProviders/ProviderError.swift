@@ -59,6 +59,10 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     public let status: Int?
     /// The provider's own error code (`invalid_api_key`, `invalidApiKey`, ...).
     public let providerCode: String?
+    /// How long a 429 or 503 asked to be left alone (`retry-after-ms` or `Retry-After`), when
+    /// the HTTP layer's retries gave up before that: the queue schedules the job's next attempt
+    /// no earlier. Nil when the answer asked nothing.
+    public var retryAfter: Duration?
 
     public init(_ code: Code, _ message: String, provider: String?, status: Int? = nil, providerCode: String? = nil) {
         self.code = code
@@ -83,7 +87,7 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     public var jobFailure: JobFailure {
         // A refused parameter is the job's fault, not the provider's: its code says so.
         let jobCode = code == .unsupportedParameter ? "unsupported_parameter" : "provider_\(code.snakeCase)"
-        return JobFailure(code: jobCode, message: description, retryable: retryable)
+        return JobFailure(code: jobCode, message: description, retryable: retryable, retryAfter: retryable ? retryAfter : nil)
     }
 
     /// Classifies an HTTP error status, with the provider's message.

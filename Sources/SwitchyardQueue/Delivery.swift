@@ -198,6 +198,8 @@ public struct QueueStatus: Sendable, Codable {
     public var dead: Int
     public var counters: [String: Int]
     public var workers: [WorkerInfo]
+    /// Paused lanes (`*`: the whole queue) and who paused them; nil or empty when none is.
+    public var paused: [String: PauseInfo]? = nil
 }
 
 /// A worker's registry entry, refreshed by its heartbeat.
@@ -317,4 +319,50 @@ public struct WarmTake: Sendable {
     public var wakeAfter: Duration?
     /// A model no live worker held warm, whose jobs this take gave to this worker.
     public var claimedModel: String?
+    /// The paused lanes' names (`*`: the whole queue), which the take skipped.
+    public var paused: Set<String> = []
+}
+
+/// One attempt of a job that did not end it (a retry was scheduled, or its lease ran out), as
+/// `switchyard job` shows it. The attempt that ended the job is its result.
+public struct AttemptRecord: Sendable, Hashable, Codable {
+    public var attempt: Int
+    /// `retried` or `lease_expired`.
+    public var outcome: String
+    public var worker: String?
+    /// Unix seconds.
+    public var started: Double?
+    public var finished: Double?
+    public var error: JobResult.ErrorInfo?
+    /// When the next attempt was due (Unix seconds), for a retry.
+    public var nextAttemptAt: Double?
+
+    public init(
+        attempt: Int,
+        outcome: String,
+        worker: String? = nil,
+        started: Double? = nil,
+        finished: Double? = nil,
+        error: JobResult.ErrorInfo? = nil,
+        nextAttemptAt: Double? = nil
+    ) {
+        self.attempt = attempt
+        self.outcome = outcome
+        self.worker = worker
+        self.started = started
+        self.finished = finished
+        self.error = error
+        self.nextAttemptAt = nextAttemptAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case attempt, outcome, worker, started, finished, error
+        case nextAttemptAt = "next_attempt_at"
+    }
+
+    var jsonBytes: [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array((try? encoder.encode(self)) ?? Data())
+    }
 }

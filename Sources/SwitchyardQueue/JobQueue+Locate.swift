@@ -35,9 +35,12 @@ public struct JobLocation: Sendable {
     public var attempt: Int?
     public var maxAttempts: Int?
     public var batch: String?
-    /// The job as pushed (JSON), when it was found on a lane or in the delayed set.
+    /// The job as pushed (JSON), when it was found on a lane or in the delayed set, or it failed.
     public var job: [UInt8]?
     public var result: JobResult?
+    /// Its attempts that did not end it, oldest first (`QueueKeys.attempts`); the one that ended
+    /// it is `result`.
+    public var attempts: [AttemptRecord] = []
 }
 
 extension JobQueue {
@@ -53,11 +56,20 @@ extension JobQueue {
     /// inspecting one job, not for a hot path: it reads whole lanes.
     public func locate(jobID: String, scanLimit: Int = 200_000) async throws -> JobLocation {
         var location = JobLocation(id: jobID, place: .unknown)
-        let first = try await redis.pipeline([RedisCommand("GET", keys.result(jobID)), RedisCommand("GET", keys.job(jobID))])
+        let first = try await redis.pipeline([
+            RedisCommand("GET", keys.result(jobID)), RedisCommand("GET", keys.job(jobID)), RedisCommand("LRANGE", keys.attempts(jobID), 0, 99),
+            RedisCommand("GET", keys.failedJob(jobID)),
+        ])
         for reply in first { try reply.throwingServerError() }
+        location.attempts = (first[2].array ?? []).compactMap { $0.bytes.flatMap { try? JSONDecoder().decode(AttemptRecord.self, from: Data($0)) } }
         if let bytes = first[0].bytes {
             location.place = .finished
             location.result = try? JSONDecoder().decode(JobResult.self, from: Data(bytes))
+            if let failed = first[3].bytes.flatMap(FailedJobRecord.init) {
+                location.lane = failed.lane.rawValue
+                location.maxAttempts = failed.maxAttempts
+                location.job = failed.payload
+            }
             return location
         }
         // The record can expire before the job ends (a backlog older than its TTL, a dead letter

@@ -95,8 +95,13 @@ public final class JobQueue: Sendable {
     /// Takes up to `count` new entries without waiting, high lane first. Entries of jobs that are
     /// already final (cancelled) are acknowledged and skipped on the server.
     public func take(consumer: String, count: Int) async throws -> [Delivery] {
-        guard count > 0 else { return [] }
-        return QueueScripts.deliveries(try await redis.evaluate(QueueScripts.Take(keys: keys, consumer: consumer, count: count)))
+        try await takeNotingPauses(consumer: consumer, count: count).deliveries
+    }
+
+    /// `take`, and the lanes it skipped because they are paused (`*`: the whole queue).
+    public func takeNotingPauses(consumer: String, count: Int) async throws -> (deliveries: [Delivery], paused: Set<String>) {
+        guard count > 0 else { return ([], []) }
+        return QueueScripts.Take.decode(try await redis.evaluate(QueueScripts.Take(keys: keys, consumer: consumer, count: count)))
     }
 
     /// Takes up to `count` entries with warm-model routing: jobs for models in `warm` first, then
@@ -168,12 +173,20 @@ public final class JobQueue: Sendable {
     /// Waits on a dedicated connection until entries arrive on any lane (XREADGROUP ... BLOCK),
     /// then returns them, high lane first. Returns [] after `block` with nothing.
     /// Cancel the calling task to stop waiting.
-    public func waitForWork(on connection: RedisConnection, consumer: String, count: Int, block: Duration) async throws -> [Delivery] {
+    /// `lanes` limits the read to some lanes (default: all of them).
+    public func waitForWork(
+        on connection: RedisConnection,
+        consumer: String,
+        count: Int,
+        block: Duration,
+        lanes: [JobPriority] = JobPriority.inOrder
+    ) async throws -> [Delivery] {
         let blockMs = max(1, Int(block.milliseconds))
+        let streams = lanes.map(keys.lane)
         let command = RedisCommand(
             "XREADGROUP",
-            arguments: ["GROUP", QueueKeys.group, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS"] + keys.lanes
-                + Array(repeating: ">", count: keys.lanes.count)
+            arguments: ["GROUP", QueueKeys.group, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS"] + streams
+                + Array(repeating: ">", count: streams.count)
         )
         let reply = try await connection.send(command, timeout: .after(block + connection.configuration.commandTimeout))
         guard let streams = reply.array else { return [] }
@@ -220,11 +233,17 @@ public final class JobQueue: Sendable {
         return written
     }
 
-    /// Schedules the next attempt of a failed delivery after `delay`. Returns false if the job
-    /// became final meanwhile (cancelled).
+    /// Schedules the next attempt of a failed delivery after `delay`, and adds `record` (this
+    /// attempt) to the job's history (`QueueKeys.attempts`). Returns false if the job became
+    /// final meanwhile (cancelled).
     @discardableResult
-    public func retry(_ delivery: Delivery, after delay: Duration) async throws -> Bool {
-        try await redis.evaluate(QueueScripts.Retry(delivery, keys: keys, dueMs: Self.nowMs() + delay.milliseconds)).int == 1
+    public func retry(_ delivery: Delivery, after delay: Duration, record: AttemptRecord? = nil) async throws -> Bool {
+        let dueMs = Self.nowMs() + delay.milliseconds
+        var record = record
+        record?.nextAttemptAt = Double(dueMs) / 1000
+        // The history lives as long as the job's result could: past the next attempt's due time.
+        let ttl = configuration.resultTTL + delay + .seconds(3600)
+        return try await redis.evaluate(QueueScripts.Retry(delivery, keys: keys, dueMs: dueMs, record: record, historyTTL: ttl)).int == 1
     }
 
     /// Sends a delivery to the dead-letter stream with its reason, and (when the job id is known)
@@ -411,6 +430,7 @@ public final class JobQueue: Sendable {
         commands.append(RedisCommand("ZCARD", keys.delayed))
         commands.append(RedisCommand("XLEN", keys.dead))
         commands.append(RedisCommand("HGETALL", keys.stats))
+        commands.append(RedisCommand("HGETALL", keys.paused))
         let replies = try await redis.pipeline(commands)
         let laneReplies = replies.prefix(keys.lanes.count * 2)
         let (delayed, dead, stats) = (replies[laneReplies.count], replies[laneReplies.count + 1], replies[laneReplies.count + 2])
@@ -442,7 +462,10 @@ public final class JobQueue: Sendable {
             delayed: delayed.int ?? 0,
             dead: dead.int ?? 0,
             counters: (stats.stringPairs ?? [:]).compactMapValues(Int.init),
-            workers: try await workers()
+            workers: try await workers(),
+            paused: (replies[laneReplies.count + 3].stringPairs ?? [:]).mapValues {
+                (try? JSONDecoder().decode(PauseInfo.self, from: Data($0.utf8))) ?? PauseInfo(by: "?", at: 0)
+            }
         )
     }
 
@@ -575,7 +598,11 @@ public final class JobQueue: Sendable {
     /// the group's last-delivered id). What `worker --burst` waits for. Entries that are neither
     /// (delivered, then dropped from the pending list by hand) do not count. The delayed set is
     /// read first: a job moving from it to a lane meanwhile is then seen on the lane.
-    public func remainingWork(dueWithin: Duration) async throws -> (waiting: Int, running: Int, delayedSoon: Int) {
+    /// Waiting entries of the lanes in `skipping` (paused ones) do not count.
+    public func remainingWork(
+        dueWithin: Duration,
+        skipping: Set<JobPriority> = []
+    ) async throws -> (waiting: Int, running: Int, delayedSoon: Int) {
         let delayed = try await redis.send("ZCOUNT", keys.delayed, "-inf", Self.nowMs() + dueWithin.milliseconds)
         try delayed.throwingServerError()
         var running = 0
@@ -584,6 +611,7 @@ public final class JobQueue: Sendable {
             // A lane nobody pushed to has no stream (an error reply): nothing there.
             guard let info = Self.workersGroup(in: reply) else { continue }
             running += info["pending"]?.int ?? 0
+            if skipping.contains(where: { keys.lane($0) == lane }) { continue }
             after.append((lane, info["last-delivered-id"]?.string ?? "0-0"))
         }
         var waiting = 0

@@ -30,6 +30,20 @@ public struct QueueKeys: Sendable, Hashable {
     public func job(_ id: String) -> String { prefix + "job:" + id }
     /// List of a batch's job ids, in push order.
     public func batchJobs(_ id: String) -> String { prefix + "batchjobs:" + id }
+    /// List of a job's attempts that did not end it (a retry scheduled, a lease that ran out), as
+    /// JSON `AttemptRecord`s, oldest first; the attempt that ended the job is its result. Absent
+    /// for a job that succeeded at once. Lives as long as the job's result could.
+    public func attempts(_ id: String) -> String { prefix + "attempts:" + id }
+    /// What `switchyard retry <id>` needs to run a job that ended `failed` again: its lane, its
+    /// max attempts and its JSON (`lane \31 max \31 json`), written when it failed, with the
+    /// result's TTL.
+    public func failedJob(_ id: String) -> String { prefix + "failed:" + id }
+    /// Hash of paused lanes (`*` for the whole queue) to who paused them and when (JSON): workers
+    /// take nothing from a paused lane (`switchyard queue pause`).
+    public var paused: String { prefix + "paused" }
+    /// Sorted set of batch ids scored by when their first job was pushed (ms): `switchyard
+    /// batches`. Ids whose batch hash expired are dropped when read.
+    public var batches: String { prefix + "batches" }
     /// The dead-letter stream.
     public var dead: String { prefix + "dead" }
     /// The Pub/Sub channel on which the finish script publishes the id of every job that asked

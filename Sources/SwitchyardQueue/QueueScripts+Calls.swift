@@ -45,7 +45,7 @@ extension QueueScripts {
                 : []
             keys = [
                 k.lane(job.priority), k.delayed, k.idempotency(idempotencyKey), k.batch(batch), k.batchJobs(batch), k.stats, k.job(job.id),
-                k.result(job.id),
+                k.result(job.id), k.batches,
             ]
             arguments = [
                 job.id, json, job.maxAttempts, batch, idempotencyKey, configuration.idempotencyTTL.wholeSeconds, dueMs, member, nowMs,
@@ -70,8 +70,15 @@ extension QueueScripts {
         let arguments: [any RedisArgument]
 
         init(keys k: QueueKeys, consumer: String, count: Int) {
-            keys = k.lanes
-            arguments = [QueueKeys.group, consumer, count, k.prefix]
+            keys = [k.paused] + k.lanes
+            arguments = [QueueKeys.group, consumer, count, k.prefix] + JobPriority.inOrder.map(\.rawValue)
+        }
+
+        /// The reply: {{deliveries}, {paused lane names, '*' for the whole queue}}.
+        static func decode(_ reply: RESPValue) -> (deliveries: [Delivery], paused: Set<String>) {
+            let parts = reply.array ?? []
+            guard parts.count == 2 else { return ([], []) }
+            return (deliveries(parts[0]), Set((parts[1].array ?? []).compactMap(\.string)))
         }
     }
 
@@ -93,26 +100,28 @@ extension QueueScripts {
             starveGapMs: Int64,
             nowMs: Int64
         ) {
-            keys = k.lanes
-            // Fixed arguments first, then the two lists, each after its length.
+            keys = [k.paused] + k.lanes
+            // Fixed arguments first, then the two lists, each after its length, then the lane names.
             let fixed: [any RedisArgument] = [
                 QueueKeys.group, consumer, max(0, count), k.prefix, QueueKeys.parkedConsumer, routing.lookahead,
                 routing.longestWait.milliseconds, nowMs, nowMs + routing.claimTTL.milliseconds, max(1, cacheSize), routing.shareAfter,
                 mayLoad ? 1 : 0, max(1, starveGapMs),
             ]
-            arguments = fixed + [warm.count] + warm + [released.count] + released
+            arguments = fixed + [warm.count] + warm + [released.count] + released + JobPriority.inOrder.map(\.rawValue)
         }
 
-        /// The reply: {{deliveries}, {last entry id per lane}, wake in ms or -1, model claimed or ''}.
+        /// The reply: {{deliveries}, {last entry id per lane}, wake in ms or -1, model claimed or '',
+        /// {paused lane names}}.
         static func decode(_ reply: RESPValue) throws -> WarmTake {
             let parts = reply.array ?? []
-            guard parts.count == 4 else { throw RedisError(.unexpectedReply, "the warm take returned \(parts.count) parts, expected 4") }
+            guard parts.count == 5 else { throw RedisError(.unexpectedReply, "the warm take returned \(parts.count) parts, expected 5") }
             let wake = parts[2].int ?? -1
             return WarmTake(
                 deliveries: deliveries(parts[0]),
                 lastEntryIDs: (parts[1].array ?? []).compactMap(\.string),
                 wakeAfter: wake >= 0 ? .milliseconds(wake) : nil,
-                claimedModel: parts[3].string.flatMap { $0.isEmpty ? nil : $0 }
+                claimedModel: parts[3].string.flatMap { $0.isEmpty ? nil : $0 },
+                paused: Set((parts[4].array ?? []).compactMap(\.string))
             )
         }
     }
@@ -140,10 +149,14 @@ extension QueueScripts {
 
         mutating func append(_ completion: Completion, keys k: QueueKeys, json: [UInt8]) {
             let d = completion.delivery
-            keys += [k.result(d.jobID), k.batch(d.batch)]
+            keys += [k.result(d.jobID), k.batch(d.batch), k.failedJob(d.jobID)]
+            // What `retry <id>` needs, for a job that failed (rare: nothing for the others).
+            let failed =
+                completion.result.status == .failed && !d.payload.isEmpty
+                ? FailedJobRecord(lane: d.lane, maxAttempts: d.maxAttempts, payload: d.payload).bytes : []
             arguments += [
                 JobPriority.inOrder.firstIndex(of: d.lane)! + 1, d.entryID, completion.result.status.rawValue, json, d.batch.isEmpty ? "0" : "1",
-                completion.notify && !d.jobID.isEmpty ? d.jobID : "",
+                completion.notify && !d.jobID.isEmpty ? d.jobID : "", failed,
             ]
         }
     }
@@ -154,8 +167,8 @@ extension QueueScripts {
         let keys: [any RedisArgument]
         let arguments: [any RedisArgument]
 
-        init(_ delivery: Delivery, keys k: QueueKeys, dueMs: Int64) {
-            keys = [k.lane(delivery.lane), k.delayed, k.result(delivery.jobID), k.stats]
+        init(_ delivery: Delivery, keys k: QueueKeys, dueMs: Int64, record: AttemptRecord?, historyTTL: Duration) {
+            keys = [k.lane(delivery.lane), k.delayed, k.result(delivery.jobID), k.stats, k.attempts(delivery.jobID)]
             let member = DelayedMember(
                 lane: delivery.lane,
                 jobID: delivery.jobID,
@@ -164,7 +177,7 @@ extension QueueScripts {
                 batch: delivery.batch,
                 payload: delivery.payload
             )
-            arguments = [QueueKeys.group, delivery.entryID, dueMs, member.bytes]
+            arguments = [QueueKeys.group, delivery.entryID, dueMs, member.bytes, record?.jsonBytes ?? [], historyTTL.wholeSeconds]
         }
     }
 
@@ -303,4 +316,27 @@ struct DelayedMember {
         member.append(contentsOf: payload)
         bytes = member
     }
+}
+
+/// What `switchyard retry` needs of a job that failed: `lane \31 max \31 json`.
+struct FailedJobRecord {
+    let lane: JobPriority
+    let maxAttempts: Int
+    let payload: [UInt8]
+
+    init(lane: JobPriority, maxAttempts: Int, payload: [UInt8]) {
+        self.lane = lane
+        self.maxAttempts = maxAttempts
+        self.payload = payload
+    }
+
+    init?(_ bytes: [UInt8]) {
+        let parts = bytes.split(separator: 31, maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, let lane = JobPriority(rawValue: String(decoding: parts[0], as: UTF8.self)),
+            let max = Int(String(decoding: parts[1], as: UTF8.self))
+        else { return nil }
+        self.init(lane: lane, maxAttempts: max, payload: Array(parts[2]))
+    }
+
+    var bytes: [UInt8] { Array(lane.rawValue.utf8) + [31] + Array(String(maxAttempts).utf8) + [31] + payload }
 }

@@ -19,7 +19,8 @@ enum QueueScripts {
 
         """
 
-    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job record, result.
+    /// Push one job. KEYS: lane, delayed, idempotency, batch, batch jobs, stats, job record, result,
+    /// batches index.
     /// ARGV: id, json, max, batch, idempotency key, idempotency ttl, due ms, delayed-set member
     /// ('' when the job is due now), now ms, result ttl, model. Every key about the job lives until its result could have expired: its
     /// TTL is counted from its due time, so a job delayed for days keeps its idempotency key,
@@ -47,7 +48,11 @@ enum QueueScripts {
         end
         redis.call('SET', KEYS[7], ARGV[4], 'EX', ttl)
         if ARGV[4] ~= '' then
-          redis.call('HINCRBY', KEYS[4], 'total', 1)
+          if redis.call('HINCRBY', KEYS[4], 'total', 1) == 1 then
+            -- A new batch: listed for `switchyard batches`, the newest 10,000 kept.
+            redis.call('ZADD', KEYS[9], 'NX', now, ARGV[4])
+            redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -10001)
+          end
           redis.call('RPUSH', KEYS[5], ARGV[1])
           -- The batch lives as long as its longest-lived job: a TTL is raised, never lowered.
           for _, key in ipairs({KEYS[4], KEYS[5]}) do
@@ -59,34 +64,51 @@ enum QueueScripts {
         """
     )
 
-    /// Take up to COUNT new entries, lanes in priority order, skipping (and acknowledging) entries
-    /// whose job already has a final result, for example a cancelled one.
-    /// KEYS: lanes in order. ARGV: group, consumer, count, key prefix.
-    /// Returns {{lane index, entry id, fields}, ...}.
-    static let take = RedisScript(
+    /// Lua: `paused` maps the names of the paused lanes (and `*` for the whole queue) to true,
+    /// from the paused hash, KEYS[1]; `laneNames` are the lane names in order (ARGV after
+    /// `firstLaneName`).
+    static let pausedLanes = """
+        local pausedFields = redis.call('HKEYS', KEYS[1])
+        local paused = {}
+        for _, name in ipairs(pausedFields) do paused[name] = true end
+        local function isPaused(laneName) return paused['*'] == true or paused[laneName] == true end
+
         """
-        local out = {}
-        local want = tonumber(ARGV[3])
-        for i, lane in ipairs(KEYS) do
-          if want <= 0 then break end
-          local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', lane, '>')
-          if r then
-            for _, e in ipairs(r[1][2]) do
-              local f = e[2]
-              local id = nil
-              for k = 1, #f, 2 do if f[k] == 'id' then id = f[k + 1] end end
-              if id and redis.call('EXISTS', ARGV[4] .. 'result:' .. id) == 1 then
-                redis.call('XACK', lane, ARGV[1], e[1])
-                redis.call('XDEL', lane, e[1])
-              else
-                out[#out + 1] = {i, e[1], f}
-                want = want - 1
+
+    /// Take up to COUNT new entries, lanes in priority order, skipping (and acknowledging) entries
+    /// whose job already has a final result, for example a cancelled one. Paused lanes are
+    /// skipped.
+    /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, key prefix, then the
+    /// lane names in order.
+    /// Returns {{{lane index, entry id, fields}, ...}, {paused lane names (and '*')}}.
+    static let take = RedisScript(
+        pausedLanes + """
+            local out = {}
+            local want = tonumber(ARGV[3])
+            for i = 1, #KEYS - 1 do
+              local lane = KEYS[i + 1]
+              if want <= 0 then break end
+              -- (Lua 5.1 has no goto: the lane's work is wrapped in an if.)
+              if not isPaused(ARGV[4 + i]) then
+              local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', lane, '>')
+              if r then
+                for _, e in ipairs(r[1][2]) do
+                  local f = e[2]
+                  local id = nil
+                  for k = 1, #f, 2 do if f[k] == 'id' then id = f[k + 1] end end
+                  if id and redis.call('EXISTS', ARGV[4] .. 'result:' .. id) == 1 then
+                    redis.call('XACK', lane, ARGV[1], e[1])
+                    redis.call('XDEL', lane, e[1])
+                  else
+                    out[#out + 1] = {i, e[1], f}
+                    want = want - 1
+                  end
+                end
+              end
               end
             end
-          end
-        end
-        return out
-        """
+            return {out, pausedFields}
+            """
     )
 
     /// Take with warm-model routing. Candidates per lane are the entries parked earlier (pending
@@ -98,16 +120,17 @@ enum QueueScripts {
     /// gap (its model claimed); then warm ones; then the cold ones of one model, the oldest's, whose model this worker
     /// claims; and a worker that found nothing else shares a model whose away backlog exceeds
     /// `share after` jobs per worker holding it. A worker that may not load takes only warm ones.
-    /// Lanes are visited in priority order. Final entries (cancelled) are dropped on the way.
-    /// KEYS: lanes in order. ARGV: group, consumer, count, key prefix, parked consumer, lookahead,
+    /// Lanes are visited in priority order; paused ones are skipped. Final entries (cancelled) are
+    /// dropped on the way.
+    /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, key prefix, parked consumer, lookahead,
     /// longest wait ms, now ms, warm claim expiry ms, model cache size, share after (0: never),
     /// may load ('1': the worker has room to load a model), starve gap ms, then n and n warm
     /// models (most recently used first), then m and m models no longer warm here
-    /// (`QueueScripts.TakeWarm` builds them).
+    /// (`QueueScripts.TakeWarm` builds them), then the lane names in order.
     /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
-    /// model claimed or ''}.
+    /// model claimed or '', {paused lane names (and '*')}}.
     static let takeWarm = RedisScript(
-        modelOfJSON + """
+        modelOfJSON + pausedLanes + """
             local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
             local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
             local cacheSize, shareAfter, mayLoad, starveGap = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13])
@@ -119,7 +142,9 @@ enum QueueScripts {
               order[#order + 1] = m
               redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
             end
-            for i = 16 + nWarm, 15 + nWarm + tonumber(ARGV[15 + nWarm]) do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+            local nReleased = tonumber(ARGV[15 + nWarm])
+            for i = 16 + nWarm, 15 + nWarm + nReleased do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+            local firstLaneName = 16 + nWarm + nReleased
             -- Routing workers are alive: the reclaim keeps parked entries in place rather than hand them back.
             redis.call('SET', prefix .. 'routing', me, 'PX', math.max(1, tonumber(expiry) - now))
             local elsewhere = {}
@@ -140,8 +165,10 @@ enum QueueScripts {
             local time = redis.call('TIME')
             local serverMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
             local function queuedFor(entry) return serverMs - (tonumber(string.match(entry, '^(%d+)')) or serverMs) end
-            for i, lane in ipairs(KEYS) do
+            for i = 1, #KEYS - 1 do
+              local lane = KEYS[i + 1]
               if want <= 0 then break end
+              if not isPaused(ARGV[firstLaneName + i - 1]) then
               local cands = {}
               local held = redis.call('XPENDING', lane, group, '-', '+', lookahead, parked)
               for _, p in ipairs(held) do
@@ -230,13 +257,14 @@ enum QueueScripts {
                   claim(best)
                 end
               end
+              end
             end
             local last = {}
-            for i, lane in ipairs(KEYS) do
-              local r = redis.call('XREVRANGE', lane, '+', '-', 'COUNT', 1)
+            for i = 1, #KEYS - 1 do
+              local r = redis.call('XREVRANGE', KEYS[i + 1], '+', '-', 'COUNT', 1)
               last[i] = r[1] and r[1][1] or '0-0'
             end
-            return {out, last, wake, claimed}
+            return {out, last, wake, claimed, pausedFields}
             """
     )
 
@@ -244,23 +272,26 @@ enum QueueScripts {
     /// count it, and acknowledge and delete the entry, all in one step. A job that asked to be
     /// announced (`Job.notify`) has its id published on the done channel, written or not: either
     /// way its result key now holds its final result.
-    /// KEYS: stats, done channel, the lanes in order, then per job: result key, batch key.
+    /// A job that failed keeps what `switchyard retry` needs (`QueueKeys.failedJob`).
+    /// KEYS: stats, done channel, the lanes in order, then per job: result key, batch key, failed
+    /// job key.
     /// ARGV: group, ttl, number of lanes, then per job: lane index (from 1), entry id, status,
-    /// result json, has batch (0/1), job id to publish ('' for none). Returns how many results
-    /// were written.
+    /// result json, has batch (0/1), job id to publish ('' for none), the failed job's record
+    /// ('' unless it failed). Returns how many results were written.
     static let finish = RedisScript(
         """
         local written = 0
         local lanes = tonumber(ARGV[3])
-        local n = (#KEYS - 2 - lanes) / 2
+        local n = (#KEYS - 2 - lanes) / 3
         for j = 0, n - 1 do
-          local a = 4 + j * 6
+          local a = 4 + j * 7
           local lane = KEYS[2 + tonumber(ARGV[a])]
-          local rkey, bkey = KEYS[3 + lanes + j * 2], KEYS[4 + lanes + j * 2]
+          local rkey, bkey = KEYS[3 + lanes + j * 3], KEYS[4 + lanes + j * 3]
           if redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
             written = written + 1
             redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
             if ARGV[a + 4] == '1' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, ARGV[a + 2], 1) end
+            if ARGV[a + 6] ~= '' then redis.call('SET', KEYS[5 + lanes + j * 3], ARGV[a + 6], 'EX', ARGV[2]) end
           end
           redis.call('XACK', lane, ARGV[1], ARGV[a + 1])
           redis.call('XDEL', lane, ARGV[a + 1])
@@ -270,8 +301,10 @@ enum QueueScripts {
         """
     )
 
-    /// Schedule a failed attempt's retry. KEYS: lane, delayed, result key, stats.
-    /// ARGV: group, entry id, due ms, delayed member. Returns 1 if scheduled, 0 if already final.
+    /// Schedule a failed attempt's retry, and record the attempt in the job's history.
+    /// KEYS: lane, delayed, result key, stats, attempts.
+    /// ARGV: group, entry id, due ms, delayed member, attempt record json ('' for none), history
+    /// ttl s. Returns 1 if scheduled, 0 if already final.
     static let retry = RedisScript(
         """
         -- An entry no longer pending for us was reclaimed or handed back: its next copy is in play.
@@ -279,6 +312,10 @@ enum QueueScripts {
         redis.call('XDEL', KEYS[1], ARGV[2])
         if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
         redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+        if ARGV[5] ~= '' then
+          redis.call('RPUSH', KEYS[5], ARGV[5])
+          redis.call('EXPIRE', KEYS[5], ARGV[6])
+        end
         redis.call('HINCRBY', KEYS[4], 'retried', 1)
         return 1
         """
@@ -366,6 +403,12 @@ enum QueueScripts {
               redis.call('HINCRBY', KEYS[3], 'dead', 1)
               dead = dead + 1
             else
+              if id ~= '' then
+                local akey = ARGV[9] .. 'attempts:' .. id
+                redis.call('RPUSH', akey, cjson.encode({attempt = attempt, outcome = 'lease_expired', finished = tonumber(ARGV[8]) / 1000,
+                  error = {code = 'lease_expired', message = 'the lease ran out (worker lost or cut off from Redis); run again'}}))
+                redis.call('EXPIRE', akey, ARGV[6])
+              end
               local copy = {'id', id, 'attempt', attempt + 1, 'max', max, 'batch', h['batch'] or ''}
               if h['model'] then
                 copy[#copy + 1] = 'model'

@@ -64,15 +64,27 @@ extension Worker {
 
     /// Jobs in queue order: the take script, then a blocking read when it finds nothing.
     private func takeInOrder(free: Int, start: (Delivery) -> Void) async throws {
-        var deliveries = try await queue.take(consumer: configuration.id, count: free)
+        let take = try await queue.takeNotingPauses(consumer: configuration.id, count: free)
+        var deliveries = take.deliveries
+        notePaused(take.paused)
         if deliveries.isEmpty {
-            deliveries = try await cancellableRead {
-                try await self.queue.waitForWork(
-                    on: self.blocking,
-                    consumer: self.configuration.id,
-                    count: free,
-                    block: self.configuration.blockTimeout
-                )
+            // The blocking read leaves paused lanes alone; a resume is seen by the next take.
+            let open = JobPriority.inOrder.filter { !take.paused.contains("*") && !take.paused.contains($0.rawValue) }
+            if open.isEmpty {
+                _ = try await cancellableRead { () -> [Delivery] in
+                    try await Task.sleep(for: min(self.configuration.blockTimeout, .seconds(1)))
+                    return []
+                }
+            } else {
+                deliveries = try await cancellableRead {
+                    try await self.queue.waitForWork(
+                        on: self.blocking,
+                        consumer: self.configuration.id,
+                        count: free,
+                        block: self.configuration.blockTimeout,
+                        lanes: open
+                    )
+                }
             }
         }
         // COUNT applies per stream, so a read over three lanes can bring up to three times
@@ -102,6 +114,7 @@ extension Worker {
             s.publishedWarm.formUnion(warm)
             if let claimed = take.claimedModel { s.publishedWarm.insert(claimed) }
         }
+        notePaused(take.paused)
         for delivery in take.deliveries { start(delivery) }
         if take.deliveries.isEmpty {
             var block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
@@ -110,6 +123,22 @@ extension Worker {
             if busy >= source.modelCacheSize { block = min(block, .milliseconds(100)) }
             let (after, wait) = (take.lastEntryIDs, block)
             _ = try await cancellableRead { try await self.queue.waitForNewEntries(on: self.blocking, after: after, block: wait) }
+        }
+    }
+
+    /// Logs when lanes are paused or resumed (`switchyard queue pause`), once per change.
+    func notePaused(_ paused: Set<String>) {
+        let before = state.withLock { s -> Set<String> in
+            defer { s.pausedLanes = paused }
+            return s.pausedLanes
+        }
+        guard before != paused else { return }
+        if paused.contains("*") {
+            logger.info("the queue is paused: taking no new jobs until `switchyard queue resume`")
+        } else if !paused.isEmpty {
+            logger.info("lanes paused: \(paused.sorted().joined(separator: ", ")); taking jobs from the others")
+        } else {
+            logger.info("the queue is resumed: taking jobs again")
         }
     }
 

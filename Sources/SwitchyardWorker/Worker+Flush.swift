@@ -136,8 +136,12 @@ extension Worker {
             for outcome in outcomes {
                 s.inFlight[outcome.delivery.key] = nil
                 s.writeFailures[outcome.delivery.key] = nil
+                // Jobs that ended here, not attempts: a retry or a hand-back is not one.
+                switch outcome {
+                case .finished, .dead: s.processed += 1
+                case .retry, .forget: break
+                }
             }
-            s.processed += outcomes.count
         }
         slotFreed.notify()
     }
@@ -163,7 +167,7 @@ extension Worker {
         for outcome in outcomes {
             switch outcome {
             case .finished(let completion): completions.append(completion)
-            case .retry(let delivery, let delay): try await queue.retry(delivery, after: delay)
+            case .retry(let delivery, let delay, let record): try await queue.retry(delivery, after: delay, record: record)
             case .dead(let delivery, let reason, let result): try await queue.deadLetter(delivery, reason: reason, result: result)
             case .forget: break
             }

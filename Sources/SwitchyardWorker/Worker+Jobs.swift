@@ -198,18 +198,54 @@ extension Worker {
         case nil:
             failure = (error as? JobFailure) ?? JobFailure(code: "executor_error", message: "\(error)")
         }
-        let info = JobResult.ErrorInfo(code: failure.code, message: failure.message)
+        // What the provider asked for (`Retry-After`), bounded: a broken header must not park a
+        // job for a year.
+        let asked = failure.retryable ? failure.retryAfter.map { min($0, Self.longestRetryAfter) } : nil
+        let info = JobResult.ErrorInfo(code: failure.code, message: failure.message, retryAfter: asked.map(Self.secondsOf))
+        let target = (executor as? any CacheTargetReporting)?.cacheTarget(for: job) ?? job.model
         if !failure.retryable {
+            failureLog.record(
+                .failed,
+                code: failure.code,
+                "job \(job.id) failed on attempt \(delivery.attempt) of \(delivery.maxAttempts) at \(target): \(failure.code): \(failure.message)"
+            )
             return .finished(Completion(delivery: delivery, result: result(job, delivery, .failed, started: started, error: info)))
         }
         if delivery.attempt >= delivery.maxAttempts {
-            let reason = "failed on attempt \(delivery.attempt) of \(delivery.maxAttempts): \(failure)"
+            var reason = "failed on attempt \(delivery.attempt) of \(delivery.maxAttempts): \(failure)"
+            if let asked { reason += " (the provider asked to retry after \(Self.describe(asked)))" }
+            failureLog.record(.dead, code: failure.code, "job \(job.id) dead-lettered at \(target): \(reason)")
             return .dead(delivery, reason: reason, result: result(job, delivery, .dead, started: started, error: info))
         }
         var delay = queue.configuration.retryBackoff.delay(attempt: delivery.attempt)
-        if let asked = failure.retryAfter, asked > delay { delay = min(asked, queue.configuration.retryBackoff.cap) }
-        logger.debug("job \(job.id) attempt \(delivery.attempt) failed (\(failure)); retrying in \(delay)")
-        return .retry(delivery, after: delay)
+        // The next attempt comes no earlier than the provider asked, even past the backoff's cap.
+        if let asked, asked > delay { delay = asked }
+        failureLog.record(
+            .retried,
+            code: failure.code,
+            "job \(job.id) attempt \(delivery.attempt) of \(delivery.maxAttempts) failed at \(target): \(failure.code): \(failure.message); "
+                + "retrying in \(Self.describe(delay))\(asked != nil && delay == asked ? " (as the provider asked)" : "")"
+        )
+        let record = AttemptRecord(
+            attempt: delivery.attempt,
+            outcome: "retried",
+            worker: configuration.id,
+            started: started,
+            finished: Date().timeIntervalSince1970,
+            error: info
+        )
+        return .retry(delivery, after: delay, record: record)
+    }
+
+    /// The longest `Retry-After` a retry waits for: a day.
+    static let longestRetryAfter = Duration.seconds(86_400)
+
+    static func secondsOf(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+    /// "1.5 s", "120 s".
+    static func describe(_ d: Duration) -> String {
+        let s = secondsOf(d)
+        return s == s.rounded() ? "\(Int(s)) s" : String(format: "%.1f s", s)
     }
 
     private func result(
@@ -245,6 +281,7 @@ extension Worker {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.watchInterval)
             noteWatchTick()
+            failureLog.flushIfDue()
             let now = ContinuousClock.now
             let running = state.withLock { s -> [Delivery] in
                 var out: [Delivery] = []

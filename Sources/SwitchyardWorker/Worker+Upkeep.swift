@@ -112,11 +112,16 @@ extension Worker {
             return
         }
         let horizon = max(.seconds(30), queue.configuration.retryBackoff.cap)
-        let left = try await queue.remainingWork(dueWithin: horizon)
+        // Jobs on paused lanes are not this run's to wait for: a burst worker must not hang on them.
+        let paused = state.withLock { $0.pausedLanes }
+        let skipping = paused.contains("*") ? Set(JobPriority.inOrder) : Set(paused.compactMap(JobPriority.init(rawValue:)))
+        var left = try await queue.remainingWork(dueWithin: horizon, skipping: skipping)
+        if paused.contains("*") { left.delayedSoon = 0 }
         let idle = left.waiting == 0 && left.running == 0 && left.delayedSoon == 0 && inFlightCount == 0
         defer { idleBefore = idle }
         guard idle, idleBefore else { return }
-        logger.notice("burst: nothing left on the queue; stopping", metadata: ["processed": "\(processed)"])
+        let note = paused.isEmpty ? "" : " (paused: \(paused.sorted().joined(separator: ", ")); jobs there are left)"
+        logger.notice("burst: nothing left on the queue\(note); stopping", metadata: ["processed": "\(processed)"])
         beginDrain()
     }
 

@@ -29,6 +29,8 @@ public final class Worker: Service, Sendable {
     let cache: ResponseCache?
     let metrics: WorkerMetrics
     let logger: Logger
+    /// Failed attempts, retries and dead letters, rate-limited.
+    let failureLog: FailureLog
     let blocking: RedisConnection
     let state = Mutex(State())
     /// A job ended or its outcome was written: a slot may be free.
@@ -67,7 +69,8 @@ public final class Worker: Service, Sendable {
     /// What to tell the queue about a finished attempt.
     enum Outcome: Sendable {
         case finished(Completion)
-        case retry(Delivery, after: Duration)
+        /// A retry after the delay, with the attempt for the job's history.
+        case retry(Delivery, after: Duration, record: AttemptRecord?)
         case dead(Delivery, reason: String, result: JobResult?)
         /// Nothing to write (the lease was lost, or the job is handed back): just forget it.
         case forget(Delivery)
@@ -75,7 +78,7 @@ public final class Worker: Service, Sendable {
         var delivery: Delivery {
             switch self {
             case .finished(let c): return c.delivery
-            case .retry(let d, _), .dead(let d, _, _), .forget(let d): return d
+            case .retry(let d, _, _), .dead(let d, _, _), .forget(let d): return d
             }
         }
     }
@@ -106,6 +109,8 @@ public final class Worker: Service, Sendable {
         var registered = false
         /// When a heartbeat last reached Redis (for `health`).
         var lastHeartbeat: ContinuousClock.Instant?
+        /// The lanes the last take found paused (`*`: the whole queue).
+        var pausedLanes: Set<String> = []
         /// When the watch loop last ran; it starts with the worker (for `health`).
         var lastWatchTick = ContinuousClock.now
     }
@@ -126,6 +131,7 @@ public final class Worker: Service, Sendable {
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.id)"
         self.logger = logger
+        self.failureLog = FailureLog(logger: logger)
         // Blocking reads get a connection of their own, so they never hold a pooled one.
         self.blocking = RedisConnection(configuration: queue.redis.configuration, logger: logger)
     }

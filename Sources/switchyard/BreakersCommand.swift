@@ -116,7 +116,7 @@ enum ForceBreaker {
                     printError("unknown target '\(target)'; known: \(names.isEmpty ? "none (give --providers FILE)" : names)")
                     throw ExitCode(64)
                 }
-                let who = "\(ProcessInfo.processInfo.environment["USER"] ?? "operator")@\(ProcessInfo.processInfo.hostName)"
+                let who = operatorName()
                 let stamp = ISO8601DateFormatter().string(from: Date())
                 let status = try await resilience.breakers.force(target, order, note: "\(who) at \(stamp)\(note.isEmpty ? "" : ": \(note)")")
                 print("\(target.id): \(status.state.rawValue)")

@@ -52,7 +52,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "The model catalog, for /v1/models. Default: SWITCHYARD_MODELS_FILE.")
     var models: String?
 
+    @Option(help: "Log format on standard error: text (one line per event) or json (one JSON object per line, for log collectors).")
+    var logFormat: LogFormat = .text
+
     func run() async throws {
+        logFormat.bootstrap()
         let environment = ProcessInfo.processInfo.environment
         let base = try redis.configuration()
         var configuration = CoordinatorConfiguration(host: host, port: port)

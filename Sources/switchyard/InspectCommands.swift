@@ -89,6 +89,12 @@ struct StatusCommand: AsyncParsableCommand {
                 return
             }
             print("queue \(status.queue)")
+            for (lane, info) in (status.paused ?? [:]).sorted(by: { $0.key < $1.key }) {
+                let since = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: info.at))
+                print(
+                    "  PAUSED: \(lane == "*" ? "the whole queue" : "lane \(lane)") (by \(info.by) at \(since)); workers take no new jobs from it until `switchyard queue resume`"
+                )
+            }
             print("  lane      waiting  pending  (of waiting: parked by warm-model routing)")
             for lane in status.lanes {
                 print(
@@ -189,6 +195,9 @@ struct CancelCommand: AsyncParsableCommand {
     @Option(help: "Cancel every unfinished job of this batch.")
     var batch: String?
 
+    @Flag(help: "Print one JSON object per job ({\"id\", \"outcome\": cancelled, already_final or unknown}) instead of text.")
+    var json = false
+
     func validate() throws {
         if ids.isEmpty && batch == nil { throw ValidationError("give job ids or --batch") }
     }
@@ -204,18 +213,28 @@ struct CancelCommand: AsyncParsableCommand {
             var cancelled = 0
             var unknown = 0
             for id in targets {
-                switch try await queue.cancel(jobID: id) {
+                let outcome = try await queue.cancel(jobID: id)
+                if json {
+                    let name: String
+                    switch outcome {
+                    case .cancelled: name = "cancelled"
+                    case .alreadyFinal: name = "already_final"
+                    case .unknown: name = "unknown"
+                    }
+                    print(String(decoding: JSONValue.object(["id": .string(id), "outcome": .string(name)]).jsonBytes, as: UTF8.self))
+                }
+                switch outcome {
                 case .cancelled:
                     cancelled += 1
-                    if batch == nil { print("\(id): cancelled") }
+                    if batch == nil && !json { print("\(id): cancelled") }
                 case .alreadyFinal:
-                    if batch == nil { print("\(id): already final, unchanged") }
+                    if batch == nil && !json { print("\(id): already final, unchanged") }
                 case .unknown:
                     unknown += 1
-                    print("\(id): unknown job (never pushed to this queue, or its record has expired); nothing written")
+                    if !json { print("\(id): unknown job (never pushed to this queue, or its record has expired); nothing written") }
                 }
             }
-            if batch != nil { print("cancelled \(cancelled) of \(targets.count) jobs") }
+            if batch != nil && !json { print("cancelled \(cancelled) of \(plural(targets.count, "job"))") }
             // Scripts can tell a typo from a job that was already done.
             if unknown > 0 { throw ExitCode(4) }
         }
@@ -251,10 +270,18 @@ struct DLQCommand: AsyncParsableCommand {
         var all = false
 
         func run() async throws {
+            if entries.isEmpty && !all { throw ValidationError("give entry ids (from `switchyard dlq list`) or --all") }
+            for entry in entries where !Self.isEntryID(entry) {
+                printError("'\(entry)' is not a dead letter's entry id (the entry_id of `switchyard dlq list`, like 1733100000000-0)")
+                throw ExitCode(64)
+            }
             try await withQueue(redis) { queue in
                 var targets = entries
                 if all { targets = try await queue.deadLetters(limit: 100_000).map(\.entryID) }
-                if targets.isEmpty { throw ValidationError("give entry ids or --all") }
+                if targets.isEmpty {
+                    print("no dead letters to retry on queue '\(queue.configuration.name)'")
+                    return
+                }
                 var retried = 0
                 for entry in targets {
                     if let id = try await queue.retryDeadLetter(entryID: entry) {
@@ -265,7 +292,15 @@ struct DLQCommand: AsyncParsableCommand {
                     }
                 }
                 FileHandle.standardError.write(Data("retried \(retried) of \(targets.count)\n".utf8))
+                if retried < targets.count { throw ExitCode(4) }
             }
+        }
+
+        /// `<ms>-<seq>` or `<ms>`: what XRANGE accepts as an id.
+        static func isEntryID(_ text: String) -> Bool {
+            let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+            return (1...2).contains(parts.count)
+                && parts.allSatisfy { !$0.isEmpty && $0.count <= 20 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }
         }
     }
 

@@ -42,18 +42,63 @@ struct JobCommand: AsyncParsableCommand {
             if let max = location.maxAttempts { object["max_attempts"] = .number(Double(max)) }
             if let batch = location.batch { object["batch"] = .string(batch) }
             if let payload { object["job"] = payload }
+            let attempts = Self.attempts(location)
+            if !attempts.isEmpty, let value = try? JSONValue.parse(Array(JSONEncoder().encode(attempts))) {
+                object["attempts"] = Self.redacted(value)
+            }
             if let result = location.result, let value = try? JSONValue.parse(Array(JSONEncoder().encode(result))) {
                 object["result"] = Self.redacted(value)
             }
             print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
         } else {
             print(Self.describe(location))
+            let attempts = Self.attempts(location)
+            if !attempts.isEmpty {
+                print("attempts:")
+                for a in attempts { print("  " + Self.describe(a)) }
+            }
             if let payload { print("payload: " + String(decoding: payload.jsonBytes, as: UTF8.self)) }
             if let result = location.result, let value = try? JSONValue.parse(Array(JSONEncoder().encode(result))) {
                 print("result: " + String(decoding: Self.redacted(value).jsonBytes, as: UTF8.self))
             }
         }
         if location.place == .unknown { throw ExitCode(4) }
+    }
+
+    /// Every attempt known: those that did not end the job, then the one that did (its result),
+    /// or the one running now.
+    static func attempts(_ l: JobLocation) -> [AttemptRecord] {
+        var all = l.attempts
+        if let r = l.result, r.attempts > 0, !all.contains(where: { $0.attempt == r.attempts && $0.outcome == r.status.rawValue }) {
+            all.append(
+                AttemptRecord(
+                    attempt: r.attempts,
+                    outcome: r.status.rawValue,
+                    worker: r.worker,
+                    started: r.timings.started,
+                    finished: r.timings.finished,
+                    error: r.error
+                )
+            )
+        } else if case .running(let worker, _) = l.place, let attempt = l.attempt {
+            all.append(AttemptRecord(attempt: attempt, outcome: "running", worker: worker))
+        }
+        return all
+    }
+
+    static func describe(_ a: AttemptRecord) -> String {
+        let time = ISO8601DateFormatter()
+        var parts = ["#\(a.attempt) \(a.outcome)"]
+        if let worker = a.worker { parts.append("on \(worker)") }
+        if let started = a.started { parts.append("started \(time.string(from: Date(timeIntervalSince1970: started)))") }
+        if let started = a.started, let finished = a.finished { parts.append(String(format: "ran %.2f s", max(0, finished - started))) }
+        if a.started == nil, let finished = a.finished { parts.append("at \(time.string(from: Date(timeIntervalSince1970: finished)))") }
+        if let error = a.error {
+            parts.append("\(error.code): \(error.message)")
+            if let after = error.retryAfter { parts.append("(the provider asked to retry after \(formatSeconds(after)))") }
+        }
+        if let next = a.nextAttemptAt { parts.append("next attempt due \(time.string(from: Date(timeIntervalSince1970: next)))") }
+        return parts.joined(separator: "  ")
     }
 
     static func state(_ place: JobLocation.Place) -> String {

@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
-import Synchronization
 import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
+import Synchronization
 
 struct PushCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -18,7 +18,8 @@ struct SwitchyardCommand: AsyncParsableCommand {
         subcommands: [
             UpCommand.self, DemoCommand.self, WorkerCommand.self, PushCommand.self, ResultsCommand.self, StatusCommand.self, CancelCommand.self,
             DLQCommand.self, BreakersCommand.self, CoordinatorCommand.self,
-            WorkersCommand.self, JobCommand.self, ProfileCommand.self, PingCommand.self, ConfigCommand.self, HealthCommand.self,
+            WorkersCommand.self, JobCommand.self, RetryCommand.self, QueueCommand.self, QueuesCommand.self, BatchesCommand.self,
+            DelayedCommand.self, ProfileCommand.self, PingCommand.self, ConfigCommand.self, HealthCommand.self,
         ]
     )
 }
@@ -56,6 +57,9 @@ struct PingCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "How many PINGs to time.")
     var count = 10
 
+    @Flag(help: "Print one JSON object ({\"redis_version\", \"url\", \"median_ms\", \"pings\"}) instead of text.")
+    var json = false
+
     func run() async throws {
         let configuration = try redis.configuration()
         let connection = RedisConnection(configuration: configuration.redis)
@@ -72,9 +76,21 @@ struct PingCommand: AsyncParsableCommand {
             }
             samples.sort()
             let median = samples[samples.count / 2]
+            if json {
+                let object: [String: JSONValue] = [
+                    "redis_version": .string(String(version)), "url": .string(configuration.redis.redactedURL),
+                    "median_ms": .number(ConfigCommand.seconds(median) * 1000), "pings": .number(Double(samples.count)),
+                ]
+                print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+                return
+            }
             print("Redis \(version) at \(configuration.redis.redactedURL): PING median \(format(median)) over \(samples.count)")
         } catch let error as RedisError {
-            print("error: \(error.message)")
+            if json {
+                print(String(decoding: JSONValue.object(["error": .string(error.message)]).jsonBytes, as: UTF8.self))
+            } else {
+                print("error: \(error.message)")
+            }
             throw ExitCode(2)
         }
     }
@@ -93,11 +109,31 @@ struct ConfigCommand: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
     func run() async throws {
         let configuration = try redis.configuration()
+        if json {
+            let r = configuration.redis
+            let object: [String: JSONValue] = [
+                "version": .string(Switchyard.version), "queue": .string(configuration.queue),
+                "redis": .object([
+                    "url": .string(r.redactedURL), "password_set": .bool(r.password != nil), "pool_size": .number(Double(r.poolSize)),
+                    "connect_timeout_s": .number(Self.seconds(r.connectTimeout)), "command_timeout_s": .number(Self.seconds(r.commandTimeout)),
+                ]),
+                "libcurl": .object([
+                    "version": .string(Curl.version), "http2": .bool(Curl.supportsHTTP2), "gzip": .bool(Curl.supportsGzip),
+                ]),
+            ]
+            print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+            return
+        }
         print("switchyard \(Switchyard.version)")
         print("redis:    \(configuration.redis.description)")
         print("queue:    \(configuration.queue)")
         print("libcurl:  \(Curl.version)  (http2: \(Curl.supportsHTTP2), gzip: \(Curl.supportsGzip))")
     }
+
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 }

@@ -125,6 +125,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "info"
 
+    @Option(help: "Log format on standard error: text (one line per event) or json (one JSON object per line, for log collectors).")
+    var logFormat: LogFormat = .text
+
     @Flag(
         help: """
             Exit 0 once the queue has nothing left: no job waiting or running on any lane, none delayed for the next 30 s, \
@@ -179,6 +182,7 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        logFormat.bootstrap()
         let configuration = try redis.configuration()
         if let healthPort { try HealthEndpoint.checkAvailable(host: healthHost, port: healthPort) }
         let (hardware, _) = try resolveProfile(name: profile, overrides: overrides)
@@ -191,6 +195,17 @@ struct WorkerCommand: AsyncParsableCommand {
         redisConfiguration.poolSize = max(redisConfiguration.poolSize, 4)
         let pool = RedisConnectionPool(configuration: redisConfiguration, logger: logger)
         defer { pool.shutDown() }
+        // A Redis that is down may come back, and the worker waits for it; a refused password
+        // will not fix itself: exit, so a supervisor shows the failure instead of a worker that
+        // loops on warnings.
+        do {
+            _ = try await pool.send("PING")
+        } catch let error as RedisError where error.code == .authenticationFailed {
+            printError("cannot authenticate to Redis: \(error.message)")
+            throw ExitCode(77)
+        } catch {
+            logger.warning("Redis does not answer yet (\(error)); the worker keeps trying")
+        }
         let jobExecutor: any JobExecutor
         var httpClient: HTTPClient?
         var resilience: Resilience?

@@ -91,7 +91,10 @@ struct PushScriptingTests {
         var lines = try String(contentsOf: out, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 2 && lines[0].contains(#""status":"succeeded""#) && lines[1].contains(#""status":"pending""#), "\(lines)")
 
-        let timedOut = try WorkerControlTests.cli(f, ["push", "--file", file.path, "--batch", "b-int", "--wait", "--wait-timeout", "1", "--out", out.path])
+        let timedOut = try WorkerControlTests.cli(
+            f,
+            ["push", "--file", file.path, "--batch", "b-int", "--wait", "--wait-timeout", "1", "--out", out.path]
+        )
         #expect(timedOut.code == 3 && timedOut.output.contains("(1 pending)"), "\(timedOut.output)")
         lines = try String(contentsOf: out, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 2 && lines[1].contains(#""status":"pending""#), "\(lines)")
