@@ -69,7 +69,9 @@ struct JobCommand: AsyncParsableCommand {
     /// or the one running now.
     static func attempts(_ l: JobLocation) -> [AttemptRecord] {
         var all = l.attempts
-        if let r = l.result, r.attempts > 0, !all.contains(where: { $0.attempt == r.attempts && $0.outcome == r.status.rawValue }) {
+        // (A job run again by `switchyard retry` counts its attempts from 1 again; the history
+        // keeps the earlier run's last attempt, so numbers may repeat.)
+        if let r = l.result, r.attempts > 0 {
             all.append(
                 AttemptRecord(
                     attempt: r.attempts,

@@ -122,7 +122,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Answers larger than this are not kept in the response cache.")
     var cacheMaxEntryBytes = "1mb"
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
     @Option(help: "Log format on standard error: text (one line per event) or json (one JSON object per line, for log collectors).")
