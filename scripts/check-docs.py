@@ -273,6 +273,7 @@ class HelpBook:
     def __init__(self, binary: str):
         self.binary = binary
         self.cache: dict[tuple, tuple[set, dict]] = {}
+        self.takes_arguments: set = set()  # the paths whose --help has an ARGUMENTS section
 
     def read(self, path: tuple) -> tuple[set, dict] | None:
         """(options, {subcommand: is_default}) of `switchyard <path…> --help`, None if unknown."""
@@ -290,6 +291,8 @@ class HelpBook:
             header = re.match(r"^([A-Z][A-Z ]+):", line)
             if header:
                 section = header.group(1)
+                if section == "ARGUMENTS":
+                    self.takes_arguments.add(path)
                 continue
             if section == "OPTIONS":
                 m = re.match(r"^  (?:-\w, )?(--[\w-]+)(?:/(--[\w-]+))?", line)
@@ -327,9 +330,11 @@ class HelpBook:
                 options, subcommands = read
                 options = options | group_options
                 continue
-            if subcommands and not any(subcommands.values()):  # a group without a default subcommand
-                where = " ".join(("switchyard",) + path)
-                return [f"'{word}' is not a subcommand of {where} (see {where} --help)"]
+            if subcommands:  # a group: the word must be a subcommand, or an argument of its default one
+                default = [name for name, is_default in subcommands.items() if is_default]
+                if not default or not self.read(path + (default[0],)) or path + (default[0],) not in self.takes_arguments:
+                    where = " ".join(("switchyard",) + path)
+                    return [f"'{word}' is not a subcommand of {where} (see {where} --help)"]
             break
         if subcommands:  # a group without its subcommand named: its default one takes the options
             default = [name for name, is_default in subcommands.items() if is_default]
@@ -400,6 +405,32 @@ def switchyard_invocations(command: str) -> list[list[str]]:
     return found
 
 
+def check_command_lines(help_book: HelpBook, extracted: dict, failures: Failures) -> int:
+    """Every switchyard command line of sh and console blocks and of inline code, against --help."""
+    checked = 0
+    for doc, (blocks, prose) in extracted.items():
+        for block in blocks:
+            if block.lang in SHELL_LANGS:
+                commands = logical_lines(block.text, block.line)
+            elif block.lang == "console":
+                commands = [(n, c) for n, c, _ in console_commands(block.text, block.line)]
+            else:
+                continue
+            for number, command in commands:
+                for words in switchyard_invocations(command):
+                    checked += 1
+                    for problem in help_book.check(words):
+                        failures.add(doc, number, problem)
+        prose_text = "\n".join(prose)
+        for match in re.finditer(r"`([^`]*\bswitchyard [^`]*)`", prose_text):
+            number = prose_text.count("\n", 0, match.start()) + 1
+            for words in switchyard_invocations(match.group(1).replace("\n", " ")):
+                checked += 1
+                for problem in help_book.check(words):
+                    failures.add(doc, number, f"{problem}, in `{' '.join(match.group(1).split())}`")
+    return checked
+
+
 # ---------------------------------------------------------------- running examples
 
 
@@ -417,19 +448,28 @@ class PrivateRedis:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 self.port = s.getsockname()[1]
-            log = open(self.directory / "redis.log", "wb")
-            self.process = subprocess.Popen(
-                [server, "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no", "--dir", str(self.directory)],
-                stdout=log, stderr=subprocess.STDOUT)
+            with open(self.directory / "redis.log", "wb") as log:
+                self.process = subprocess.Popen(
+                    [server, "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no", "--dir", str(self.directory)],
+                    stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and self.process.poll() is None:
-                try:
+                try:  # ours, not another server that holds the port: its process_id is our child's
                     with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as c:
-                        c.sendall(b"PING\r\n")
-                        if c.recv(16).startswith(b"+PONG"):
+                        c.sendall(b"INFO server\r\n")
+                        reply = b""
+                        while not re.search(rb"process_id:\d+\r\n", reply):
+                            chunk = c.recv(65536)
+                            if not chunk:
+                                break
+                            reply += chunk
+                        if f"process_id:{self.process.pid}\r\n".encode() in reply:
                             return
+                        if b"process_id:" in reply:
+                            break  # another server: try another port
                 except OSError:
-                    time.sleep(0.05)
+                    pass
+                time.sleep(0.05)
             self.stop()
         raise RuntimeError(f"redis-server did not start; see {self.directory / 'redis.log'}")
 
@@ -474,14 +514,12 @@ def excerpt(text: str, limit: int = 1200) -> str:
 
 
 class Runner:
-    def __init__(self, binary: str, redis: PrivateRedis, scratch: Path, failures: Failures, verbose: bool):
+    def __init__(self, bin_dir: Path, redis: PrivateRedis, scratch: Path, failures: Failures, verbose: bool):
         self.redis = redis
         self.scratch = scratch
         self.failures = failures
         self.verbose = verbose
-        self.bin_dir = scratch / "bin"
-        self.bin_dir.mkdir()
-        os.symlink(binary, self.bin_dir / "switchyard")
+        self.bin_dir = bin_dir
         self.examples = 0
         self.commands = 0
 
@@ -674,39 +712,8 @@ def main() -> int:
 
     started = time.monotonic()
     failures = Failures()
-    help_book = HelpBook(binary)
-    doc_texts = {doc: (ROOT / doc).read_text() for doc in DOCS}
-    extracted = {doc: extract_blocks(doc, text, failures) for doc, text in doc_texts.items()}
-
-    # Drift: every switchyard command line against --help.
-    checked = 0
-    for doc, (blocks, prose) in extracted.items():
-        for block in blocks:
-            if block.lang in SHELL_LANGS:
-                commands = logical_lines(block.text, block.line)
-            elif block.lang == "console":
-                commands = [(n, c) for n, c, _ in console_commands(block.text, block.line)]
-            else:
-                continue
-            for number, command in commands:
-                for words in switchyard_invocations(command):
-                    checked += 1
-                    for problem in help_book.check(words):
-                        failures.add(doc, number, problem)
-        prose_text = "\n".join(prose)
-        for match in re.finditer(r"`([^`]*\bswitchyard [^`]*)`", prose_text):
-            number = prose_text.count("\n", 0, match.start()) + 1
-            for words in switchyard_invocations(match.group(1).replace("\n", " ")):
-                checked += 1
-                for problem in help_book.check(words):
-                    failures.add(doc, number, f"{problem}, in `{' '.join(match.group(1).split())}`")
-
-    variables = check_variables(doc_texts, failures)
-
-    # The checked examples, against a private Redis.
     scratch = Path(tempfile.mkdtemp(prefix="check-docs-"))
     redis = PrivateRedis(scratch)
-    runner = None
 
     def interrupted(signum, frame):
         redis.stop()
@@ -716,8 +723,17 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
     try:
+        # A copy of the binary, so that a build finishing meanwhile changes nothing under the checks.
+        bin_dir = scratch / "bin"
+        bin_dir.mkdir()
+        shutil.copy2(binary, bin_dir / "switchyard")
+        doc_texts = {doc: (ROOT / doc).read_text() for doc in DOCS}
+        extracted = {doc: extract_blocks(doc, text, failures) for doc, text in doc_texts.items()}
+        checked = check_command_lines(HelpBook(str(bin_dir / "switchyard")), extracted, failures)
+        variables = check_variables(doc_texts, failures)
+        # The checked examples, against a private Redis.
         redis.start()
-        runner = Runner(binary, redis, scratch, failures, args.verbose)
+        runner = Runner(bin_dir, redis, scratch, failures, args.verbose)
         for doc, (blocks, _) in extracted.items():
             runner.run_doc(doc, blocks)
     except RuntimeError as e:

@@ -57,7 +57,7 @@ public struct RetryPolicy: Sendable {
             retryable = false
         }
         guard retryable else { return .done }
-        guard attempt < maxAttempts else { return .giveUp(reason: "gave up after \(attempt) attempts") }
+        guard attempt < maxAttempts else { return .giveUp(reason: "gave up after \(attempt) attempt\(attempt == 1 ? "" : "s")") }
         let backoff = backoffDelay(attempt: attempt, random: random)
         if let response, let asked = Self.retryAfter(response, now: now) {
             if asked > maxRetryAfter {

@@ -39,15 +39,8 @@ struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(
-        level: Logger.Level,
-        message: Logger.Message,
-        metadata extra: Logger.Metadata?,
-        source: String,
-        file: String,
-        function: String,
-        line: UInt
-    ) {
+    func log(event: LogEvent) {
+        let (level, message, extra, source) = (event.level, event.message, event.metadata, event.source)
         var fields: [String: JSONValue] = [:]
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }

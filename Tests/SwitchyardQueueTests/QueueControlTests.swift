@@ -67,7 +67,10 @@ struct QueueControlTests {
         try await Self.pushFile(
             f,
             batch: "doomed",
-            [#"{"model": "echo", "prompt": "a"}"#, #"{"model": "echo", "prompt": "b", "priority": "high"}"#, #"{"model": "echo", "prompt": "c", "delay": 600}"#]
+            [
+                #"{"model": "echo", "prompt": "a"}"#, #"{"model": "echo", "prompt": "b", "priority": "high"}"#,
+                #"{"model": "echo", "prompt": "c", "delay": 600}"#,
+            ]
         )
         let refused = try await Self.cli(f, ["queue", "purge"])
         #expect(refused.code == 64 && refused.output.contains("add --yes"), "\(refused.output)")
@@ -109,7 +112,17 @@ struct QueueControlTests {
             ]
         )
         #expect(await eventually { (try? await f.queue.batchProgress("r").isComplete) == true })
-        #expect(try await f.queue.batchProgress("r") == { var p = BatchProgress(); p.total = 3; p.succeeded = 1; p.failed = 1; p.dead = 1; return p }())
+        #expect(
+            try await f.queue.batchProgress("r")
+                == {
+                    var p = BatchProgress()
+                    p.total = 3
+                    p.succeeded = 1
+                    p.failed = 1
+                    p.dead = 1
+                    return p
+                }()
+        )
 
         // Every attempt: the flaky job's failed first one (retried), then its success.
         let flaky = Self.json(try await Self.cli(f, ["job", "r-2", "--json"]).output).first
