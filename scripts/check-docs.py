@@ -13,7 +13,8 @@ does not show on GitHub) makes the block a checked example:
 
     <!-- check: exit=64 stderr~="--lease: must be at least 500ms" -->
 
-Values with spaces go in double quotes. The block's kind decides what runs:
+Values with spaces go in quotes, by the shell's rules ("…" or '…'). The block's kind decides
+what runs:
 
   sh, bash or shell   The block runs as a bash script, one command per line (a line ending in \\
                       continues; comments and blank lines are skipped), in the Markdown file's
@@ -26,8 +27,9 @@ Values with spaces go in double quotes. The block's kind decides what runs:
                       CMD then runs like a one-line sh block.
   other, with run=    The block is the expected standard output of the command CMD (see OUTPUT).
 
-`switchyard` in a command is the built binary (on PATH); so are `swift run switchyard`,
-`.build/debug/switchyard` and `.build/release/switchyard`. Every example gets the private Redis
+`switchyard` in a command is a copy of the built binary (on PATH, taken at the start, so a build
+that lands meanwhile changes nothing); so are `swift run switchyard`, `.build/debug/switchyard`
+and `.build/release/switchyard`. Every example gets the private Redis
 in SWITCHYARD_REDIS_URL and a queue of its own in SWITCHYARD_QUEUE (docs-<file>-<line>); other
 SWITCHYARD_* variables of the caller's environment are removed.
 
@@ -51,7 +53,7 @@ as the usage lines after an error). In a shown line, "…" stands for any text (
 numbers that change from run to run).
 
 DRIFT CHECKS, over every sh, bash, shell and console block of the three files (checked or not)
-and every inline code span that starts with `switchyard `: each `switchyard <subcommand>
+and every inline code span that runs `switchyard`: each `switchyard <subcommand>
 [<subcommand>]` must exist, and each --option given to it must be one its --help lists
 (`up --worker-args …` is checked against `worker --help`). Every SWITCHYARD_* variable the three
 files name must appear in the Swift code (Sources, Benchmarks, Tests), or for variables of the
@@ -86,6 +88,7 @@ ANNOTATION = re.compile(r"^\s*<!--\s*check:(.*?)-->\s*$")
 PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")
 SWITCHYARD_WORD = re.compile(r"(?<![\w./-])(?:swift run switchyard|(?:\S*/)?\.build/(?:debug|release)/switchyard)(?![\w-])")
 IS_SWITCHYARD_COMMAND = re.compile(r"(?:^|[\s;&|(`'\"])switchyard(?:\s|$)")
+RUNNING: set = set()  # process groups of the examples running now, killed on an interrupt
 
 
 @dataclass
@@ -548,6 +551,7 @@ class Runner:
             script.append(f'echo $? >>"{out}/status"')
         process = subprocess.Popen(["bash", "-c", "\n".join(script)], env=env, cwd=cwd, start_new_session=True,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        RUNNING.add(process.pid)
         timed_out = False
         try:
             _, script_errors = process.communicate(timeout=timeout)
@@ -559,6 +563,7 @@ class Runner:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        RUNNING.discard(process.pid)
         statuses = (out / "status").read_text().split() if (out / "status").exists() else []
         results = []
         for n in range(len(commands)):
@@ -716,6 +721,11 @@ def main() -> int:
     redis = PrivateRedis(scratch)
 
     def interrupted(signum, frame):
+        for group in list(RUNNING):
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         redis.stop()
         shutil.rmtree(scratch, ignore_errors=True)
         sys.exit(130)

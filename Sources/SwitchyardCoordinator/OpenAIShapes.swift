@@ -92,7 +92,7 @@ struct OpenAIRequest: Sendable {
     init(_ endpoint: OpenAIEndpoint, body: JSONValue) throws {
         self.endpoint = endpoint
         guard let object = body.object else {
-            throw APIError(.badRequest, "the body must be a JSON object, got \(body.typeName)", code: "invalid_body")
+            throw APIError(.badRequest, "the body must be a JSON object, got \(body.brief)", code: "invalid_body")
         }
         var request: [String: JSONValue] = ["kind": .string(endpoint.kind.rawValue)]
         var parameters: [String: JSONValue] = [:]
@@ -186,17 +186,17 @@ struct OpenAIRequest: Sendable {
         case ("max_completion_tokens", .chat):
             guard value != .null else { return true }
             guard let n = value.integer, (1...1_000_000).contains(n) else {
-                throw Self.invalid(key, "expected a whole number from 1 to 1000000, got \(value)")
+                throw Self.invalid(key, "expected a whole number from 1 to 1000000, got \(value.brief)")
             }
             request["max_tokens"] = .number(Double(n))
         case ("stream", .chat), ("stream", .completion), ("stream", .image):
             guard value != .null else { return true }
-            guard let flag = value.bool else { throw Self.invalid(key, "expected true or false, got \(value.typeName)") }
+            guard let flag = value.bool else { throw Self.invalid(key, "expected true or false, got \(value.brief)") }
             if flag && endpoint == .image { throw Self.unsupported(key, "images are not streamed") }
             flags.stream = flag
         case ("stream_options", .chat), ("stream_options", .completion):
             guard value != .null else { return true }
-            guard let options = value.object else { throw Self.invalid(key, "expected an object, got \(value.typeName)") }
+            guard let options = value.object else { throw Self.invalid(key, "expected an object, got \(value.brief)") }
             for option in options.keys.sorted() {
                 guard option == "include_usage" || option == "include_obfuscation" else {
                     throw Self.invalid("stream_options.\(option)", "unknown field (known: include_usage)")
@@ -216,7 +216,7 @@ struct OpenAIRequest: Sendable {
             } else if value.array != nil {
                 throw Self.unsupported(key, "token arrays are not supported: send the text")
             } else {
-                throw Self.invalid(key, "expected a string, got \(value.typeName)")
+                throw Self.invalid(key, "expected a string, got \(value.brief)")
             }
         case ("prompt", .image):
             request["prompt"] = value
@@ -229,7 +229,7 @@ struct OpenAIRequest: Sendable {
             switch value {
             case .null, .string("float"): flags.base64 = false
             case .string("base64"): flags.base64 = true
-            default: throw Self.invalid(key, "expected 'float' or 'base64', got \(value)")
+            default: throw Self.invalid(key, "expected 'float' or 'base64', got \(value.brief)")
             }
         case ("n", .image):
             if value != .null { request["n"] = value }

@@ -58,11 +58,43 @@ public indirect enum FieldSchema: Sendable {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
             throw ConfigurationError(field: Self.path(context.codingPath + [key]), problem: "is missing")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw ConfigurationError(field: Self.path(context.codingPath), problem: "has the wrong type")
+        } catch let DecodingError.typeMismatch(type, context), let DecodingError.valueNotFound(type, context) {
+            // "expected a whole number, got a string "3"": what was wanted, and what is there.
+            let found = (try? JSONValue.parse(Array(data))).flatMap { Self.value(at: context.codingPath, in: $0) }
+            let got = found.map { ", got \($0.brief)" } ?? ""
+            throw ConfigurationError(field: Self.path(context.codingPath), problem: "must be \(Self.describe(type))\(got)")
         } catch let DecodingError.dataCorrupted(context) {
             throw ConfigurationError(field: Self.path(context.codingPath), problem: context.debugDescription)
         }
+    }
+
+    /// What a message calls a Swift type a field decodes to.
+    static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type, is Int64.Type, is Int32.Type, is UInt.Type, is Int?.Type: return "a whole number"
+        case is Double.Type, is Float.Type, is Double?.Type: return "a number"
+        case is String.Type, is String?.Type: return "a string"
+        case is Bool.Type, is Bool?.Type: return "true or false"
+        default:
+            let name = String(describing: type)
+            if name.hasPrefix("Array") || name.hasPrefix("[") { return "an array" }
+            return "an object"
+        }
+    }
+
+    /// The value at a decoder's coding path, if there is one.
+    static func value(at codingPath: [any CodingKey], in root: JSONValue) -> JSONValue? {
+        var current = root
+        for key in codingPath {
+            if let index = key.intValue {
+                guard let items = current.array, items.indices.contains(index) else { return nil }
+                current = items[index]
+            } else {
+                guard let next = current[key.stringValue] else { return nil }
+                current = next
+            }
+        }
+        return current
     }
 
     /// `providers[0].base_url`, from a decoder's coding path.

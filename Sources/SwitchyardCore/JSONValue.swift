@@ -81,4 +81,20 @@ public enum JSONValue: Sendable, Hashable, Codable {
     }
 
     public subscript(key: String) -> JSONValue? { object?[key] }
+
+    /// The value as a message shows what it got: `a string "3"`, `a number 2.5`, `true`, `null`,
+    /// `an array`, `an object` (a long string is cut at 40 characters).
+    public var brief: String {
+        switch self {
+        case .string(let s):
+            let shown = s.count > 40 ? String(s.prefix(40)) + "…" : s
+            var quoted: [UInt8] = []
+            JSONValue.string(shown).write(to: &quoted)
+            return "a string " + String(decoding: quoted, as: UTF8.self)
+        case .number(let n):
+            return "a number " + (n == n.rounded() && abs(n) < 1e15 ? String(Int64(n)) : String(n))
+        case .bool(let b): return b ? "true" : "false"
+        case .null, .array, .object: return typeName
+        }
+    }
 }

@@ -9,7 +9,7 @@ extension Job {
         } catch {
             throw JobValidationError(field: "(payload)", problem: error.description)
         }
-        guard let o = value.object else { throw JobValidationError(field: "(payload)", problem: "expected an object, got \(value.typeName)") }
+        guard let o = value.object else { throw JobValidationError(field: "(payload)", problem: "expected an object, got \(value.brief)") }
         var reader = FieldReader(object: o, path: "")
         version = try reader.int("v")
         id = try reader.string("id")
@@ -53,7 +53,7 @@ extension Job {
         notBefore = try reader.optionalNumber("not_before")
         var metadata: [String: String] = [:]
         for (k, v) in try reader.object("metadata") {
-            guard let s = v.string else { throw JobValidationError(field: "metadata.\(k)", problem: "expected a string, got \(v.typeName)") }
+            guard let s = v.string else { throw JobValidationError(field: "metadata.\(k)", problem: "expected a string, got \(v.brief)") }
             metadata[k] = s
         }
         self.metadata = metadata
@@ -303,7 +303,7 @@ struct FieldReader {
     let path: String
 
     private func mismatch(_ key: String, _ expected: String, _ value: JSONValue) -> JobValidationError {
-        JobValidationError(field: path + key, problem: "expected \(expected), got \(value.typeName)")
+        JobValidationError(field: path + key, problem: "expected \(expected), got \(value.brief)")
     }
 
     private func present(_ key: String) throws(JobValidationError) -> JSONValue {

@@ -64,27 +64,27 @@ extension Job {
         now: Double = Date().timeIntervalSince1970
     ) throws(JobValidationError) -> Job {
         guard let object = request.object else {
-            throw JobValidationError(field: "(line)", problem: "expected a JSON object, got \(request.typeName)")
+            throw JobValidationError(field: "(line)", problem: "expected a JSON object, got \(request.brief)")
         }
         if let unknown = object.keys.sorted().first(where: { !requestFields.contains($0) }) {
             throw JobValidationError(field: unknown, problem: "unknown field")
         }
         func string(_ key: String) throws(JobValidationError) -> String? {
             guard let value = object[key], value != .null else { return nil }
-            guard let s = value.string else { throw JobValidationError(field: key, problem: "expected a string, got \(value.typeName)") }
+            guard let s = value.string else { throw JobValidationError(field: key, problem: "expected a string, got \(value.brief)") }
             return s
         }
         func number(_ key: String, _ range: ClosedRange<Double>) throws(JobValidationError) -> Double? {
             guard let value = object[key], value != .null else { return nil }
             guard let n = value.number, range.contains(n) else {
-                throw JobValidationError(field: key, problem: "expected a number from \(range.lowerBound) to \(range.upperBound), got \(value)")
+                throw JobValidationError(field: key, problem: "expected a number from \(range.lowerBound) to \(range.upperBound), got \(value.brief)")
             }
             return n
         }
         func integer(_ key: String, _ range: ClosedRange<Int>) throws(JobValidationError) -> Int? {
             guard let value = object[key], value != .null else { return nil }
             guard let n = value.integer, range.contains(n) else {
-                throw JobValidationError(field: key, problem: "expected a whole number from \(range.lowerBound) to \(range.upperBound), got \(value)")
+                throw JobValidationError(field: key, problem: "expected a whole number from \(range.lowerBound) to \(range.upperBound), got \(value.brief)")
             }
             return n
         }
@@ -109,7 +109,7 @@ extension Job {
 
         var parameters: [String: JSONValue] = [:]
         if let p = object["parameters"], p != .null {
-            guard let o = p.object else { throw JobValidationError(field: "parameters", problem: "expected an object, got \(p.typeName)") }
+            guard let o = p.object else { throw JobValidationError(field: "parameters", problem: "expected an object, got \(p.brief)") }
             parameters = o
         }
         // Fields every provider adapter sets itself: refused here, where it is cheap, rather than
@@ -189,7 +189,7 @@ extension Job {
         if let raw = object["metadata"], raw != .null {
             guard let o = raw.object else { throw JobValidationError(field: "metadata", problem: "expected an object of strings") }
             for (k, v) in o {
-                guard let s = v.string else { throw JobValidationError(field: "metadata.\(k)", problem: "expected a string, got \(v.typeName)") }
+                guard let s = v.string else { throw JobValidationError(field: "metadata.\(k)", problem: "expected a string, got \(v.brief)") }
                 metadata[k] = s
             }
         }

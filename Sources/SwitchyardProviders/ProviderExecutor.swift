@@ -32,7 +32,7 @@ public struct ProviderExecutor: JobExecutor {
             guard built[configuration.name] == nil else {
                 throw ProviderError(.configuration, "provider '\(configuration.name)' is defined twice", provider: nil)
             }
-            let key = try Secret.load(environmentVariable: configuration.apiKeyEnv, file: configuration.apiKeyFile, environment: environment)
+            let key = try Self.apiKey(of: configuration, environment: environment)
             switch configuration.kind {
             case .openai: built[configuration.name] = OpenAICompatibleProvider(configuration: configuration, client: client, apiKey: key)
             case .leonardo: built[configuration.name] = LeonardoProvider(configuration: configuration, client: client, apiKey: key)
@@ -95,4 +95,13 @@ extension ProviderExecutor: CacheTargetReporting {
     }
 
     public func cacheTTL(for job: Job) -> Double? { file.models[job.model]?.cacheTTL }
+
+    /// The provider's API key; the error names the provider (a file with several must say whose).
+    static func apiKey(of configuration: ProviderConfiguration, environment: [String: String]) throws -> Secret? {
+        do {
+            return try Secret.load(environmentVariable: configuration.apiKeyEnv, file: configuration.apiKeyFile, environment: environment)
+        } catch {
+            throw ProviderError(.configuration, "provider '\(configuration.name)': \(error.message)", provider: configuration.name)
+        }
+    }
 }

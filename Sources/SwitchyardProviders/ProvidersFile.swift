@@ -296,7 +296,32 @@ public struct ProvidersFile: Sendable, Codable {
     /// every breaker, rate limit and price is in range. The error names the field.
     public func validate() throws {
         try breaker?.validate(path: "breaker")
+        if providers.isEmpty { throw ConfigurationError(field: "providers", problem: "is empty: name at least one provider") }
+        var names: [String: Int] = [:]
         for (i, provider) in providers.enumerated() {
+            let path = "providers[\(i)]"
+            if let first = names[provider.name] {
+                throw ConfigurationError(field: path + ".name", problem: "'\(provider.name)' is already the name of providers[\(first)]")
+            }
+            names[provider.name] = i
+            let scheme = provider.baseURL.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
+            guard scheme == "http" || scheme == "https", provider.baseURL.contains("://"), provider.baseURL.count > scheme.count + 3 else {
+                throw ConfigurationError(
+                    field: path + ".base_url",
+                    // Only the scheme: a URL can carry a password.
+                    problem: provider.baseURL.contains("://")
+                        ? "must be an http:// or https:// URL, not \(scheme)://…" : "must be an http:// or https:// URL"
+                )
+            }
+            guard (1...20).contains(provider.maxAttempts) else {
+                throw ConfigurationError(field: path + ".max_attempts", problem: "must be 1 to 20, got \(provider.maxAttempts)")
+            }
+            for (field, value) in [
+                ("connect_timeout_ms", provider.connectTimeoutMs), ("timeout_ms", provider.timeoutMs), ("poll_interval_ms", provider.pollIntervalMs),
+                ("poll_timeout_ms", provider.pollTimeoutMs),
+            ] where value < 1 {
+                throw ConfigurationError(field: path + "." + field, problem: "must be at least 1 ms, got \(value)")
+            }
             try provider.breaker?.validate(path: "providers[\(i)].breaker")
             try provider.rateLimit?.validate(path: "providers[\(i)].rate_limit")
             try provider.price?.validate(path: "providers[\(i)].price")

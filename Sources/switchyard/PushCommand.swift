@@ -117,7 +117,7 @@ struct PushCommand: AsyncParsableCommand {
             let outcomes: [PushOutcome]
             if let batchID {
                 // Before the first write, so an interrupted push can always be resumed.
-                FileHandle.standardError.write(Data("batch \(batchID): pushing \(jobs.count) jobs\n".utf8))
+                FileHandle.standardError.write(Data("batch \(batchID): pushing \(plural(jobs.count, "job"))\n".utf8))
             }
             do {
                 outcomes = try await queue.push(jobs)
@@ -149,7 +149,7 @@ struct PushCommand: AsyncParsableCommand {
             if let batchID {
                 FileHandle.standardError.write(
                     Data(
-                        "pushed \(jobs.count - duplicates) jobs as batch \(batchID)\(duplicates > 0 ? " (\(duplicates) already pushed or duplicate keys)" : "")\n"
+                        "pushed \(plural(jobs.count - duplicates, "job")) as batch \(batchID)\(duplicates > 0 ? " (\(duplicates) already pushed or duplicate keys)" : "")\n"
                             .utf8
                     )
                 )
@@ -320,7 +320,7 @@ struct PushCommand: AsyncParsableCommand {
         if !errors.isEmpty {
             for e in errors.prefix(20) { printError(e) }
             if errors.count > 20 { printError("... and \(errors.count - 20) more") }
-            printError("nothing was pushed: \(errors.count) bad lines")
+            printError("nothing was pushed: \(plural(errors.count, "bad line"))")
             throw ExitCode(65)
         }
         if jobs.isEmpty {

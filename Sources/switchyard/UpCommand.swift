@@ -275,7 +275,7 @@ struct UpCommand: AsyncParsableCommand {
         )
         let push =
             cluster.displayURL == cluster.redisURL
-            ? "push with: SWITCHYARD_REDIS_URL=\(cluster.displayURL) switchyard push ..."
+            ? "push with: SWITCHYARD_REDIS_URL=\(cluster.displayURL) switchyard push\(queueOption(redis)) ..."
             : "push with the --redis-url or SWITCHYARD_REDIS_URL you gave (its password is not shown)"
         say("cluster running at \(cluster.displayURL), executor \(cluster.executor); \(push); Ctrl-C stops it")
         if let dashboard = cluster.dashboardURL { say("dashboard: \(dashboard)") }

@@ -187,7 +187,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if let healthPort { try HealthEndpoint.checkAvailable(host: healthHost, port: healthPort) }
         let (hardware, _) = try resolveProfile(name: profile, overrides: overrides)
         let concurrency = self.concurrency ?? hardware.concurrency
-        guard concurrency >= 1 else { throw ValidationError("--concurrency: must be at least 1") }
+        guard (1...1024).contains(concurrency) else { throw ValidationError("--concurrency: must be from 1 to 1024, got \(concurrency)") }
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
         var logger = Logger(label: "switchyard.worker")
         logger.logLevel = level
@@ -195,17 +195,6 @@ struct WorkerCommand: AsyncParsableCommand {
         redisConfiguration.poolSize = max(redisConfiguration.poolSize, 4)
         let pool = RedisConnectionPool(configuration: redisConfiguration, logger: logger)
         defer { pool.shutDown() }
-        // A Redis that is down may come back, and the worker waits for it; a refused password
-        // will not fix itself: exit, so a supervisor shows the failure instead of a worker that
-        // loops on warnings.
-        do {
-            _ = try await pool.send("PING")
-        } catch let error as RedisError where error.code == .authenticationFailed {
-            printError("cannot authenticate to Redis: \(error.message)")
-            throw ExitCode(77)
-        } catch {
-            logger.warning("Redis does not answer yet (\(error)); the worker keeps trying")
-        }
         let jobExecutor: any JobExecutor
         var httpClient: HTTPClient?
         var resilience: Resilience?
@@ -268,7 +257,13 @@ struct WorkerCommand: AsyncParsableCommand {
             base: try parseDuration(retryBase, field: "--retry-base"),
             cap: try parseDuration(retryCap, field: "--retry-cap")
         )
+        guard queueConfiguration.retryBackoff.base <= queueConfiguration.retryBackoff.cap else {
+            throw ValidationError("--retry-base: \(retryBase) is more than --retry-cap (\(retryCap)); the first retry would already wait past the cap")
+        }
         queueConfiguration.resultTTL = try parseDuration(resultTTL, field: "--result-ttl")
+        guard queueConfiguration.resultTTL >= .seconds(1) else {
+            throw ValidationError("--result-ttl: must be at least 1s (results must outlive the waiters that read them), got \(resultTTL)")
+        }
         var workerConfiguration = WorkerConfiguration(concurrency: concurrency, profile: hardware.name, executorName: executor)
         // Model servers start (and an earlier worker's are stopped) only once this worker holds its id.
         if let manager = modelServers {
@@ -282,6 +277,10 @@ struct WorkerCommand: AsyncParsableCommand {
         if let resilience { workerConfiguration.resilienceCounters = { resilience.counters } }
         workerConfiguration.metrics = metricsRegistry
         if let workerID {
+            guard (1...200).contains(workerID.count), !workerID.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 32 || $0 == 127 } == true })
+            else {
+                throw ValidationError("--worker-id: must be 1 to 200 characters without spaces or control characters")
+            }
             guard !workerID.hasPrefix("~") else {
                 throw ValidationError("--worker-id: '\(workerID)': names starting with '~' are reserved by the queue")
             }
@@ -295,6 +294,17 @@ struct WorkerCommand: AsyncParsableCommand {
         workerConfiguration.maxResultBytes = try parseSize(maxResultBytes, field: "--max-result-bytes")
         workerConfiguration.abandonAfter = try parseDuration(abandonAfter, field: "--abandon-after")
 
+        // A Redis that is down may come back, and the worker waits for it; a refused password
+        // will not fix itself: exit, so a supervisor shows the failure instead of a worker that
+        // loops on warnings.
+        do {
+            _ = try await pool.send("PING")
+        } catch let error as RedisError where error.code == .authenticationFailed {
+            printError("cannot authenticate to Redis: \(error.message)")
+            throw ExitCode(77)
+        } catch {
+            logger.warning("Redis does not answer yet (\(error)); the worker keeps trying")
+        }
         let queue = JobQueue(configuration: queueConfiguration, redis: pool, logger: logger)
         var responseCache: ResponseCache?
         var cachePool: RedisConnectionPool?
