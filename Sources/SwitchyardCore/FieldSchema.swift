@@ -62,7 +62,10 @@ public indirect enum FieldSchema: Sendable {
             // "expected a whole number, got a string "3"": what was wanted, and what is there.
             let found = (try? JSONValue.parse(Array(data))).flatMap { Self.value(at: context.codingPath, in: $0) }
             let got = found.map { ", got \($0.brief)" } ?? ""
-            throw ConfigurationError(field: Self.path(context.codingPath), problem: "must be \(Self.describe(type))\(got)")
+            // A decoder of its own may say what it expected ("expected true, false or ...").
+            let expected =
+                context.debugDescription.hasPrefix("expected ") ? String(context.debugDescription.dropFirst(9)) : Self.describe(type)
+            throw ConfigurationError(field: Self.path(context.codingPath), problem: "must be \(expected)\(got)")
         } catch let DecodingError.dataCorrupted(context) {
             throw ConfigurationError(field: Self.path(context.codingPath), problem: context.debugDescription)
         }
@@ -106,5 +109,26 @@ public indirect enum FieldSchema: Sendable {
                 out += (out.isEmpty ? "" : ".") + key.stringValue
             }
         }
+    }
+}
+
+/// A setting that is one of a few names (`kind`, `scope`): decoding an unknown name fails with
+/// the names it may be (`must be one of openai, leonardo, runware, got "grpc"`).
+public protocol ConfigurationChoice: RawRepresentable, CaseIterable, Decodable where RawValue == String {}
+
+extension ConfigurationChoice {
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let raw = try container.decode(String.self)
+        guard let value = Self(rawValue: raw) else {
+            var quoted: [UInt8] = []
+            JSONValue.string(raw).write(to: &quoted)
+            throw DecodingError.dataCorruptedError(
+                in: container,
+                debugDescription:
+                    "must be one of \(Self.allCases.map(\.rawValue).joined(separator: ", ")), got \(String(decoding: quoted, as: UTF8.self))"
+            )
+        }
+        self = value
     }
 }

@@ -84,7 +84,10 @@ extension Job {
         func integer(_ key: String, _ range: ClosedRange<Int>) throws(JobValidationError) -> Int? {
             guard let value = object[key], value != .null else { return nil }
             guard let n = value.integer, range.contains(n) else {
-                throw JobValidationError(field: key, problem: "expected a whole number from \(range.lowerBound) to \(range.upperBound), got \(value.brief)")
+                throw JobValidationError(
+                    field: key,
+                    problem: "expected a whole number from \(range.lowerBound) to \(range.upperBound), got \(value.brief)"
+                )
             }
             return n
         }

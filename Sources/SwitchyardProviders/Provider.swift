@@ -13,7 +13,7 @@ public protocol Provider: Sendable {
 
 /// How to reach one provider. Read from the providers file (JSON); see docs/CONFIGURATION.md.
 public struct ProviderConfiguration: Sendable, Codable, Hashable {
-    public enum Kind: String, Sendable, Codable, Hashable {
+    public enum Kind: String, Sendable, Codable, Hashable, ConfigurationChoice {
         /// OpenAI-compatible: OpenRouter, llama.cpp's llama-server, mlx_lm.server, vLLM, Ollama's /v1.
         case openai
         case leonardo
@@ -52,7 +52,7 @@ public struct ProviderConfiguration: Sendable, Codable, Hashable {
     /// localhost, say), so each worker keeps its own breaker and limits for it.
     public var scope: Scope
 
-    public enum Scope: String, Sendable, Codable, Hashable {
+    public enum Scope: String, Sendable, Codable, Hashable, ConfigurationChoice {
         case cluster, worker
     }
 

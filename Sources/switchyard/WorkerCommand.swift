@@ -258,7 +258,9 @@ struct WorkerCommand: AsyncParsableCommand {
             cap: try parseDuration(retryCap, field: "--retry-cap")
         )
         guard queueConfiguration.retryBackoff.base <= queueConfiguration.retryBackoff.cap else {
-            throw ValidationError("--retry-base: \(retryBase) is more than --retry-cap (\(retryCap)); the first retry would already wait past the cap")
+            throw ValidationError(
+                "--retry-base: \(retryBase) is more than --retry-cap (\(retryCap)); the first retry would already wait past the cap"
+            )
         }
         queueConfiguration.resultTTL = try parseDuration(resultTTL, field: "--result-ttl")
         guard queueConfiguration.resultTTL >= .seconds(1) else {
@@ -277,7 +279,8 @@ struct WorkerCommand: AsyncParsableCommand {
         if let resilience { workerConfiguration.resilienceCounters = { resilience.counters } }
         workerConfiguration.metrics = metricsRegistry
         if let workerID {
-            guard (1...200).contains(workerID.count), !workerID.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 32 || $0 == 127 } == true })
+            guard (1...200).contains(workerID.count),
+                !workerID.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 32 || $0 == 127 } == true })
             else {
                 throw ValidationError("--worker-id: must be 1 to 200 characters without spaces or control characters")
             }

@@ -49,16 +49,26 @@ struct ProvidersFileTests {
     }
 
     @Test func httpSettingsConfigureTheClient() throws {
-        let file = try load(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_connections_per_host": 4, "max_connections": 128, "http2": false}}"#)
+        let file = try load(
+            #"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_connections_per_host": 4, "max_connections": 128, "http2": false}}"#
+        )
         let configuration = try #require(try file.http?.clientConfiguration())
         #expect(configuration.maxConnectionsPerHost == 4 && configuration.maxConnections == 128 && configuration.http2 == false)
         #expect(configuration.connectionCacheSize >= 128)
-        #expect(message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_connection": 4}}"#).contains("'http.max_connection' is not a known setting"))
-        let inverted = try load(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_connections_per_host": 32, "max_connections": 8}}"#)
+        #expect(
+            message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_connection": 4}}"#).contains(
+                "'http.max_connection' is not a known setting"
+            )
+        )
+        let inverted = try load(
+            #"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_connections_per_host": 32, "max_connections": 8}}"#
+        )
         #expect(throws: ProviderError.self) { try inverted.http?.clientConfiguration() }
         let zero = try load(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_connections_per_host": 0}}"#)
         #expect(throws: ProviderError.self) { try zero.http?.clientConfiguration() }
-        let missing = try load(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"ca_file": "/nonexistent/ca.pem"}}"#)
+        let missing = try load(
+            #"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"ca_file": "/nonexistent/ca.pem"}}"#
+        )
         #expect {
             try missing.http?.clientConfiguration()
         } throws: { error in
@@ -67,9 +77,13 @@ struct ProvidersFileTests {
     }
 
     @Test func httpSizeLimitsAreCheckedFieldByField() throws {
-        let defaults = try #require(try load(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {}}"#).http?.clientConfiguration())
+        let defaults = try #require(
+            try load(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {}}"#).http?.clientConfiguration()
+        )
         #expect(defaults.maxResponseBodyBytes == 64 << 20 && defaults.maxEventBytes == 1 << 20)
-        let file = try load(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_response_bytes": 8388608, "max_event_bytes": 65536}}"#)
+        let file = try load(
+            #"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_response_bytes": 8388608, "max_event_bytes": 65536}}"#
+        )
         let configuration = try #require(try file.http?.clientConfiguration())
         #expect(configuration.maxResponseBodyBytes == 8 << 20 && configuration.maxEventBytes == 64 << 10)
         // A small number is more likely megabytes meant than a limit: refused, by name.
@@ -80,9 +94,17 @@ struct ProvidersFileTests {
             } throws: { error in
                 (error as? ProviderError)?.message == "field 'http.\(field)' must be at least 1024 (a number of bytes), got 64"
             }
-            #expect(message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"\#(field)": "64MB"}}"#).contains("field 'http.\(field)' must be "))
+            #expect(
+                message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"\#(field)": "64MB"}}"#).contains(
+                    "field 'http.\(field)' must be "
+                )
+            )
         }
-        #expect(message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_response_size": 1048576}}"#).contains("'http.max_response_size' is not a known setting"))
+        #expect(
+            message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}], "http": {"max_response_size": 1048576}}"#).contains(
+                "'http.max_response_size' is not a known setting"
+            )
+        )
     }
 
     /// Checked at load, before any worker starts: what would otherwise fail at the first job.
@@ -92,8 +114,11 @@ struct ProvidersFileTests {
             message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "ftp://user:hunter2@x"}]}"#)
                 .hasSuffix(": field 'providers[0].base_url' must be an http:// or https:// URL, not ftp://…")
         )
-        #expect(message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "localhost:8080"}]}"#).contains("must be an http:// or https:// URL"))
-        let twice = #"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}, {"name": "a", "kind": "openai", "base_url": "http://y"}]}"#
+        #expect(
+            message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "localhost:8080"}]}"#).contains("must be an http:// or https:// URL")
+        )
+        let twice =
+            #"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x"}, {"name": "a", "kind": "openai", "base_url": "http://y"}]}"#
         #expect(message(twice).contains("field 'providers[1].name' 'a' is already the name of providers[0]"))
         #expect(
             message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "timeout_ms": 0}]}"#)
