@@ -74,7 +74,7 @@ struct JSONTests {
         worker: "w",
         timings: .init(queued: 1.25, started: 2.5, finished: 3.75),
         usage: JobUsage(promptTokens: 3, completionTokens: 4, totalTokens: 7, images: 1),
-        error: .init(code: "c", message: "m"),
+        error: .init(code: "c", message: "m", retryAfter: 2.5),
         batch: "b",
         metadata: ["k": "v"],
         testExecutor: "echo",

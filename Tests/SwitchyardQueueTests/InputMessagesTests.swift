@@ -52,4 +52,13 @@ struct InputMessagesTests {
         #expect(output.contains(#"field 'max_attempts': expected a whole number from 1 to 100, got a string "3""#), "\(output)")
         #expect(output.contains("nothing was pushed: 1 bad line\n"), "\(output)")
     }
+
+    /// Shell completion comes from the command tree: it knows the queue-control commands.
+    @Test func completionScriptsCoverEveryCommand() throws {
+        for shell in ["bash", "zsh", "fish"] {
+            let (code, output) = try runSwitchyard(["--generate-completion-script", shell])
+            #expect(code == 0, "\(shell): \(output.prefix(300))")
+            for command in ["queue", "retry", "batches", "delayed", "job", "workers"] { #expect(output.contains(command), "\(shell): \(command)") }
+        }
+    }
 }

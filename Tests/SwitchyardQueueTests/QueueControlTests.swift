@@ -158,6 +158,10 @@ struct QueueControlTests {
             }
         )
 
+        // `processed` counts jobs that ended on the worker (five, the two retried ones twice), not
+        // attempts (eight).
+        #expect(await eventually { (try? await f.queue.workers().first { $0.id == "retrier" })??.processed == 5 })
+
         // Not retried: a success (exit 1), an unknown id (exit 4).
         let succeeded = try await Self.cli(f, ["retry", "r-2"])
         #expect(succeeded.code == 1 && succeeded.output.contains("ended succeeded; only failed or dead jobs are retried"), "\(succeeded.output)")
