@@ -148,6 +148,15 @@ public struct BatchProgress: Sendable, Hashable, Codable {
 
     public init() {}
 
+    /// From a batch hash's fields (`QueueKeys.batch`).
+    init(counts: [String: String]) {
+        total = counts["total"].flatMap(Int.init) ?? 0
+        succeeded = counts["succeeded"].flatMap(Int.init) ?? 0
+        failed = counts["failed"].flatMap(Int.init) ?? 0
+        dead = counts["dead"].flatMap(Int.init) ?? 0
+        cancelled = counts["cancelled"].flatMap(Int.init) ?? 0
+    }
+
     public var finished: Int { succeeded + failed + dead + cancelled }
     public var isComplete: Bool { total > 0 && finished >= total }
 }

@@ -172,6 +172,18 @@ extension JobQueue {
     /// Makes a delayed job due now and moves it (with any others due) onto its lane. Returns
     /// false when no delayed job has this id.
     public func promote(jobID: String) async throws -> Bool {
+        guard let (member, _) = try await delayedMember(jobID: jobID) else { return false }
+        // XX: only if it is still there (not promoted meanwhile).
+        let moved = try await redis.send("ZADD", keys.delayed, "XX", "CH", Self.nowMs(), member)
+        try moved.throwingServerError()
+        guard moved.int == 1 else { return false }
+        _ = try await promoteDue()
+        return true
+    }
+
+    /// The job's member of the delayed set and its due time (ms), found by scanning the set
+    /// (members are the entry's fields joined by the unit separator, the id second).
+    func delayedMember(jobID: String) async throws -> ([UInt8], Double)? {
         var cursor = "0"
         repeat {
             let reply = try await redis.send("ZSCAN", keys.delayed, cursor, "MATCH", "*\u{1F}\(Self.globEscaped(jobID))\u{1F}*", "COUNT", 1000)
@@ -180,19 +192,14 @@ extension JobQueue {
             cursor = parts.first?.string ?? "0"
             let members = parts.count > 1 ? parts[1].array ?? [] : []
             var i = 0
-            while i < members.count {
+            while i + 1 < members.count {
                 if let member = members[i].bytes, Self.delayedJob(member, dueMs: 0)?.id == jobID {
-                    // XX: only if it is still there (not promoted meanwhile).
-                    let moved = try await redis.send("ZADD", keys.delayed, "XX", "CH", Self.nowMs(), member)
-                    try moved.throwingServerError()
-                    guard moved.int == 1 else { return false }
-                    _ = try await promoteDue()
-                    return true
+                    return (member, Double(members[i + 1].string ?? "") ?? 0)
                 }
                 i += 2
             }
         } while cursor != "0"
-        return false
+        return nil
     }
 
     // MARK: - Batches
@@ -219,13 +226,7 @@ extension JobQueue {
                 gone.append(id)
                 continue
             }
-            var p = BatchProgress()
-            p.total = pairs["total"].flatMap(Int.init) ?? 0
-            p.succeeded = pairs["succeeded"].flatMap(Int.init) ?? 0
-            p.failed = pairs["failed"].flatMap(Int.init) ?? 0
-            p.dead = pairs["dead"].flatMap(Int.init) ?? 0
-            p.cancelled = pairs["cancelled"].flatMap(Int.init) ?? 0
-            out.append(BatchSummary(id: id, created: created, progress: p))
+            out.append(BatchSummary(id: id, created: created, progress: BatchProgress(counts: pairs)))
         }
         if !gone.isEmpty { _ = try? await redis.send(RedisCommand("ZREM", arguments: [keys.batches] + gone)) }
         return out

@@ -102,28 +102,13 @@ extension JobQueue {
             }
             return location
         }
-        // The delayed set: members are the entry's fields joined by \u{1F}.
-        var cursor = "0"
-        repeat {
-            let reply = try await redis.send("ZSCAN", keys.delayed, cursor, "MATCH", "*\u{1F}\(Self.globEscaped(jobID))\u{1F}*", "COUNT", 1000)
-            try reply.throwingServerError()
-            let parts = reply.array ?? []
-            cursor = parts.first?.string ?? "0"
-            let members = parts.count > 1 ? parts[1].array ?? [] : []
-            var i = 0
-            while i + 1 < members.count {
-                let fields = (members[i].string ?? "").split(separator: "\u{1F}", maxSplits: 5, omittingEmptySubsequences: false).map(String.init)
-                if fields.count == 6, fields[1] == jobID {
-                    location.place = .delayed(due: (Double(members[i + 1].string ?? "") ?? 0) / 1000)
-                    location.lane = fields[0]
-                    location.attempt = Int(fields[2])
-                    location.maxAttempts = Int(fields[3])
-                    location.job = Array(fields[5].utf8)
-                    return location
-                }
-                i += 2
-            }
-        } while cursor != "0"
+        if let (member, dueMs) = try await delayedMember(jobID: jobID), let delayed = Self.delayedJob(member, dueMs: dueMs) {
+            location.place = .delayed(due: delayed.due)
+            location.lane = delayed.lane
+            location.attempt = delayed.attempt
+            location.maxAttempts = delayed.maxAttempts
+            location.job = Array(member.split(separator: 31, maxSplits: 5, omittingEmptySubsequences: false).last ?? [])
+        }
         return location
     }
 

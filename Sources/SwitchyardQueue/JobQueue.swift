@@ -404,14 +404,7 @@ public final class JobQueue: Sendable {
     }
 
     public func batchProgress(_ batch: String) async throws -> BatchProgress {
-        let pairs = try await redis.send("HGETALL", keys.batch(batch)).stringPairs ?? [:]
-        var progress = BatchProgress()
-        progress.total = pairs["total"].flatMap(Int.init) ?? 0
-        progress.succeeded = pairs["succeeded"].flatMap(Int.init) ?? 0
-        progress.failed = pairs["failed"].flatMap(Int.init) ?? 0
-        progress.dead = pairs["dead"].flatMap(Int.init) ?? 0
-        progress.cancelled = pairs["cancelled"].flatMap(Int.init) ?? 0
-        return progress
+        BatchProgress(counts: try await redis.send("HGETALL", keys.batch(batch)).stringPairs ?? [:])
     }
 
     public func batchJobIDs(_ batch: String) async throws -> [String] {
