@@ -94,6 +94,13 @@ extension JobQueue {
         return replies[0].int ?? 0
     }
 
+    /// The paused lanes' names (`*`: the whole queue).
+    public func pausedLanes() async throws -> Set<String> {
+        let reply = try await redis.send("HKEYS", keys.paused)
+        try reply.throwingServerError()
+        return Set((reply.array ?? []).compactMap(\.string))
+    }
+
     /// The paused lanes (`*`: the whole queue) and who paused them.
     public func pauses() async throws -> [String: PauseInfo] {
         let reply = try await redis.send("HGETALL", keys.paused)

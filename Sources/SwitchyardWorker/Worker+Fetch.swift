@@ -85,6 +85,19 @@ extension Worker {
                         lanes: open
                     )
                 }
+                // A pause that came while the read was blocked: what it brought from a lane
+                // paused since goes back, no attempt counted (at the lane's end).
+                if !deliveries.isEmpty {
+                    let paused = try await queue.pausedLanes()
+                    if !paused.isEmpty {
+                        let held = deliveries.filter { paused.contains("*") || paused.contains($0.lane.rawValue) }
+                        if !held.isEmpty {
+                            try await queue.handBack(held)
+                            deliveries.removeAll { d in held.contains { $0.key == d.key } }
+                        }
+                        notePaused(paused)
+                    }
+                }
             }
         }
         // COUNT applies per stream, so a read over three lanes can bring up to three times
