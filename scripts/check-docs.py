@@ -305,6 +305,12 @@ class HelpBook:
                 m = re.match(r"^  ([a-z][\w-]*)( \(default\))?(?:\s|$)", line)
                 if m:
                     subcommands[m.group(1)] = bool(m.group(2))
+        if path == ():
+            # swift-argument-parser's root command takes --generate-completion-script without
+            # listing it in --help: count it when it works.
+            probe = subprocess.run([self.binary, "--generate-completion-script", "bash"], capture_output=True, timeout=20)
+            if probe.returncode == 0:
+                options.add("--generate-completion-script")
         self.cache[path] = (options, subcommands)
         return self.cache[path]
 
