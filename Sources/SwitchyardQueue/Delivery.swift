@@ -364,6 +364,18 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         self.nextAttemptAt = nextAttemptAt
     }
 
+    /// The attempt a final result describes (the run that ended the job).
+    public init(ended result: JobResult) {
+        self.init(
+            attempt: result.attempts,
+            outcome: result.status.rawValue,
+            worker: result.worker,
+            started: result.timings.started,
+            finished: result.timings.finished,
+            error: result.error
+        )
+    }
+
     enum CodingKeys: String, CodingKey {
         case attempt, outcome, worker, started, finished, error
         case nextAttemptAt = "next_attempt_at"

@@ -250,14 +250,7 @@ extension JobQueue {
             return try await isKnown(jobID: jobID) ? .notFinished : .unknown
         }
         guard let result = try? JSONDecoder().decode(JobResult.self, from: Data(raw)) else { return .payloadGone }
-        let history = AttemptRecord(
-            attempt: result.attempts,
-            outcome: result.status.rawValue,
-            worker: result.worker,
-            started: result.timings.started,
-            finished: result.timings.finished,
-            error: result.error
-        )
+        let history = AttemptRecord(ended: result)
         switch result.status {
         case .failed:
             guard let bytes = replies[1].bytes, let record = FailedJobRecord(bytes) else { return .payloadGone }
@@ -281,14 +274,14 @@ extension JobQueue {
             guard let entry = try await deadLetterEntry(jobID: jobID),
                 let lane = try await retryDeadLetter(entryID: entry.entryID).map({ _ in entry.lane })
             else { return .payloadGone }
-            try await appendHistory(jobID: jobID, history)
+            // (retryDeadLetter keeps the ended attempt in the history.)
             return .requeued(lane: lane)
         case .succeeded, .cancelled:
             return .notRetryable(status: result.status)
         }
     }
 
-    private func appendHistory(jobID: String, _ record: AttemptRecord) async throws {
+    func appendHistory(jobID: String, _ record: AttemptRecord) async throws {
         _ = try await redis.pipeline([
             RedisCommand("RPUSH", keys.attempts(jobID), record.jsonBytes),
             RedisCommand("EXPIRE", keys.attempts(jobID), (configuration.resultTTL + .seconds(3600)).wholeSeconds),
@@ -334,7 +327,7 @@ extension JobQueue {
     /// it walks the whole keyspace).
     public static func queueNames(on redis: RedisConnectionPool) async throws -> [String] {
         var names: Set<String> = []
-        for pattern in ["sy:{*}:stats", "sy:{*}:workers", "sy:{*}:lane:*"] {
+        for pattern in ["sy:{*}:stats", "sy:{*}:workers", "sy:{*}:lane:*", "sy:{*}:paused"] {
             var cursor = "0"
             repeat {
                 let reply = try await redis.send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)

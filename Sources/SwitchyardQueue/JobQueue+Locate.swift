@@ -65,6 +65,7 @@ extension JobQueue {
         if let bytes = first[0].bytes {
             location.place = .finished
             location.result = try? JSONDecoder().decode(JobResult.self, from: Data(bytes))
+            location.batch = location.result?.batch
             if let failed = first[3].bytes.flatMap(FailedJobRecord.init) {
                 location.lane = failed.lane.rawValue
                 location.maxAttempts = failed.maxAttempts

@@ -528,8 +528,23 @@ public final class JobQueue: Sendable {
     }
 
     /// Puts a dead letter back on its lane as a fresh job. Returns its job id, nil if no such entry.
+    /// The attempt that ended the job (its `dead` result) stays in the job's history.
     public func retryDeadLetter(entryID: String) async throws -> String? {
-        try await redis.evaluate(QueueScripts.RetryDeadLetter(entryID: entryID, keys: keys)).string
+        // The result, read before the script clears it, for the history.
+        let entry = try await redis.send("XRANGE", keys.dead, entryID, entryID)
+        try entry.throwingServerError()
+        let fields = entry.array?.first?.array?.last?.array ?? []
+        var jobID = ""
+        var i = 0
+        while i + 1 < fields.count {
+            if fields[i].string == "id" { jobID = fields[i + 1].string ?? "" }
+            i += 2
+        }
+        let ended = jobID.isEmpty ? nil : try await result(of: jobID)
+        let call = QueueScripts.RetryDeadLetter(entryID: entryID, keys: keys, recordTTL: configuration.resultTTL)
+        guard let id = try await redis.evaluate(call).string else { return nil }
+        if let ended, ended.status == .dead, !id.isEmpty { try await appendHistory(jobID: id, AttemptRecord(ended: ended)) }
+        return id
     }
 
     /// Deletes every dead letter. Returns how many there were.

@@ -51,7 +51,7 @@ public struct QueueKeys: Sendable, Hashable {
     /// coordinator). A hint only: a lost message costs a waiter its next poll, never a result.
     public var done: String { prefix + "done" }
     /// Hash of cumulative counters: pushed, succeeded, failed, dead, cancelled, retried, reclaimed,
-    /// unparked.
+    /// unparked, requeued (failed or dead jobs run again by `switchyard retry` or `dlq retry`).
     public var stats: String { prefix + "stats" }
     /// Sorted set of worker ids scored by last heartbeat (ms).
     public var workers: String { prefix + "workers" }

@@ -293,9 +293,9 @@ extension QueueScripts {
         let keys: [any RedisArgument]
         let arguments: [any RedisArgument]
 
-        init(entryID: String, keys k: QueueKeys) {
-            keys = [k.dead]
-            arguments = [entryID, k.prefix]
+        init(entryID: String, keys k: QueueKeys, recordTTL: Duration) {
+            keys = [k.dead, k.stats]
+            arguments = [entryID, k.prefix, recordTTL.wholeSeconds]
         }
     }
 }

@@ -535,8 +535,10 @@ enum QueueScripts {
         """
     )
 
-    /// Put a dead letter back on its lane as a fresh job (attempt 1), clearing its `dead` result.
-    /// KEYS: dead. ARGV: entry id, key prefix. Returns the job id, or false when there is no such entry.
+    /// Put a dead letter back on its lane as a fresh job (attempt 1), clearing its `dead` result;
+    /// its record lives again for the record ttl, and `requeued` counts it.
+    /// KEYS: dead, stats. ARGV: entry id, key prefix, record ttl s. Returns the job id, or false
+    /// when there is no such entry.
     static let retryDeadLetter = RedisScript(
         modelOfJSON + """
             local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
@@ -549,7 +551,9 @@ enum QueueScripts {
               redis.call('DEL', ARGV[2] .. 'result:' .. id)
               local bkey = ARGV[2] .. 'batch:' .. batch
               if batch ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'dead', -1) end
+              redis.call('SET', ARGV[2] .. 'job:' .. id, batch, 'EX', ARGV[3])
             end
+            redis.call('HINCRBY', KEYS[2], 'requeued', 1)
             redis.call('XADD', ARGV[2] .. 'lane:' .. lane, '*', 'id', id, 'attempt', 1, 'max', h['max'] or '3', 'batch', batch,
               'model', modelOf(h['job'] or ''), 'job', h['job'] or '')
             redis.call('XDEL', KEYS[1], ARGV[1])

@@ -202,7 +202,10 @@ extension Worker {
         // job for a year.
         let asked = failure.retryable ? failure.retryAfter.map { min($0, Self.longestRetryAfter) } : nil
         let info = JobResult.ErrorInfo(code: failure.code, message: failure.message, retryAfter: asked.map(Self.secondsOf))
-        let target = (executor as? any CacheTargetReporting)?.cacheTarget(for: job) ?? job.model
+        // A provider target names where the call went (`provider:remote/m1`); a local model's
+        // cache target is a long key (file, size, command line): its name says enough.
+        let reported = (executor as? any CacheTargetReporting)?.cacheTarget(for: job)
+        let target = reported.flatMap { $0.hasPrefix("provider:") && $0.count <= 200 ? $0 : nil } ?? job.model
         if !failure.retryable {
             failureLog.record(
                 .failed,

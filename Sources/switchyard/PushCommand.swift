@@ -69,6 +69,13 @@ struct PushCommand: AsyncParsableCommand {
     func validate() throws {
         if (prompt == nil) == (file == nil) { throw ValidationError("give exactly one of --prompt or --file") }
         if out != nil && !wait { throw ValidationError("--out needs --wait") }
+        // Found now, not after an hour's wait.
+        if let out, !FileManager.default.isWritableFile(atPath: out) {
+            let directory = URL(fileURLWithPath: out).deletingLastPathComponent().path
+            if FileManager.default.fileExists(atPath: out) || !FileManager.default.isWritableFile(atPath: directory) {
+                throw ValidationError("--out: cannot write \(out)")
+            }
+        }
         if !(1...100).contains(maxAttempts) { throw ValidationError("--max-attempts: must be from 1 to 100") }
         if !(timeout > 0 && timeout <= 86400) { throw ValidationError("--timeout: must be more than 0 and at most 86400 seconds") }
         if file != nil && (idempotencyKey != nil || delay != nil) {
@@ -202,7 +209,7 @@ struct PushCommand: AsyncParsableCommand {
                     p = BatchProgress(single: try await queue.result(of: ids[0]))
                 }
                 if let since = outageSince {
-                    printError("Redis is back after \(Int(Date().timeIntervalSince(since).rounded())) s; still waiting")
+                    printNote("Redis is back after \(Int(Date().timeIntervalSince(since).rounded())) s; still waiting")
                     outageSince = nil
                     backoff = 0.2
                 }
@@ -217,8 +224,8 @@ struct PushCommand: AsyncParsableCommand {
             } catch let error as RedisError {
                 if outageSince == nil {
                     outageSince = Date()
-                    printError(
-                        "Redis unreachable (\(error.message)); the jobs keep running, and this wait keeps trying until --wait-timeout (\(formatSeconds(waitTimeout)))"
+                    printNote(
+                        "warning: Redis unreachable (\(error.message)); the jobs keep running, and this wait keeps trying until --wait-timeout (\(formatSeconds(waitTimeout)))"
                     )
                 }
                 await interrupt.sleep(seconds: backoff)
@@ -261,7 +268,7 @@ struct PushCommand: AsyncParsableCommand {
         let queueOption = redis.queue.map { " --queue \($0)" } ?? ""
         switch end {
         case .interrupted:
-            printError("interrupted: the jobs keep running; fetch their results later with `\(later)\(queueOption)`")
+            printNote("interrupted: the jobs keep running; fetch their results later with `\(later)\(queueOption)`")
             throw ExitCode(130)
         case .timedOut:
             let missing = known.filter { $0 == nil }.count

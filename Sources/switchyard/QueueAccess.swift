@@ -39,6 +39,11 @@ func formatSeconds(_ seconds: Double) -> String {
     return String(format: "%.1f s", seconds)
 }
 
+/// A line on standard error that is not an error (progress, a note, a hint).
+func printNote(_ message: String) {
+    FileHandle.standardError.write(Data("\(message)\n".utf8))
+}
+
 func printError(_ message: String) {
     FileHandle.standardError.write(Data("error: \(message)\n".utf8))
 }

@@ -21,6 +21,8 @@ struct QueueCommand: AsyncParsableCommand {
         @Option(help: "Pause only this lane: high, default or low.")
         var lane: String?
 
+        func validate() throws { _ = try parseLane(lane) }
+
         func run() async throws {
             let lane = try parseLane(self.lane)
             try await withQueue(redis) { queue in
@@ -40,6 +42,8 @@ struct QueueCommand: AsyncParsableCommand {
         @OptionGroup var redis: RedisOptions
         @Option(help: "Resume only this lane: high, default or low.")
         var lane: String?
+
+        func validate() throws { _ = try parseLane(lane) }
 
         func run() async throws {
             let lane = try parseLane(self.lane)
@@ -171,8 +175,11 @@ struct BatchesCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object per batch, one per line.")
     var json = false
 
-    func run() async throws {
+    func validate() throws {
         guard (1...10_000).contains(limit) else { throw ValidationError("--limit: must be 1 to 10000, got \(limit)") }
+    }
+
+    func run() async throws {
         try await withQueue(redis) { queue in
             let batches = try await queue.recentBatches(limit: limit)
             if batches.isEmpty && !json { print("no batches on queue '\(queue.configuration.name)'") }
@@ -211,8 +218,11 @@ struct DelayedCommand: AsyncParsableCommand {
         @Option(parsing: .unconditional, help: "At most this many.")
         var limit = 50
 
-        func run() async throws {
+        func validate() throws {
             guard (1...100_000).contains(limit) else { throw ValidationError("--limit: must be 1 to 100000, got \(limit)") }
+        }
+
+        func run() async throws {
             try await withQueue(redis) { queue in
                 for job in try await queue.delayedJobs(limit: limit) { print(jsonLine(job)) }
             }
