@@ -61,7 +61,10 @@ public indirect enum FieldSchema: Sendable {
         } catch let DecodingError.typeMismatch(type, context), let DecodingError.valueNotFound(type, context) {
             // "expected a whole number, got a string "3"": what was wanted, and what is there.
             let found = (try? JSONValue.parse(Array(data))).flatMap { Self.value(at: context.codingPath, in: $0) }
-            let got = found.map { ", got \($0.brief)" } ?? ""
+            let path = Self.path(context.codingPath)
+            // A header or a key may hold a secret: its type only, never its value.
+            let secretive = ["header", "key", "token", "secret", "password", "auth"].contains { path.lowercased().contains($0) }
+            let got = found.map { ", got \(secretive ? $0.typeName : $0.brief)" } ?? ""
             // A decoder of its own may say what it expected ("expected true, false or ...").
             let expected =
                 context.debugDescription.hasPrefix("expected ") ? String(context.debugDescription.dropFirst(9)) : Self.describe(type)

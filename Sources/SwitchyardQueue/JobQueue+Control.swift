@@ -63,9 +63,10 @@ public enum RetryJobOutcome: Sendable, Hashable {
     case notFinished
     /// It ended with this status (succeeded, cancelled): only failed and dead jobs are retried.
     case notRetryable(status: JobResult.Status)
-    /// It failed, but what it needs to run again is gone (it failed before this version kept it,
-    /// or its record expired).
-    case payloadGone
+    /// It ended `failed` or `dead` (nil: its result cannot be read), but what it needs to run
+    /// again is gone (it ended before this version kept it, its record expired, or its dead letter
+    /// was purged).
+    case payloadGone(status: JobResult.Status?)
     case unknown
 }
 
@@ -180,12 +181,12 @@ extension JobQueue {
     /// false when no delayed job has this id.
     public func promote(jobID: String) async throws -> Bool {
         guard let (member, _) = try await delayedMember(jobID: jobID) else { return false }
-        // XX: only if it is still there (not promoted meanwhile).
-        let moved = try await redis.send("ZADD", keys.delayed, "XX", "CH", Self.nowMs(), member)
-        try moved.throwingServerError()
-        guard moved.int == 1 else { return false }
+        // Due before every other member (XX: only if it is still there), so the promote that
+        // follows moves it first however many others are overdue.
+        try await redis.send("ZADD", keys.delayed, "XX", 0, member).throwingServerError()
         _ = try await promoteDue()
-        return true
+        // Gone from the set: moved now, or by a worker's promote meanwhile.
+        return try await redis.send("ZSCORE", keys.delayed, member).isNull
     }
 
     /// The job's member of the delayed set and its due time (ms), found by scanning the set
@@ -249,43 +250,35 @@ extension JobQueue {
         guard let raw = replies[0].bytes else {
             return try await isKnown(jobID: jobID) ? .notFinished : .unknown
         }
-        guard let result = try? JSONDecoder().decode(JobResult.self, from: Data(raw)) else { return .payloadGone }
-        let history = AttemptRecord(ended: result)
+        guard let result = try? JSONDecoder().decode(JobResult.self, from: Data(raw)) else { return .payloadGone(status: nil) }
         switch result.status {
         case .failed:
-            guard let bytes = replies[1].bytes, let record = FailedJobRecord(bytes) else { return .payloadGone }
+            guard let bytes = replies[1].bytes, let record = FailedJobRecord(bytes) else { return .payloadGone(status: .failed) }
             let call = QueueScripts.RetryFailed(
                 jobID: jobID,
                 resultAsRead: raw,
                 batch: result.batch ?? "",
                 lane: record.lane,
                 keys: keys,
-                recordTTL: configuration.resultTTL
+                recordTTL: configuration.resultTTL,
+                ended: AttemptRecord(ended: result)
             )
             switch try await redis.evaluate(call).int {
-            case 1:
-                try await appendHistory(jobID: jobID, history)
-                return .requeued(lane: record.lane.rawValue)
+            case 1: return .requeued(lane: record.lane.rawValue)
             case 0: return try await retryJob(id: jobID)  // it changed meanwhile: look again
-            default: return .payloadGone
+            default: return .payloadGone(status: .failed)
             }
         case .dead:
             // Its payload is in the dead-letter stream (capped, newest last): look for its entry.
-            guard let entry = try await deadLetterEntry(jobID: jobID),
-                let lane = try await retryDeadLetter(entryID: entry.entryID).map({ _ in entry.lane })
-            else { return .payloadGone }
             // (retryDeadLetter keeps the ended attempt in the history.)
-            return .requeued(lane: lane)
+            if let entry = try await deadLetterEntry(jobID: jobID), try await retryDeadLetter(entryID: entry.entryID) != nil {
+                return .requeued(lane: entry.lane)
+            }
+            // Another retry may have run it again meanwhile: then it has not ended.
+            return try await redis.send("EXISTS", keys.result(jobID)).int == 0 ? .notFinished : .payloadGone(status: .dead)
         case .succeeded, .cancelled:
             return .notRetryable(status: result.status)
         }
-    }
-
-    func appendHistory(jobID: String, _ record: AttemptRecord) async throws {
-        _ = try await redis.pipeline([
-            RedisCommand("RPUSH", keys.attempts(jobID), record.jsonBytes),
-            RedisCommand("EXPIRE", keys.attempts(jobID), (configuration.resultTTL + .seconds(3600)).wholeSeconds),
-        ])
     }
 
     /// The newest dead letter of this job, scanning the stream from its newest entry.

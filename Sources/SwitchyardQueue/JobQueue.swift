@@ -541,10 +541,9 @@ public final class JobQueue: Sendable {
             i += 2
         }
         let ended = jobID.isEmpty ? nil : try await result(of: jobID)
-        let call = QueueScripts.RetryDeadLetter(entryID: entryID, keys: keys, recordTTL: configuration.resultTTL)
-        guard let id = try await redis.evaluate(call).string else { return nil }
-        if let ended, ended.status == .dead, !id.isEmpty { try await appendHistory(jobID: id, AttemptRecord(ended: ended)) }
-        return id
+        let record = ended.flatMap { $0.status == .dead ? AttemptRecord(ended: $0) : nil }
+        let call = QueueScripts.RetryDeadLetter(entryID: entryID, keys: keys, recordTTL: configuration.resultTTL, ended: record)
+        return try await redis.evaluate(call).string
     }
 
     /// Deletes every dead letter. Returns how many there were.
@@ -619,7 +618,16 @@ public final class JobQueue: Sendable {
             // A lane nobody pushed to has no stream (an error reply): nothing there.
             guard let info = Self.workersGroup(in: reply) else { continue }
             running += info["pending"]?.int ?? 0
-            if skipping.contains(where: { keys.lane($0) == lane }) { continue }
+            if skipping.contains(where: { keys.lane($0) == lane }) {
+                // Entries parked on a skipped (paused) lane wait there; they do not run.
+                let summary = try await redis.send("XPENDING", lane, QueueKeys.group)
+                for consumer in (summary.array ?? []).last?.array ?? [] {
+                    if let pair = consumer.array, pair.count == 2, pair[0].string == QueueKeys.parkedConsumer {
+                        running -= pair[1].int ?? Int(pair[1].string ?? "") ?? 0
+                    }
+                }
+                continue
+            }
             after.append((lane, info["last-delivered-id"]?.string ?? "0-0"))
         }
         var waiting = 0

@@ -168,7 +168,10 @@ extension QueueScripts {
         let arguments: [any RedisArgument]
 
         init(_ delivery: Delivery, keys k: QueueKeys, dueMs: Int64, record: AttemptRecord?, historyTTL: Duration) {
-            keys = [k.lane(delivery.lane), k.delayed, k.result(delivery.jobID), k.stats, k.attempts(delivery.jobID)]
+            keys = [
+                k.lane(delivery.lane), k.delayed, k.result(delivery.jobID), k.stats, k.attempts(delivery.jobID), k.job(delivery.jobID),
+                k.batch(delivery.batch), k.batchJobs(delivery.batch),
+            ]
             let member = DelayedMember(
                 lane: delivery.lane,
                 jobID: delivery.jobID,
@@ -293,9 +296,9 @@ extension QueueScripts {
         let keys: [any RedisArgument]
         let arguments: [any RedisArgument]
 
-        init(entryID: String, keys k: QueueKeys, recordTTL: Duration) {
+        init(entryID: String, keys k: QueueKeys, recordTTL: Duration, ended: AttemptRecord?) {
             keys = [k.dead, k.stats]
-            arguments = [entryID, k.prefix, recordTTL.wholeSeconds]
+            arguments = [entryID, k.prefix, recordTTL.wholeSeconds, ended?.jsonBytes ?? []]
         }
     }
 }

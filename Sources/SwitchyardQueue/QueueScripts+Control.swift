@@ -68,8 +68,10 @@ extension QueueScripts {
 
     /// Run a job that ended `failed` again: its result and failed-job record go, its batch counts
     /// it unfinished again, and it is queued on its lane as attempt 1 with the same payload.
-    /// KEYS: result, failed job, lane, batch, job record, stats. ARGV: the result as read (the
-    /// script does nothing if it changed meanwhile), job id, batch id, lane name, record ttl s.
+    /// The attempt that ended it goes to its history first.
+    /// KEYS: result, failed job, lane, batch, job record, stats, attempts. ARGV: the result as read
+    /// (the script does nothing if it changed meanwhile), job id, batch id, lane name, record ttl
+    /// s, the ended attempt's record (JSON).
     /// Returns 1 when queued, 0 when the result changed, -1 when the failed-job record is gone or
     /// names another lane.
     static let retryFailed = RedisScript(
@@ -80,6 +82,8 @@ extension QueueScripts {
             local lane, max, job = string.match(record, '^([^\\31]*)\\31([^\\31]*)\\31(.*)$')
             if lane ~= ARGV[4] then return -1 end
             redis.call('DEL', KEYS[1], KEYS[2])
+            redis.call('RPUSH', KEYS[7], ARGV[6])
+            redis.call('EXPIRE', KEYS[7], ARGV[5] + 3600)
             if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HINCRBY', KEYS[4], 'failed', -1) end
             redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'attempt', 1, 'max', max, 'batch', ARGV[3], 'model', modelOf(job), 'job', job)
             -- Known again while it runs: cancel and job find it.
@@ -107,9 +111,17 @@ extension QueueScripts {
         let keys: [any RedisArgument]
         let arguments: [any RedisArgument]
 
-        init(jobID: String, resultAsRead: [UInt8], batch: String, lane: JobPriority, keys k: QueueKeys, recordTTL: Duration) {
-            keys = [k.result(jobID), k.failedJob(jobID), k.lane(lane), k.batch(batch), k.job(jobID), k.stats]
-            arguments = [resultAsRead, jobID, batch, lane.rawValue, recordTTL.wholeSeconds]
+        init(
+            jobID: String,
+            resultAsRead: [UInt8],
+            batch: String,
+            lane: JobPriority,
+            keys k: QueueKeys,
+            recordTTL: Duration,
+            ended: AttemptRecord
+        ) {
+            keys = [k.result(jobID), k.failedJob(jobID), k.lane(lane), k.batch(batch), k.job(jobID), k.stats, k.attempts(jobID)]
+            arguments = [resultAsRead, jobID, batch, lane.rawValue, recordTTL.wholeSeconds, ended.jsonBytes]
         }
     }
 }

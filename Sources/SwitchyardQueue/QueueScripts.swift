@@ -301,10 +301,12 @@ enum QueueScripts {
         """
     )
 
-    /// Schedule a failed attempt's retry, and record the attempt in the job's history.
-    /// KEYS: lane, delayed, result key, stats, attempts.
+    /// Schedule a failed attempt's retry, and record the attempt in the job's history. The job's
+    /// record, batch and batch list live at least until its result could expire after the retry
+    /// (a long `Retry-After` must not outlive them).
+    /// KEYS: lane, delayed, result key, stats, attempts, job record, batch, batch jobs.
     /// ARGV: group, entry id, due ms, delayed member, attempt record json ('' for none), history
-    /// ttl s. Returns 1 if scheduled, 0 if already final.
+    /// ttl s (also the least TTL of the job's keys). Returns 1 if scheduled, 0 if already final.
     static let retry = RedisScript(
         """
         -- An entry no longer pending for us was reclaimed or handed back: its next copy is in play.
@@ -315,6 +317,11 @@ enum QueueScripts {
         if ARGV[5] ~= '' then
           redis.call('RPUSH', KEYS[5], ARGV[5])
           redis.call('EXPIRE', KEYS[5], ARGV[6])
+        end
+        local least = tonumber(ARGV[6])
+        for k = 6, 8 do
+          local ttl = redis.call('TTL', KEYS[k])
+          if ttl >= 0 and ttl < least then redis.call('EXPIRE', KEYS[k], least) end
         end
         redis.call('HINCRBY', KEYS[4], 'retried', 1)
         return 1
@@ -536,9 +543,11 @@ enum QueueScripts {
     )
 
     /// Put a dead letter back on its lane as a fresh job (attempt 1), clearing its `dead` result;
-    /// its record lives again for the record ttl, and `requeued` counts it.
-    /// KEYS: dead, stats. ARGV: entry id, key prefix, record ttl s. Returns the job id, or false
-    /// when there is no such entry.
+    /// its record lives again for the record ttl, `requeued` counts it, and the attempt that ended
+    /// it goes to its history first.
+    /// KEYS: dead, stats. ARGV: entry id, key prefix, record ttl s, the ended attempt's record
+    /// (JSON, '' for none; kept when the job's result is still `dead`). Returns the job id, or
+    /// false when there is no such entry.
     static let retryDeadLetter = RedisScript(
         modelOfJSON + """
             local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
@@ -552,6 +561,10 @@ enum QueueScripts {
               local bkey = ARGV[2] .. 'batch:' .. batch
               if batch ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'dead', -1) end
               redis.call('SET', ARGV[2] .. 'job:' .. id, batch, 'EX', ARGV[3])
+              if ARGV[4] ~= '' then
+                redis.call('RPUSH', ARGV[2] .. 'attempts:' .. id, ARGV[4])
+                redis.call('EXPIRE', ARGV[2] .. 'attempts:' .. id, ARGV[3] + 3600)
+              end
             end
             redis.call('HINCRBY', KEYS[2], 'requeued', 1)
             redis.call('XADD', ARGV[2] .. 'lane:' .. lane, '*', 'id', id, 'attempt', 1, 'max', h['max'] or '3', 'batch', batch,

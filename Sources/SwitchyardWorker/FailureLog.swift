@@ -53,11 +53,16 @@ final class FailureLog: Sendable {
         if let summary = state.withLock({ rollOver(&$0) }) { logger.warning("\(summary)") }
     }
 
+    /// Writes the count of what was left out now, interval over or not (the worker stops).
+    func flush() {
+        if let summary = state.withLock({ rollOver(&$0, force: true) }) { logger.warning("\(summary)") }
+    }
+
     /// Starts a new interval when the current one is over; returns the line counting what the
     /// ended one left out, if anything.
-    private func rollOver(_ s: inout State) -> String? {
+    private func rollOver(_ s: inout State, force: Bool = false) -> String? {
         let now = ContinuousClock.now
-        guard now - s.intervalStart >= interval else { return nil }
+        guard force || now - s.intervalStart >= interval else { return nil }
         defer {
             s = State()
             s.intervalStart = now

@@ -231,6 +231,7 @@ public final class Worker: Service, Sendable {
                 logger.warning("could not deregister (the registry entry runs out by itself): \(error)")
             }
         }
+        failureLog.flush()
         logger.info("worker stopped", metadata: ["processed": "\(processed)"])
     }
 

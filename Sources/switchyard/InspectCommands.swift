@@ -92,7 +92,7 @@ struct StatusCommand: AsyncParsableCommand {
             for (lane, info) in (status.paused ?? [:]).sorted(by: { $0.key < $1.key }) {
                 let since = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: info.at))
                 print(
-                    "  PAUSED: \(lane == "*" ? "the whole queue" : "lane \(lane)") (by \(info.by) at \(since)); workers take no new jobs from it until `switchyard queue resume`"
+                    "  PAUSED: \(lane == "*" ? "the whole queue" : "lane \(lane)") (by \(info.by) at \(since)); workers take no new jobs from it until `switchyard queue resume\(lane == "*" ? "" : " --lane \(lane)")`"
                 )
             }
             print("  lane      waiting  pending  (of waiting: parked by warm-model routing)")

@@ -13,6 +13,9 @@ struct PushCommand: AsyncParsableCommand {
             Each JSONL line is an object such as {"model": "qwen3-30b", "prompt": "..."} or
             {"kind": "embedding", "model": "e5", "input": ["a", "b"]}. Every line is checked before anything is
             pushed; an error names the line and the field. A file becomes one batch.
+            Exit status: 0 pushed (with --wait: every job succeeded), 2 Redis failed, 3 the wait timed out (or a result is
+            missing), 5 every job finished and some did not succeed, 64 a bad option, 65 a bad job, 73 --out could not be
+            written, 130 interrupted (Ctrl-C; the jobs keep running).
             """
     )
 
@@ -200,11 +203,16 @@ struct PushCommand: AsyncParsableCommand {
             }
             do {
                 let p: BatchProgress
-                if let batchID {
-                    p = try await queue.batchProgress(batchID)
+                if let batchID, case let counts = try await queue.batchProgress(batchID), counts.total > 0 {
+                    p = counts
                     // The batch's own count: a resumed push waits for the jobs of the earlier run
                     // too, and a duplicate idempotency key (a job outside the batch) is not counted.
                     if expected == nil { expected = p.total }
+                } else if batchID != nil {
+                    // No batch record (every line a duplicate key, or Redis came back empty):
+                    // wait for the jobs themselves.
+                    p = BatchProgress(results: try await queue.results(of: ids))
+                    expected = ids.count
                 } else {
                     p = BatchProgress(single: try await queue.result(of: ids[0]))
                 }
@@ -236,12 +244,15 @@ struct PushCommand: AsyncParsableCommand {
         progress?.finish()
         // What is known now: a few quick tries, so an outage at the very end still writes the file.
         var results: [JobResult?]?
-        for attempt in 0..<4 {
+        // Interrupted: one try only (a second Ctrl-C quits without writing).
+        let tries = end == .interrupted ? 1 : 4
+        if end == .interrupted && outageSince != nil { printNote("writing what is known (Ctrl-C again quits without writing)") }
+        for attempt in 0..<tries {
             do {
                 results = try await queue.results(of: ids)
                 break
             } catch let error as RedisError {
-                if attempt == 3 { printError("could not read the results (\(error.message)); writing every job as pending") }
+                if attempt == tries - 1 { printError("could not read the results (\(error.message)); writing every job as pending") }
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }
@@ -259,7 +270,7 @@ struct PushCommand: AsyncParsableCommand {
             }
             let pending = known.filter { $0 == nil }.count
             FileHandle.standardError.write(
-                Data("wrote \(ids.count) results to \(out)\(pending > 0 ? " (\(pending) pending)" : "")\n".utf8)
+                Data("wrote \(plural(ids.count, "result")) to \(out)\(pending > 0 ? " (\(pending) pending)" : "")\n".utf8)
             )
         } else {
             print(lines, terminator: "")
@@ -277,6 +288,14 @@ struct PushCommand: AsyncParsableCommand {
             )
             throw ExitCode(3)
         case .finished:
+            // Counted finished, yet a result is missing (expired, or lost with Redis's data).
+            let missing = known.filter { $0 == nil }.count
+            if missing > 0 {
+                printError(
+                    "\(plural(missing, "job")) of \(known.count) without a result (expired, or lost by Redis); `\(later)\(queueOption)` says more"
+                )
+                throw ExitCode(3)
+            }
             // Every job finished: 0 only when every one succeeded.
             let unsuccessful = known.compactMap { $0 }.filter { $0.status != .succeeded }
             if !unsuccessful.isEmpty {
@@ -339,6 +358,19 @@ struct PushCommand: AsyncParsableCommand {
 }
 
 extension BatchProgress {
+    /// The progress of some jobs, from their results (nil: not final yet).
+    init(results: [JobResult?]) {
+        self.init()
+        total = results.count
+        for result in results {
+            let one = BatchProgress(single: result)
+            succeeded += one.succeeded
+            failed += one.failed
+            dead += one.dead
+            cancelled += one.cancelled
+        }
+    }
+
     /// The progress of one job, from its result (nil: not final yet).
     init(single result: JobResult?) {
         self.init()

@@ -50,7 +50,12 @@ struct QueueCommand: AsyncParsableCommand {
             try await withQueue(redis) { queue in
                 let lifted = try await queue.resume(lane: lane)
                 if lifted == 0 {
-                    print("nothing to resume: \(lane.map { "lane \($0.rawValue)" } ?? "queue '\(queue.configuration.name)'") was not paused")
+                    let wholeQueuePaused = try await queue.pauses()["*"] != nil
+                    let whole = lane != nil && wholeQueuePaused
+                    print(
+                        "nothing to resume: \(lane.map { "lane \($0.rawValue)" } ?? "queue '\(queue.configuration.name)'") was not paused"
+                            + (whole ? " (the whole queue is: `switchyard queue resume` lifts that)" : "")
+                    )
                     return
                 }
                 print("resumed \(lane.map { "lane \($0.rawValue)" } ?? "queue '\(queue.configuration.name)'"): workers take its jobs again")
@@ -230,7 +235,10 @@ struct DelayedCommand: AsyncParsableCommand {
     }
 
     struct Promote: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Make a delayed job due now: it goes onto its lane at once.")
+        static let configuration = CommandConfiguration(
+            abstract: "Make a delayed job due now: it goes onto its lane at once.",
+            discussion: "Exit status 4 when no delayed job has this id."
+        )
         @OptionGroup var redis: RedisOptions
         @Argument(help: "The job id.")
         var id: String
@@ -276,8 +284,10 @@ struct RetryCommand: AsyncParsableCommand {
                 case .notRetryable(let status):
                     printError("\(id): ended \(status.rawValue); only failed or dead jobs are retried (push it again to run it anew)")
                     worst = max(worst, 1)
-                case .payloadGone:
-                    printError("\(id): failed, but its payload is no longer kept (expired, or the dead letter was purged); push it again")
+                case .payloadGone(let status):
+                    printError(
+                        "\(id): ended \(status?.rawValue ?? "failed or dead"), but its payload is no longer kept (expired, or its dead letter was purged); push it again"
+                    )
                     worst = max(worst, 1)
                 case .unknown:
                     printError("\(id): unknown on queue '\(queue.configuration.name)' (never pushed here, or expired)")

@@ -16,7 +16,11 @@ import SwitchyardWorker
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
-        abstract: "Run a worker: take jobs from the queue, run them, write results. SIGTERM drains it."
+        abstract: "Run a worker: take jobs from the queue, run them, write results. SIGTERM drains it.",
+        discussion: """
+            Exit status 0 after a drain (SIGTERM, `workers drain`, or --burst with nothing left), 64 for a bad option, \
+            77 when Redis refuses the password (a Redis that is down is waited for).
+            """
     )
 
     @OptionGroup var redis: RedisOptions

@@ -208,4 +208,60 @@ struct QueueControlTests {
         let emptyAll = try await Self.cli(f, ["dlq", "retry", "--all"])
         #expect(emptyAll.code == 0 && emptyAll.output.contains("no dead letters to retry"), "\(emptyAll.output)")
     }
+
+    /// A promoted job goes first, however many others are overdue (the promote moves 500 at a
+    /// time).
+    @Test func aPromotedJobGoesBeforeAnOverdueBacklog() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let past = Int64(Date().timeIntervalSince1970 * 1000) - 60_000
+        var arguments: [any RedisArgument] = ["sy:{test}:delayed"]
+        for i in 0..<600 {
+            let json = String(decoding: chatJob("old \(i)").encodedJSON(), as: UTF8.self)
+            arguments += [past + Int64(i), "default\u{1F}old-\(i)\u{1F}1\u{1F}3\u{1F}\u{1F}" + json]
+        }
+        _ = try await f.pool.send(RedisCommand("ZADD", arguments: arguments))
+        var later = chatJob("later")
+        later.notBefore = Date().timeIntervalSince1970 + 3600
+        _ = try await f.queue.push(later)
+        let promoted = try await Self.cli(f, ["delayed", "promote", later.id])
+        #expect(promoted.code == 0, "\(promoted.output)")
+        let location = try await f.queue.locate(jobID: later.id)
+        #expect(location.place == .waiting(position: 1), "on its lane, first: \(location.place)")
+    }
+
+    /// A push whose jobs all were duplicates (no batch record) waits for the jobs themselves: it
+    /// never exits 0 with a pending line.
+    @Test func aWaitOnDuplicatesWaitsForTheJobsThemselves() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("dup-\(UUID().uuidString).jsonl")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try #"{"model": "echo", "prompt": "once", "idempotency_key": "k1"}"#.write(to: file, atomically: true, encoding: .utf8)
+        #expect(try await Self.cli(f, ["push", "--file", file.path]).code == 0)
+        let waiting = try await Self.cli(f, ["push", "--file", file.path, "--wait", "--wait-timeout", "1"])
+        #expect(waiting.code == 3 && waiting.output.contains(#""status":"pending""#), "no worker: still pending, exit 3: \(waiting.output)")
+        let worker = try WorkerProcess(redisURL: f.server.url, id: "dups", arguments: ["--queue", "test", "--executor", "echo"])
+        defer { worker.kill() }
+        let done = try await Self.cli(f, ["push", "--file", file.path, "--wait", "--wait-timeout", "30"])
+        #expect(done.code == 0 && done.output.contains(#""status":"succeeded""#), "\(done.output)")
+    }
+
+    /// A retry due later than the job's keys would live (a long `Retry-After` against a short
+    /// result TTL) keeps them: its record, batch and batch list outlive the retry's due time.
+    @Test func aLateRetryKeepsTheJobsKeysAlive() async throws {
+        let f = try QueueFixture { $0.resultTTL = .seconds(2) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        var job = chatJob("late")
+        job.batch = "short"
+        _ = try await f.queue.push(job)
+        let delivery = try #require(try await f.queue.take(consumer: "w", count: 1).first)
+        #expect(try await f.queue.retry(delivery, after: .seconds(60), record: AttemptRecord(attempt: 1, outcome: "retried")))
+        for key in ["sy:{test}:job:\(job.id)", "sy:{test}:batch:short", "sy:{test}:batchjobs:short", "sy:{test}:attempts:\(job.id)"] {
+            let ttl = try await f.pool.send("TTL", key).int ?? -2
+            #expect(ttl >= 60, "\(key) lives past the retry: \(ttl) s")
+        }
+    }
 }
