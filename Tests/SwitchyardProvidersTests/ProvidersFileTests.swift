@@ -128,7 +128,9 @@ struct ProvidersFileTests {
 
     /// A header's or key's value is never echoed in a type error: only its type.
     @Test func typeErrorsNeverEchoAHeaderValue() {
-        let text = message(#"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "headers": "Authorization: Bearer sk-or-v1-0123456789"}]}"#)
+        let text = message(
+            #"{"providers": [{"name": "a", "kind": "openai", "base_url": "http://x", "headers": "Authorization: Bearer sk-or-v1-0123456789"}]}"#
+        )
         #expect(text.contains("field 'providers[0].headers' must be an object, got a string") && !text.contains("sk-or"), "\(text)")
     }
 
