@@ -183,8 +183,12 @@ struct ResilienceProcessTests {
         let closed = try #require(try await cluster.breaker("first/m1"))
         #expect(closed["state"]?.string == "closed")
         #expect(closed["reason"]?.string == "2 of 2 probes succeeded")
-        // Jobs that arrived while the probes were out went to the second target.
-        #expect((Self.answeredBy(wave3)["first/m1"] ?? 0) >= 10, "\(Self.answeredBy(wave3))")
+        // Jobs that arrived while the probes were out went to the second target; once it is
+        // closed, every job goes to the first again. (How many of wave 3 the first answered
+        // depends on how long the probes took: no count is asserted for it.)
+        #expect((Self.answeredBy(wave3)["first/m1"] ?? 0) >= 2, "\(Self.answeredBy(wave3))")
+        let wave4 = try await cluster.run(10)
+        #expect(Self.answeredBy(wave4)["first/m1"] == 10, "\(Self.answeredBy(wave4))")
     }
 
     @Test("a 429 with Retry-After opens the breaker for every worker for at least that long")
