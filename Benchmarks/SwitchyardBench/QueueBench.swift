@@ -28,6 +28,22 @@ struct QueueBench: AsyncParsableCommand {
     @Option(help: "Also write the JSON report to this file.")
     var json: String?
 
+    @Flag(help: "Also run with the worker behind a TCP proxy that adds --latency each way (a remote Redis), beside the direct run.")
+    var viaProxy = false
+
+    @Option(help: "With --via-proxy: the delay the proxy adds each way, for example 50ms.")
+    var latency = "50ms"
+
+    /// One run's figures.
+    struct Figures {
+        var jobs = 0
+        var pushPerSecond = 0.0
+        var processingPerSecond = 0.0
+        var samples = 0
+        var p50 = 0.0
+        var p99 = 0.0
+    }
+
     func run() async throws {
         var server: RedisServer?
         let redisURL: String
@@ -40,11 +56,91 @@ struct QueueBench: AsyncParsableCommand {
         defer { server?.stop() }
         var redis = try RedisConfiguration(url: redisURL)
         redis.poolSize = 4
-
-        // Throughput: fill the queue, then let one worker process drain it.
-        let throughputQueue = "bench-\(UUID().uuidString.prefix(6))"
         let pool = RedisConnectionPool(configuration: redis)
         defer { pool.shutDown() }
+
+        let direct = try await measure(pool: pool, workerRedisURL: redisURL, jobs: jobs, samples: samples)
+        print("Queue: no-op jobs, one worker process, local Redis")
+        print(pad("measurement", 44) + "value")
+        print(pad("push rate (pipelined, \(jobs) jobs)", 44) + String(format: "%.0f jobs/s", direct.pushPerSecond))
+        print(pad("processing rate (concurrency \(concurrency))", 44) + String(format: "%.0f jobs/s   (target >= 20000)", direct.processingPerSecond))
+        print(pad("dispatch latency p50, idle worker", 44) + String(format: "%.3f ms   (target <= 0.5)", direct.p50))
+        print(pad("dispatch latency p99, idle worker", 44) + String(format: "%.3f ms   (target <= 2)", direct.p99))
+        var report: [String: Any] = [
+            "benchmark": "queue",
+            "jobs": jobs,
+            "concurrency": concurrency,
+            "samples": direct.samples,
+            "push_jobs_per_second": direct.pushPerSecond,
+            "processing_jobs_per_second": direct.processingPerSecond,
+            "dispatch_p50_ms": direct.p50,
+            "dispatch_p99_ms": direct.p99,
+        ]
+        if viaProxy {
+            guard let port = URL(string: redisURL)?.port, redisURL.hasPrefix("redis://127.0.0.1") || redisURL.hasPrefix("redis://localhost") else {
+                throw ValidationError("--via-proxy needs a Redis on 127.0.0.1 (the proxy forwards to loopback only)")
+            }
+            let delay = try parseMilliseconds(latency)
+            let proxy = try FaultProxy(target: port, faults: ["--delay-ms", String(delay)])
+            // Fewer jobs and samples: every round trip now costs twice the delay.
+            let far = try await measure(
+                pool: pool,
+                workerRedisURL: "redis://127.0.0.1:\(proxy.port)",
+                jobs: max(1000, jobs / 10),
+                samples: max(50, samples / 10),
+                idleGap: .milliseconds(4 * delay + 2)
+            )
+            print("")
+            print("Worker behind a proxy adding \(latency) each way (a remote Redis), beside the direct run")
+            print(pad("measurement", 44) + pad("direct", 16) + pad("via proxy", 16) + "ratio")
+            func row(_ name: String, _ a: Double, _ b: Double, _ unit: String) {
+                print(
+                    pad(name, 44) + pad(String(format: "%.1f %@", a, unit), 16) + pad(String(format: "%.1f %@", b, unit), 16)
+                        + String(format: "%.1fx", b / max(a, 1e-9))
+                )
+            }
+            row("processing rate", direct.processingPerSecond, far.processingPerSecond, "jobs/s")
+            row("dispatch latency p50", direct.p50, far.p50, "ms")
+            row("dispatch latency p99", direct.p99, far.p99, "ms")
+            report["via_proxy"] = [
+                "latency_each_way_ms": delay, "jobs": far.jobs, "samples": far.samples,
+                "processing_jobs_per_second": far.processingPerSecond, "dispatch_p50_ms": far.p50, "dispatch_p99_ms": far.p99,
+            ]
+        }
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+        if let json { try data.write(to: URL(fileURLWithPath: json)) }
+    }
+
+    /// "50ms", "0.1s" or "50" as whole milliseconds.
+    func parseMilliseconds(_ text: String) throws -> Int {
+        let value: Double?
+        if text.hasSuffix("ms") {
+            value = Double(text.dropLast(2))
+        } else if text.hasSuffix("s") {
+            value = Double(text.dropLast()).map { $0 * 1000 }
+        } else {
+            value = Double(text)
+        }
+        guard let value, value.isFinite, value >= 0, value <= 10_000 else {
+            throw ValidationError("--latency: '\(text)' is not a delay from 0 to 10s (examples: 50ms, 0.2s)")
+        }
+        return Int(value)
+    }
+
+    /// Throughput (fill a queue, let one worker drain it) and dispatch latency (one job at a time
+    /// to an idle worker), with the worker reaching Redis at `workerRedisURL`.
+    /// `idleGap`: the pause between samples, so the worker is back in its blocking read.
+    func measure(
+        pool: RedisConnectionPool,
+        workerRedisURL: String,
+        jobs: Int,
+        samples: Int,
+        idleGap: Duration = .milliseconds(2)
+    ) async throws -> Figures {
+        var figures = Figures()
+        figures.jobs = jobs
+        let throughputQueue = "bench-\(UUID().uuidString.prefix(6))"
         let queue = JobQueue(configuration: QueueConfiguration(name: throughputQueue), redis: pool)
         try await queue.ensureGroups()
         let batch = (0..<jobs).map { i in
@@ -53,10 +149,10 @@ struct QueueBench: AsyncParsableCommand {
         let clock = ContinuousClock()
         let pushStart = clock.now
         _ = try await queue.push(batch)
-        let pushSeconds = seconds(clock.now - pushStart)
+        figures.pushPerSecond = Double(jobs) / seconds(clock.now - pushStart)
 
         let worker = try WorkerProcess(
-            redisURL: redisURL,
+            redisURL: workerRedisURL,
             id: "bench-throughput",
             arguments: ["--queue", throughputQueue, "--executor", "noop", "--concurrency", String(concurrency), "--log-level", "warning"]
         )
@@ -67,14 +163,14 @@ struct QueueBench: AsyncParsableCommand {
         let results = try await queue.results(of: batch.map(\.id)).compactMap { $0 }
         let firstStart = results.compactMap(\.timings.started).min() ?? 0
         let lastFinish = results.compactMap(\.timings.finished).max() ?? 0
-        let processingRate = Double(results.count) / max(lastFinish - firstStart, 1e-6)
+        figures.processingPerSecond = Double(results.count) / max(lastFinish - firstStart, 1e-6)
 
         // Dispatch latency: an idle worker, one job at a time, push to start.
         let latencyQueue = "bench-\(UUID().uuidString.prefix(6))"
         let idleQueue = JobQueue(configuration: QueueConfiguration(name: latencyQueue), redis: pool)
         try await idleQueue.ensureGroups()
         let idle = try WorkerProcess(
-            redisURL: redisURL,
+            redisURL: workerRedisURL,
             id: "bench-latency",
             arguments: ["--queue", latencyQueue, "--executor", "noop", "--concurrency", "1", "--log-level", "warning"]
         )
@@ -91,31 +187,13 @@ struct QueueBench: AsyncParsableCommand {
                 result = try await idleQueue.result(of: job.id)
             }
             // Idle again: the worker is back in its blocking read before the next push.
-            try await Task.sleep(for: .milliseconds(2))
+            try await Task.sleep(for: idleGap)
             if i >= 20, let started = result?.timings.started { latencies.append((started - job.queuedAt) * 1000) }
         }
         latencies.sort()
-        let p50 = percentile(latencies, 50)
-        let p99 = percentile(latencies, 99)
-
-        print("Queue: no-op jobs, one worker process, local Redis")
-        print(pad("measurement", 44) + "value")
-        print(pad("push rate (pipelined, \(jobs) jobs)", 44) + String(format: "%.0f jobs/s", Double(jobs) / pushSeconds))
-        print(pad("processing rate (concurrency \(concurrency))", 44) + String(format: "%.0f jobs/s   (target >= 20000)", processingRate))
-        print(pad("dispatch latency p50, idle worker", 44) + String(format: "%.3f ms   (target <= 0.5)", p50))
-        print(pad("dispatch latency p99, idle worker", 44) + String(format: "%.3f ms   (target <= 2)", p99))
-        let report: [String: Any] = [
-            "benchmark": "queue",
-            "jobs": jobs,
-            "concurrency": concurrency,
-            "samples": latencies.count,
-            "push_jobs_per_second": Double(jobs) / pushSeconds,
-            "processing_jobs_per_second": processingRate,
-            "dispatch_p50_ms": p50,
-            "dispatch_p99_ms": p99,
-        ]
-        let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
-        if let json { try data.write(to: URL(fileURLWithPath: json)) }
+        figures.samples = latencies.count
+        figures.p50 = percentile(latencies, 50)
+        figures.p99 = percentile(latencies, 99)
+        return figures
     }
 }

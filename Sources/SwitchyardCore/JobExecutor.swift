@@ -89,14 +89,16 @@ public protocol WarmModelReporting: Sendable {
 ///
 /// Chat jobs get the last user message back; image jobs their prompt; embedding jobs a vector of
 /// text lengths. Metadata knobs make test jobs misbehave on purpose:
-/// `echo.sleep_ms` sleeps first; `echo.fail_attempts` fails that many first attempts (retryable);
-/// `echo.fail` = "fatal" fails for good.
+/// `echo.sleep_ms` sleeps first (`echo.sleep_ms_after_first` instead on every attempt after the
+/// first: a retry, a reclaimed run); `echo.fail_attempts` fails that many first attempts
+/// (retryable); `echo.fail` = "fatal" fails for good.
 public struct EchoExecutor: JobExecutor {
     public init() {}
     public var testExecutorName: String? { "echo" }
 
     public func execute(_ job: Job, context: JobContext) async throws -> JobOutput {
-        if let ms = job.metadata["echo.sleep_ms"].flatMap(Int.init), ms > 0 {
+        let later = context.attempt > 1 ? job.metadata["echo.sleep_ms_after_first"] : nil
+        if let ms = (later ?? job.metadata["echo.sleep_ms"]).flatMap(Int.init), ms > 0 {
             try await Task.sleep(for: .milliseconds(ms))
         }
         if let failing = job.metadata["echo.fail_attempts"].flatMap(Int.init), context.attempt <= failing {

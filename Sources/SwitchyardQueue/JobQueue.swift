@@ -213,14 +213,31 @@ public final class JobQueue: Sendable {
     /// result.
     @discardableResult
     public func finish(_ completions: [Completion], chunkSize: Int = 200, chunkBytes: Int = 4 << 20) async throws -> Int {
+        try await finishReportingFenced(completions, chunkSize: chunkSize, chunkBytes: chunkBytes).written
+    }
+
+    /// `finish`, and the ids of jobs whose result was fenced off: their entry was no longer
+    /// pending (the reclaim gave it to another attempt after this worker's lease ran out), so
+    /// nothing was written; the final result is (or will be) the other attempt's.
+    public func finishReportingFenced(
+        _ completions: [Completion],
+        chunkSize: Int = 200,
+        chunkBytes: Int = 4 << 20
+    ) async throws -> (written: Int, fenced: [String]) {
         var written = 0
+        var fenced: [String] = []
         var call = QueueScripts.Finish(keys: keys, resultTTL: configuration.resultTTL)
         var count = 0
         var bytes = 0
+        func send() async throws {
+            let reply = try await redis.evaluate(call).array ?? []
+            written += reply.first?.int ?? 0
+            fenced += reply.dropFirst().compactMap(\.string)
+        }
         for completion in completions {
             let json = completion.encodedResult ?? completion.result.encodedJSON()
             if count > 0 && (count >= chunkSize || bytes + json.count > chunkBytes) {
-                written += try await redis.evaluate(call).int ?? 0
+                try await send()
                 call = QueueScripts.Finish(keys: keys, resultTTL: configuration.resultTTL)
                 count = 0
                 bytes = 0
@@ -229,8 +246,8 @@ public final class JobQueue: Sendable {
             count += 1
             bytes += json.count
         }
-        if count > 0 { written += try await redis.evaluate(call).int ?? 0 }
-        return written
+        if count > 0 { try await send() }
+        return (written, fenced)
     }
 
     /// Schedules the next attempt of a failed delivery after `delay`, and adds `record` (this

@@ -156,7 +156,7 @@ extension QueueScripts {
                 ? FailedJobRecord(lane: d.lane, maxAttempts: d.maxAttempts, payload: d.payload).bytes : []
             arguments += [
                 JobPriority.inOrder.firstIndex(of: d.lane)! + 1, d.entryID, completion.result.status.rawValue, json, d.batch.isEmpty ? "0" : "1",
-                completion.notify && !d.jobID.isEmpty ? d.jobID : "", failed,
+                completion.notify && !d.jobID.isEmpty ? d.jobID : "", failed, d.jobID,
             ]
         }
     }

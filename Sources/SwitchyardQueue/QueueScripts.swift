@@ -269,7 +269,11 @@ enum QueueScripts {
     )
 
     /// Finish many jobs: write each result unless one is already final (first final result wins),
-    /// count it, and acknowledge and delete the entry, all in one step. A job that asked to be
+    /// count it, and acknowledge and delete the entry, all in one step. Fenced: a result is
+    /// written only while the entry is still pending (its XACK acknowledges it); an entry the
+    /// reclaim took away from a worker cut off for longer than its lease is now another attempt's,
+    /// and that worker's late result is dropped and reported (unless the final result there is
+    /// its own, written by an earlier call whose reply was lost). A job that asked to be
     /// announced (`Job.notify`) has its id published on the done channel, written or not: either
     /// way its result key now holds its final result.
     /// A job that failed keeps what `switchyard retry` needs (`QueueKeys.failedJob`).
@@ -277,27 +281,41 @@ enum QueueScripts {
     /// job key.
     /// ARGV: group, ttl, number of lanes, then per job: lane index (from 1), entry id, status,
     /// result json, has batch (0/1), job id to publish ('' for none), the failed job's record
-    /// ('' unless it failed). Returns how many results were written.
+    /// ('' unless it failed), job id. Returns {results written, job ids whose result was fenced off...}.
     static let finish = RedisScript(
         """
         local written = 0
+        local fenced = {}
         local lanes = tonumber(ARGV[3])
         local n = (#KEYS - 2 - lanes) / 3
         for j = 0, n - 1 do
-          local a = 4 + j * 7
+          local a = 4 + j * 8
           local lane = KEYS[2 + tonumber(ARGV[a])]
           local rkey, bkey = KEYS[3 + lanes + j * 3], KEYS[4 + lanes + j * 3]
-          if redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
+          -- Not pending (reclaimed, or finished by an earlier call whose reply was lost): write
+          -- nothing. Fenced off, and reported, unless the final result is this worker's own.
+          local pending = redis.call('XACK', lane, ARGV[1], ARGV[a + 1]) == 1
+          if not pending then
+            local existing = redis.call('GET', rkey)
+            local own = false
+            if existing then
+              local ok, theirs = pcall(cjson.decode, existing)
+              local ok2, mine = pcall(cjson.decode, ARGV[a + 3])
+              own = ok and ok2 and type(theirs) == 'table' and type(mine) == 'table' and theirs['worker'] == mine['worker']
+            end
+            if not own then fenced[#fenced + 1] = ARGV[a + 7] end
+          elseif redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
             written = written + 1
             redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
             if ARGV[a + 4] == '1' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, ARGV[a + 2], 1) end
             if ARGV[a + 6] ~= '' then redis.call('SET', KEYS[5 + lanes + j * 3], ARGV[a + 6], 'EX', ARGV[2]) end
           end
-          redis.call('XACK', lane, ARGV[1], ARGV[a + 1])
           redis.call('XDEL', lane, ARGV[a + 1])
-          if ARGV[a + 5] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[a + 5]) end
+          if pending and ARGV[a + 5] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[a + 5]) end
         end
-        return written
+        local out = {written}
+        for _, id in ipairs(fenced) do out[#out + 1] = id end
+        return out
         """
     )
 

@@ -172,6 +172,13 @@ extension Worker {
             case .forget: break
             }
         }
-        if !completions.isEmpty { try await queue.finish(completions) }
+        if !completions.isEmpty {
+            let (_, fenced) = try await queue.finishReportingFenced(completions)
+            for id in fenced {
+                logger.warning(
+                    "job \(id): result not written: this worker's lease ran out (cut off from Redis) and another attempt owns the job; its result stands"
+                )
+            }
+        }
     }
 }

@@ -300,6 +300,12 @@ extension Worker {
                 return out
             }
             abandonStuckJobs(now: now)
+            if now - lastRefresh >= queue.configuration.lease {
+                // No refresh for a whole lease (Redis unreachable): any worker's reclaim may have
+                // given these jobs to another attempt. Stop them; their results would be fenced
+                // off anyway.
+                stopAllForLostLease(since: now - lastRefresh)
+            }
             do {
                 if !running.isEmpty {
                     // Cancellation is a final result written by someone else: look for one.
@@ -356,7 +362,17 @@ extension Worker {
     }
 
     /// Another worker reclaimed this entry after our lease ran out: stop and forget it.
-    private func leaseLost(_ entry: String) {
+    /// Every running job, after the leases could not be refreshed for `since` (a lease or more).
+    private func stopAllForLostLease(since: Duration) {
+        let entries = state.withLock { s in s.inFlight.filter { $0.value.running && $0.value.stopReason == nil }.map(\.key) }
+        guard !entries.isEmpty else { return }
+        logger.warning(
+            "leases not renewed for \(Self.describe(since)), longer than the lease (\(Self.describe(queue.configuration.lease))): stopping \(entries.count) jobs that another worker may run now"
+        )
+        for entry in entries { leaseLost(entry, quiet: true) }
+    }
+
+    private func leaseLost(_ entry: String, quiet: Bool = false) {
         let task = state.withLock { s -> Task<Void, Never>? in
             guard let inFlight = s.inFlight[entry], inFlight.running else { return nil }
             s.inFlight[entry]?.stopReason = .leaseLost
@@ -364,7 +380,7 @@ extension Worker {
             return inFlight.task
         }
         if let task {
-            logger.warning("lost the lease of entry \(entry); another worker runs it now")
+            if !quiet { logger.warning("lost the lease of entry \(entry); another worker runs it now") }
             task.cancel()
         }
     }
