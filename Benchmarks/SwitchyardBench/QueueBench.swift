@@ -87,7 +87,7 @@ struct QueueBench: AsyncParsableCommand {
                 pool: pool,
                 workerRedisURL: "redis://127.0.0.1:\(proxy.port)",
                 jobs: max(1000, jobs / 10),
-                samples: max(50, samples / 10),
+                samples: max(100, samples / 10),
                 idleGap: .milliseconds(4 * delay + 2)
             )
             print("")

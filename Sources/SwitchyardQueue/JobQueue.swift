@@ -181,6 +181,19 @@ public final class JobQueue: Sendable {
         block: Duration,
         lanes: [JobPriority] = JobPriority.inOrder
     ) async throws -> [Delivery] {
+        try await waitForWorkNotingPauses(on: connection, consumer: consumer, count: count, block: block, lanes: lanes).deliveries
+    }
+
+    /// `waitForWork`, and the paused lanes (`*`: the whole queue) as of the moment the read
+    /// returned: `HKEYS` is pipelined behind the blocking read, and Redis runs it as soon as the
+    /// read is served, so a pause set while the read waited is seen without another round trip.
+    public func waitForWorkNotingPauses(
+        on connection: RedisConnection,
+        consumer: String,
+        count: Int,
+        block: Duration,
+        lanes: [JobPriority] = JobPriority.inOrder
+    ) async throws -> (deliveries: [Delivery], paused: Set<String>) {
         let blockMs = max(1, Int(block.milliseconds))
         let streams = lanes.map(keys.lane)
         let command = RedisCommand(
@@ -188,7 +201,17 @@ public final class JobQueue: Sendable {
             arguments: ["GROUP", QueueKeys.group, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS"] + streams
                 + Array(repeating: ">", count: streams.count)
         )
-        let reply = try await connection.send(command, timeout: .after(block + connection.configuration.commandTimeout))
+        let replies = try await connection.pipeline(
+            [command, RedisCommand("HKEYS", keys.paused)],
+            timeout: .after(block + connection.configuration.commandTimeout)
+        )
+        for reply in replies { try reply.throwingServerError() }
+        let paused = Set((replies.count > 1 ? replies[1].array ?? [] : []).compactMap(\.string))
+        return (deliveries(fromRead: replies[0]), paused)
+    }
+
+    /// The entries of an `XREADGROUP` reply, high lane first.
+    func deliveries(fromRead reply: RESPValue) -> [Delivery] {
         guard let streams = reply.array else { return [] }
         var deliveries: [Delivery] = []
         for stream in streams {

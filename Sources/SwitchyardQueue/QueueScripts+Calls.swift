@@ -149,14 +149,14 @@ extension QueueScripts {
 
         mutating func append(_ completion: Completion, keys k: QueueKeys, json: [UInt8]) {
             let d = completion.delivery
-            keys += [k.result(d.jobID), k.batch(d.batch), k.failedJob(d.jobID)]
+            keys += [k.result(d.jobID), k.batch(d.batch), k.failedJob(d.jobID), k.attempts(d.jobID)]
             // What `retry <id>` needs, for a job that failed (rare: nothing for the others).
             let failed =
                 completion.result.status == .failed && !d.payload.isEmpty
                 ? FailedJobRecord(lane: d.lane, maxAttempts: d.maxAttempts, payload: d.payload).bytes : []
             arguments += [
                 JobPriority.inOrder.firstIndex(of: d.lane)! + 1, d.entryID, completion.result.status.rawValue, json, d.batch.isEmpty ? "0" : "1",
-                completion.notify && !d.jobID.isEmpty ? d.jobID : "", failed, d.jobID,
+                completion.notify && !d.jobID.isEmpty ? d.jobID : "", failed, d.jobID, d.attempt,
             ]
         }
     }

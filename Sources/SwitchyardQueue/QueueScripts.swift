@@ -269,49 +269,51 @@ enum QueueScripts {
     )
 
     /// Finish many jobs: write each result unless one is already final (first final result wins),
-    /// count it, and acknowledge and delete the entry, all in one step. Fenced: a result is
-    /// written only while the entry is still pending (its XACK acknowledges it); an entry the
-    /// reclaim took away from a worker cut off for longer than its lease is now another attempt's,
-    /// and that worker's late result is dropped and reported (unless the final result there is
-    /// its own, written by an earlier call whose reply was lost). A job that asked to be
-    /// announced (`Job.notify`) has its id published on the done channel, written or not: either
-    /// way its result key now holds its final result.
+    /// count it, and acknowledge and delete the entry, all in one step. Fenced: when the reclaim
+    /// has taken the entry away (the worker was cut off for longer than its lease, and the job's
+    /// history records this attempt as `lease_expired`), the job is the next attempt's and this
+    /// late result is dropped and reported, even when the next attempt has not finished yet. A job
+    /// that asked to be announced (`Job.notify`) has its id published on the done channel, written
+    /// or not (unless fenced off): either way its result key now holds its final result.
     /// A job that failed keeps what `switchyard retry` needs (`QueueKeys.failedJob`).
     /// KEYS: stats, done channel, the lanes in order, then per job: result key, batch key, failed
-    /// job key.
+    /// job key, attempts key.
     /// ARGV: group, ttl, number of lanes, then per job: lane index (from 1), entry id, status,
     /// result json, has batch (0/1), job id to publish ('' for none), the failed job's record
-    /// ('' unless it failed), job id. Returns {results written, job ids whose result was fenced off...}.
+    /// ('' unless it failed), job id, attempt. Returns {results written, job ids whose result was fenced off...}.
     static let finish = RedisScript(
         """
         local written = 0
         local fenced = {}
         local lanes = tonumber(ARGV[3])
-        local n = (#KEYS - 2 - lanes) / 3
+        local n = (#KEYS - 2 - lanes) / 4
         for j = 0, n - 1 do
-          local a = 4 + j * 8
+          local a = 4 + j * 9
           local lane = KEYS[2 + tonumber(ARGV[a])]
-          local rkey, bkey = KEYS[3 + lanes + j * 3], KEYS[4 + lanes + j * 3]
-          -- Not pending (reclaimed, or finished by an earlier call whose reply was lost): write
-          -- nothing. Fenced off, and reported, unless the final result is this worker's own.
+          local rkey, bkey = KEYS[3 + lanes + j * 4], KEYS[4 + lanes + j * 4]
+          -- Not pending: reclaimed, handed back, finished by a call whose reply was lost, or
+          -- gone with a Redis that restarted empty. Only the reclaim fences the result off: it
+          -- recorded this attempt as lease_expired when it gave the job to the next attempt.
           local pending = redis.call('XACK', lane, ARGV[1], ARGV[a + 1]) == 1
+          local reclaimed = false
           if not pending then
-            local existing = redis.call('GET', rkey)
-            local own = false
-            if existing then
-              local ok, theirs = pcall(cjson.decode, existing)
-              local ok2, mine = pcall(cjson.decode, ARGV[a + 3])
-              own = ok and ok2 and type(theirs) == 'table' and type(mine) == 'table' and theirs['worker'] == mine['worker']
+            for _, r in ipairs(redis.call('LRANGE', KEYS[6 + lanes + j * 4], -20, -1)) do
+              local ok, record = pcall(cjson.decode, r)
+              if ok and type(record) == 'table' and record['outcome'] == 'lease_expired' and tostring(record['attempt']) == ARGV[a + 8] then
+                reclaimed = true
+              end
             end
-            if not own then fenced[#fenced + 1] = ARGV[a + 7] end
+          end
+          if reclaimed then
+            fenced[#fenced + 1] = ARGV[a + 7]
           elseif redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
             written = written + 1
             redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
             if ARGV[a + 4] == '1' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, ARGV[a + 2], 1) end
-            if ARGV[a + 6] ~= '' then redis.call('SET', KEYS[5 + lanes + j * 3], ARGV[a + 6], 'EX', ARGV[2]) end
+            if ARGV[a + 6] ~= '' then redis.call('SET', KEYS[5 + lanes + j * 4], ARGV[a + 6], 'EX', ARGV[2]) end
           end
           redis.call('XDEL', lane, ARGV[a + 1])
-          if pending and ARGV[a + 5] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[a + 5]) end
+          if not reclaimed and ARGV[a + 5] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[a + 5]) end
         end
         local out = {written}
         for _, id in ipairs(fenced) do out[#out + 1] = id end

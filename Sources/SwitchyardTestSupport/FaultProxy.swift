@@ -55,6 +55,9 @@ public final class FaultProxy: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw RedisServer.StartError(description: "cannot reach the fault proxy's control port \(port)") }
+        // An answer comes at once; a proxy that does not answer in 5 s is broken.
+        var wait = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
         let bytes = Array((line + "\n").utf8)
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         var reply: [UInt8] = []
@@ -65,7 +68,9 @@ public final class FaultProxy: @unchecked Sendable {
             reply += buffer[0..<n]
         }
         let answer = String(decoding: reply, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !answer.hasPrefix("error") else { throw RedisServer.StartError(description: "fault proxy: \(answer)") }
+        guard !answer.isEmpty, !answer.hasPrefix("error") else {
+            throw RedisServer.StartError(description: "fault proxy: \(answer.isEmpty ? "no answer to '\(line)'" : answer)")
+        }
         return answer
     }
 

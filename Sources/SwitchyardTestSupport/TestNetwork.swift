@@ -18,8 +18,10 @@ import Darwin
 /// report as it skips. Everything is removed by name and PID in `close()` (also from `deinit`),
 /// and namespaces a killed test run left behind are removed by the next one.
 ///
-/// Layout, for link number `i` (0: the test process, 1...n: worker hosts) and subnet `10.R.i.0/24`:
-/// the Redis side is `10.R.i.1`, the other side `10.R.i.2`; Redis listens on 6379 on all of them.
+/// Addresses come from 198.18.0.0/15, the range set aside for network tests (RFC 2544): the test
+/// process's link is `198.18.R.0/24` for an R no route on this machine uses; worker host `i`'s
+/// link, inside the namespaces only, is `198.19.i.0/24`. The Redis side is `.1`, the other side
+/// `.2`; Redis listens on 6379 on all of them.
 public final class TestNetwork: @unchecked Sendable {
     public struct SetupError: Error, CustomStringConvertible {
         public let description: String
@@ -33,7 +35,8 @@ public final class TestNetwork: @unchecked Sendable {
         let redisSideLink: String
     }
 
-    /// The namespace prefix: `syt<pid>x<n>`, so leftovers of a dead test run are recognised.
+    /// The namespace and link prefix: `syt<pid, base 36>N<n, base 36>` (short: a link name has
+    /// at most 15 characters), so leftovers of a dead test run are recognised.
     public let tag: String
     public let redisNamespace: String
     public let hosts: [Host]
@@ -66,40 +69,50 @@ public final class TestNetwork: @unchecked Sendable {
             Self.counter += 1
             return Self.counter
         }
-        tag = "syt\(getpid())x\(n)"
-        // A subnet for this network; the test process's route to it is on its own link only.
-        let subnet = 100 + Int((getpid() &* 7 &+ Int32(n) &* 13) % 150)
-        redisNamespace = tag + "r"
-        rootLink = "\(tag)l0"
+        tag = "syt\(String(getpid(), radix: 36))N\(String(n, radix: 36))"
+        // The test process's link: a /24 of 198.18.0.0/16 that no route here uses yet.
+        var subnet: Int?
+        for _ in 0..<50 {
+            let candidate = Int.random(in: 0...255)
+            if let routes = try? Self.run(["ip", "-4", "route", "show", "198.18.\(candidate).0/24"]),
+                routes.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+            {
+                subnet = candidate
+                break
+            }
+        }
+        guard let subnet else { throw SetupError(description: "no free /24 in 198.18.0.0/16 for the test link") }
+        redisNamespace = tag + "R"
+        rootLink = "\(tag)L0"
         var hosts: [Host] = []
         do {
             try Self.run(["ip", "netns", "add", redisNamespace])
             try Self.run(["ip", "-n", redisNamespace, "link", "set", "lo", "up"])
-            // The test process's link: root end 10.R.0.1, Redis end 10.R.0.2.
-            try Self.run(["ip", "link", "add", rootLink, "type", "veth", "peer", "name", "\(tag)l0p", "netns", redisNamespace])
-            try Self.run(["ip", "addr", "add", "10.\(subnet).0.1/24", "dev", rootLink])
+            // The test process's link: root end 198.18.R.1, Redis end 198.18.R.2.
+            try Self.run(["ip", "link", "add", rootLink, "type", "veth", "peer", "name", "\(tag)L0P", "netns", redisNamespace])
+            try Self.run(["ip", "addr", "add", "198.18.\(subnet).1/24", "dev", rootLink])
             try Self.run(["ip", "link", "set", rootLink, "up"])
-            try Self.run(["ip", "-n", redisNamespace, "addr", "add", "10.\(subnet).0.2/24", "dev", "\(tag)l0p"])
-            try Self.run(["ip", "-n", redisNamespace, "link", "set", "\(tag)l0p", "up"])
+            try Self.run(["ip", "-n", redisNamespace, "addr", "add", "198.18.\(subnet).2/24", "dev", "\(tag)L0P"])
+            try Self.run(["ip", "-n", redisNamespace, "link", "set", "\(tag)L0P", "up"])
             for i in 1...max(1, workers) {
-                let namespace = "\(tag)w\(i)"
-                let redisSide = "\(tag)l\(i)"
-                let hostSide = "\(tag)l\(i)p"
+                let namespace = "\(tag)W\(i)"
+                let redisSide = "\(tag)L\(i)"
+                let hostSide = "\(tag)L\(i)P"
                 try Self.run(["ip", "netns", "add", namespace])
                 try Self.run(["ip", "-n", namespace, "link", "set", "lo", "up"])
                 try Self.run(["ip", "-n", redisNamespace, "link", "add", redisSide, "type", "veth", "peer", "name", hostSide, "netns", namespace])
-                try Self.run(["ip", "-n", redisNamespace, "addr", "add", "10.\(subnet).\(i).1/24", "dev", redisSide])
+                try Self.run(["ip", "-n", redisNamespace, "addr", "add", "198.19.\(i).1/24", "dev", redisSide])
                 try Self.run(["ip", "-n", redisNamespace, "link", "set", redisSide, "up"])
-                try Self.run(["ip", "-n", namespace, "addr", "add", "10.\(subnet).\(i).2/24", "dev", hostSide])
+                try Self.run(["ip", "-n", namespace, "addr", "add", "198.19.\(i).2/24", "dev", hostSide])
                 try Self.run(["ip", "-n", namespace, "link", "set", hostSide, "up"])
-                hosts.append(Host(namespace: namespace, redisURL: "redis://10.\(subnet).\(i).1:6379", redisSideLink: redisSide))
+                hosts.append(Host(namespace: namespace, redisURL: "redis://198.19.\(i).1:6379", redisSideLink: redisSide))
             }
         } catch {
             Self.remove(prefix: tag)
             throw error
         }
         self.hosts = hosts
-        self.redisURL = "redis://10.\(subnet).0.2:6379"
+        self.redisURL = "redis://198.18.\(subnet).2:6379"
         do {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-netredis-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -113,10 +126,12 @@ public final class TestNetwork: @unchecked Sendable {
             )
             processes.append(redis)
             let deadline = Date().addingTimeInterval(10)
-            while Date() < deadline {
-                if (try? Self.run(["ip", "netns", "exec", redisNamespace, "redis-cli", "-p", "6379", "ping"])) != nil { break }
-                usleep(50_000)
+            var answered = false
+            while Date() < deadline && !answered {
+                answered = (try? Self.run(["ip", "netns", "exec", redisNamespace, "redis-cli", "-p", "6379", "ping"])) != nil
+                if !answered { usleep(50_000) }
             }
+            guard answered else { throw SetupError(description: "redis-server on the Redis host did not answer within 10 s") }
         } catch {
             close()
             throw error
@@ -161,20 +176,21 @@ public final class TestNetwork: @unchecked Sendable {
     /// Removes namespaces (and with them their links) whose names start with `prefix`, and the
     /// test process's link of that network.
     static func remove(prefix: String) {
-        for namespace in namespaces() where namespace.hasPrefix(prefix) { try? run(["ip", "netns", "del", namespace]) }
-        try? run(["ip", "link", "del", "\(prefix)l0"])
+        for namespace in namespaces() where namespace == prefix + "R" || namespace.hasPrefix(prefix + "W") {
+            try? run(["ip", "netns", "del", namespace])
+        }
+        try? run(["ip", "link", "del", "\(prefix)L0"])
     }
 
     /// Networks of test processes that are gone (killed mid-test): their namespaces are removed.
     static func removeLeftovers() {
         var dead: Set<String> = []
         for namespace in namespaces() where namespace.hasPrefix("syt") {
-            let digits = namespace.dropFirst(3).prefix { $0.isNumber }
-            guard let pid = Int32(digits), kill(pid, 0) != 0 else { continue }
-            if let x = namespace.dropFirst(3 + digits.count).firstIndex(of: "x") {
-                let rest = namespace[namespace.index(after: x)...].prefix { $0.isNumber }
-                dead.insert("syt\(digits)x\(rest)")
-            }
+            // syt<pid36>N<n36><R or W…>
+            let body = namespace.dropFirst(3)
+            guard let n = body.firstIndex(of: "N"), let pid = Int32(body[..<n], radix: 36), kill(pid, 0) != 0 else { continue }
+            let count = body[body.index(after: n)...].prefix { $0.isLowercase || $0.isNumber }
+            dead.insert("syt\(body[..<n])N\(count)")
         }
         for prefix in dead { remove(prefix: prefix) }
     }

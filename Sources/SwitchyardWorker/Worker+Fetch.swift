@@ -76,8 +76,8 @@ extension Worker {
                     return []
                 }
             } else {
-                deliveries = try await cancellableRead {
-                    try await self.queue.waitForWork(
+                let read = try await cancellableRead {
+                    try await self.queue.waitForWorkNotingPauses(
                         on: self.blocking,
                         consumer: self.configuration.id,
                         count: free,
@@ -85,10 +85,12 @@ extension Worker {
                         lanes: open
                     )
                 }
-                // A pause that came while the read was blocked: what it brought from a lane
-                // paused since goes back, no attempt counted (at the lane's end).
+                deliveries = read.deliveries
+                // A pause that came while the read was blocked (its state rides back with the
+                // read): what it brought from a lane paused since goes back, no attempt counted
+                // (at the lane's end).
                 if !deliveries.isEmpty {
-                    let paused = try await queue.pausedLanes()
+                    let paused = read.paused
                     if !paused.isEmpty {
                         let held = deliveries.filter { paused.contains("*") || paused.contains($0.lane.rawValue) }
                         if !held.isEmpty {

@@ -281,6 +281,7 @@ extension Worker {
     /// being stopped, and keeps leases fresh.
     func watchLoop() async {
         var lastRefresh = ContinuousClock.now
+        var redisFailing = false
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.watchInterval)
             noteWatchTick()
@@ -300,12 +301,10 @@ extension Worker {
                 return out
             }
             abandonStuckJobs(now: now)
-            if now - lastRefresh >= queue.configuration.lease {
-                // No refresh for a whole lease (Redis unreachable): any worker's reclaim may have
-                // given these jobs to another attempt. Stop them; their results would be fenced
-                // off anyway.
-                stopAllForLostLease(since: now - lastRefresh)
-            }
+            // Redis failing, and no refresh for a whole lease: any worker's reclaim may have given
+            // these jobs to another attempt. Stop them; their results would be fenced off anyway.
+            // (After a pause with Redis fine, the refresh below says which are still held.)
+            if redisFailing && now - lastRefresh >= queue.configuration.lease { stopAllForLostLease(since: now - lastRefresh) }
             do {
                 if !running.isEmpty {
                     // Cancellation is a final result written by someone else: look for one.
@@ -323,6 +322,7 @@ extension Worker {
                     let stillHeld = try await queue.refreshLeases(consumer: configuration.id, entries: held)
                     // Only a refresh that worked counts: after a failure the next tick tries again.
                     lastRefresh = now
+                    redisFailing = false
                     for (lane, ids) in held {
                         for id in ids where !stillHeld.contains(Delivery.key(lane: lane, entryID: id)) {
                             leaseLost(Delivery.key(lane: lane, entryID: id))
@@ -331,6 +331,7 @@ extension Worker {
                 }
             } catch {
                 logger.debug("watch: \(error)")
+                redisFailing = true
             }
         }
     }
@@ -361,7 +362,6 @@ extension Worker {
         task?.cancel()
     }
 
-    /// Another worker reclaimed this entry after our lease ran out: stop and forget it.
     /// Every running job, after the leases could not be refreshed for `since` (a lease or more).
     private func stopAllForLostLease(since: Duration) {
         let entries = state.withLock { s in s.inFlight.filter { $0.value.running && $0.value.stopReason == nil }.map(\.key) }
@@ -372,6 +372,7 @@ extension Worker {
         for entry in entries { leaseLost(entry, quiet: true) }
     }
 
+    /// Another worker reclaimed this entry after our lease ran out: stop and forget it.
     private func leaseLost(_ entry: String, quiet: Bool = false) {
         let task = state.withLock { s -> Task<Void, Never>? in
             guard let inFlight = s.inFlight[entry], inFlight.running else { return nil }

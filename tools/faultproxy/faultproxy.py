@@ -57,10 +57,26 @@ class Faults:
 
 
 async def pipe(reader, writer, faults, direction, state, peer_writer):
+    # Chunks are read as they come and stamped; the forwarding below holds each until its own
+    # arrival plus the delay, so a delay adds latency without limiting throughput.
+    loop = asyncio.get_running_loop()
+    chunks = asyncio.Queue()
+
+    async def read_all():
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                await chunks.put((loop.time(), chunk))
+                if not chunk:
+                    break
+        except (ConnectionError, OSError):
+            await chunks.put((loop.time(), b""))
+
+    reading = asyncio.ensure_future(read_all())
     tail = b""
     try:
         while True:
-            chunk = await reader.read(65536)
+            arrived, chunk = await chunks.get()
             if not chunk:
                 break
             if faults.stalled:
@@ -68,9 +84,20 @@ async def pipe(reader, writer, faults, direction, state, peer_writer):
                 while faults.stalled:
                     await asyncio.sleep(0.01)
             if faults.delay:
-                await asyncio.sleep(faults.delay)
+                wait = arrived + faults.delay - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             if faults.bandwidth:
-                await asyncio.sleep(len(chunk) / faults.bandwidth)
+                # In slices of a twentieth of a second's worth, so a rate is a rate, not bursts.
+                step = max(1, faults.bandwidth // 20)
+                for start in range(0, len(chunk), step):
+                    piece = chunk[start:start + step]
+                    await asyncio.sleep(len(piece) / faults.bandwidth)
+                    if start + step < len(chunk):
+                        writer.write(piece)
+                        await writer.drain()
+                        state["up" if direction == "up" else "down"] += len(piece)
+                chunk = chunk[(len(chunk) - 1) // step * step:]
             if direction == "down" and faults.drop_next:
                 faults.drop_next = False
                 faults.fire("dropped the next reply (control)")
@@ -105,6 +132,7 @@ async def pipe(reader, writer, faults, direction, state, peer_writer):
     except (ConnectionError, OSError):
         pass
     finally:
+        reading.cancel()
         for w in (writer, peer_writer):
             try:
                 w.close()
@@ -129,15 +157,18 @@ async def control(reader, writer, faults):
             line = await reader.readline()
             if not line:
                 break
-            words = line.decode().split()
+            try:
+                words = line.decode().split()
+            except UnicodeDecodeError:
+                words = ["(not UTF-8)"]
             answer = "ok"
             if words[:2] == ["stall", "on"]:
                 faults.stalled = True
             elif words[:2] == ["stall", "off"]:
                 faults.stalled = False
-            elif words[:1] == ["delay"] and len(words) == 2:
+            elif words[:1] == ["delay"] and len(words) == 2 and words[1].replace(".", "", 1).isdigit():
                 faults.delay = float(words[1]) / 1000.0
-            elif words[:1] == ["bandwidth"] and len(words) == 2:
+            elif words[:1] == ["bandwidth"] and len(words) == 2 and words[1].isdigit():
                 faults.bandwidth = int(words[1])
             elif words == ["reset-next-reply"]:
                 faults.reset_next = True
