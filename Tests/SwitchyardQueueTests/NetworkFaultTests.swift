@@ -238,4 +238,19 @@ struct NetworkFaultTests {
         let again = results.filter { $0.attempts > 1 }.count
         print("\(resets) replies reset mid-way at 200 kB/s: 60 jobs, each one final result, \(again) counted a second attempt, 0 lost")
     }
+
+    /// The fence needs evidence: a Redis that restarted empty (no stream, no group) has no
+    /// record of a reclaim, so a job that was running still gets its result written.
+    @Test func aRedisThatRestartedEmptyStillGetsTheRunningJobsResult() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        let worker = try WorkerProcess(redisURL: f.server.url, id: "survivor", arguments: ["--queue", "test", "--executor", "echo"])
+        defer { worker.kill() }
+        let job = chatJob("outlives Redis", maxAttempts: 1, metadata: ["echo.sleep_ms": "3000"])
+        _ = try await f.queue.push(job)
+        #expect(await eventually { (try? await f.queue.status().lanes.reduce(0) { $0 + $1.pending }) == 1 })
+        try f.server.restart()
+        #expect(await eventually(timeout: .seconds(30)) { (try? await f.queue.result(of: job.id))?.status == .succeeded }, "\(worker.log)")
+        #expect(!worker.log.contains("result not written"), "\(worker.log)")
+    }
 }
