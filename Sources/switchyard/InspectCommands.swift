@@ -221,7 +221,7 @@ struct CancelCommand: AsyncParsableCommand {
                     case .alreadyFinal: name = "already_final"
                     case .unknown: name = "unknown"
                     }
-                    print(String(decoding: JSONValue.object(["id": .string(id), "outcome": .string(name)]).jsonBytes, as: UTF8.self))
+                    printJSON(["id": .string(id), "outcome": .string(name)])
                 }
                 switch outcome {
                 case .cancelled:

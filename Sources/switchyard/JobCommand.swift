@@ -49,7 +49,7 @@ struct JobCommand: AsyncParsableCommand {
             if let result = location.result, let value = try? JSONValue.parse(Array(JSONEncoder().encode(result))) {
                 object["result"] = Self.redacted(value)
             }
-            print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+            printJSON(object)
         } else {
             print(Self.describe(location))
             let attempts = Self.attempts(location)

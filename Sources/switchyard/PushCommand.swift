@@ -154,7 +154,7 @@ struct PushCommand: AsyncParsableCommand {
                     "duplicates": .number(Double(duplicates)),
                 ]
                 object["batch"] = batchID.map { .string($0) } ?? .null
-                print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+                printJSON(object)
             }
             if let batchID {
                 FileHandle.standardError.write(

@@ -39,6 +39,11 @@ func formatSeconds(_ seconds: Double) -> String {
     return String(format: "%.1f s", seconds)
 }
 
+/// One JSON object on its own line of standard output (`--json`).
+func printJSON(_ fields: [String: JSONValue]) {
+    print(String(decoding: JSONValue.object(fields).jsonBytes, as: UTF8.self))
+}
+
 /// A line on standard error that is not an error (progress, a note, a hint).
 func printNote(_ message: String) {
     FileHandle.standardError.write(Data("\(message)\n".utf8))

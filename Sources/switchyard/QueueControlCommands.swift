@@ -109,7 +109,7 @@ struct QueueCommand: AsyncParsableCommand {
                         "running_left": .number(Double(running)),
                     ]
                     object["queue"] = .string(status.queue)
-                    print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+                    printJSON(object)
                 } else {
                     print(
                         "purged queue '\(status.queue)': cancelled \(plural(counts.waiting + counts.parked, "waiting job")) and \(plural(counts.delayed, "delayed job")); \(plural(running, "running job")) left to finish"
@@ -151,7 +151,7 @@ struct QueuesCommand: AsyncParsableCommand {
                         "delayed": .number(Double(status.delayed)), "dead": .number(Double(status.dead)),
                         "workers": .number(Double(status.workers.count)), "paused": .array(paused.map { .string($0) }),
                     ]
-                    print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+                    printJSON(object)
                 } else {
                     let pausedText = paused.isEmpty ? "-" : paused.contains("*") ? "all" : paused.joined(separator: ",")
                     print(
@@ -197,7 +197,7 @@ struct BatchesCommand: AsyncParsableCommand {
                         "finished": .number(Double(p.finished)), "succeeded": .number(Double(p.succeeded)), "failed": .number(Double(p.failed)),
                         "dead": .number(Double(p.dead)), "cancelled": .number(Double(p.cancelled)),
                     ]
-                    print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+                    printJSON(object)
                 } else {
                     print(
                         "\(b.id)  \(dates.string(from: Date(timeIntervalSince1970: b.created)))  \(p.finished)/\(p.total) finished"

@@ -81,13 +81,13 @@ struct PingCommand: AsyncParsableCommand {
                     "redis_version": .string(String(version)), "url": .string(configuration.redis.redactedURL),
                     "median_ms": .number(ConfigCommand.seconds(median) * 1000), "pings": .number(Double(samples.count)),
                 ]
-                print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+                printJSON(object)
                 return
             }
             print("Redis \(version) at \(configuration.redis.redactedURL): PING median \(format(median)) over \(samples.count)")
         } catch let error as RedisError {
             if json {
-                print(String(decoding: JSONValue.object(["error": .string(error.message)]).jsonBytes, as: UTF8.self))
+                printJSON(["error": .string(error.message)])
             } else {
                 print("error: \(error.message)")
             }
@@ -126,7 +126,7 @@ struct ConfigCommand: AsyncParsableCommand {
                     "version": .string(Curl.version), "http2": .bool(Curl.supportsHTTP2), "gzip": .bool(Curl.supportsGzip),
                 ]),
             ]
-            print(String(decoding: JSONValue.object(object).jsonBytes, as: UTF8.self))
+            printJSON(object)
             return
         }
         print("switchyard \(Switchyard.version)")
