@@ -36,6 +36,11 @@ struct QueueBench: AsyncParsableCommand {
 
     /// One run's figures.
     struct Figures {
+        /// Redis's own CPU (user + system, `INFO cpu`) per job over push, take and finish, in µs.
+        var redisCPUPerJob = 0.0
+        /// Per command (`INFO commandstats`): calls and µs per job. Commands a script calls are
+        /// counted under their own names too, and inside `evalsha`'s time.
+        var commands: [(name: String, callsPerJob: Double, usPerJob: Double)] = []
         var jobs = 0
         var pushPerSecond = 0.0
         var processingPerSecond = 0.0
@@ -66,6 +71,15 @@ struct QueueBench: AsyncParsableCommand {
         print(pad("processing rate (concurrency \(concurrency))", 44) + String(format: "%.0f jobs/s   (target >= 20000)", direct.processingPerSecond))
         print(pad("dispatch latency p50, idle worker", 44) + String(format: "%.3f ms   (target <= 0.5)", direct.p50))
         print(pad("dispatch latency p99, idle worker", 44) + String(format: "%.3f ms   (target <= 2)", direct.p99))
+        print(pad("Redis CPU per job (push + take + finish)", 44) + String(format: "%.1f µs   (target <= 25)", direct.redisCPUPerJob))
+        print(
+            pad("one Redis core's ceiling at that cost", 44)
+                + String(format: "%.0f jobs/s   (measured %.0f)", 1e6 / max(direct.redisCPUPerJob, 1e-9), direct.processingPerSecond)
+        )
+        print("Redis commands per job (INFO commandstats; a script's own calls count inside evalsha too):")
+        for command in direct.commands.prefix(8) {
+            print("  " + pad(command.name, 42) + String(format: "%.2f calls  %.1f µs", command.callsPerJob, command.usPerJob))
+        }
         var report: [String: Any] = [
             "benchmark": "queue",
             "jobs": jobs,
@@ -75,6 +89,11 @@ struct QueueBench: AsyncParsableCommand {
             "processing_jobs_per_second": direct.processingPerSecond,
             "dispatch_p50_ms": direct.p50,
             "dispatch_p99_ms": direct.p99,
+            "redis_cpu_us_per_job": direct.redisCPUPerJob,
+            "redis_core_ceiling_jobs_per_second": 1e6 / max(direct.redisCPUPerJob, 1e-9),
+            "redis_commands_per_job": Dictionary(
+                uniqueKeysWithValues: direct.commands.map { ($0.name, ["calls": $0.callsPerJob, "us": $0.usPerJob]) }
+            ),
         ]
         if viaProxy {
             guard let port = URL(string: redisURL)?.port, redisURL.hasPrefix("redis://127.0.0.1") || redisURL.hasPrefix("redis://localhost") else {
@@ -146,6 +165,7 @@ struct QueueBench: AsyncParsableCommand {
         let batch = (0..<jobs).map { i in
             Job(kind: .chat, model: "noop", input: JobInput(messages: [ChatMessage(role: "user", content: "job \(i)")]), maxAttempts: 3)
         }
+        let before = try await RedisCost(pool)
         let clock = ContinuousClock()
         let pushStart = clock.now
         _ = try await queue.push(batch)
@@ -160,6 +180,14 @@ struct QueueBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
         _ = worker.terminate()
+        let after = try await RedisCost(pool)
+        figures.redisCPUPerJob = (after.cpuSeconds - before.cpuSeconds) * 1e6 / Double(jobs)
+        figures.commands = after.commands.compactMap { name, now in
+            let then = before.commands[name] ?? (0, 0)
+            let calls = now.calls - then.calls
+            guard calls > 0 else { return nil }
+            return (name, Double(calls) / Double(jobs), (now.usec - then.usec) / Double(jobs))
+        }.sorted { $0.usPerJob > $1.usPerJob }
         let results = try await queue.results(of: batch.map(\.id)).compactMap { $0 }
         let firstStart = results.compactMap(\.timings.started).min() ?? 0
         let lastFinish = results.compactMap(\.timings.finished).max() ?? 0
@@ -195,5 +223,31 @@ struct QueueBench: AsyncParsableCommand {
         figures.p50 = percentile(latencies, 50)
         figures.p99 = percentile(latencies, 99)
         return figures
+    }
+}
+
+/// Redis's CPU time and per-command statistics at one moment (`INFO cpu`, `INFO commandstats`).
+struct RedisCost {
+    var cpuSeconds = 0.0
+    var commands: [String: (calls: Int, usec: Double)] = [:]
+
+    init(_ pool: RedisConnectionPool) async throws {
+        let text = (try await pool.send("INFO", "cpu").string ?? "") + "\n" + (try await pool.send("INFO", "commandstats").string ?? "")
+        for line in text.split(whereSeparator: \.isNewline) {
+            if line.hasPrefix("used_cpu_sys:") || line.hasPrefix("used_cpu_user:") {
+                cpuSeconds += Double(line.split(separator: ":").last ?? "") ?? 0
+            } else if line.hasPrefix("cmdstat_"), let colon = line.firstIndex(of: ":") {
+                let name = String(line[line.index(line.startIndex, offsetBy: 8)..<colon])
+                var calls = 0
+                var usec = 0.0
+                for field in line[line.index(after: colon)...].split(separator: ",") {
+                    let pair = field.split(separator: "=")
+                    guard pair.count == 2 else { continue }
+                    if pair[0] == "calls" { calls = Int(pair[1]) ?? 0 }
+                    if pair[0] == "usec" { usec = Double(pair[1]) ?? 0 }
+                }
+                commands[name] = (calls, usec)
+            }
+        }
     }
 }
