@@ -9,16 +9,21 @@ extension ProvidersFile {
     public static func knownTargets(file: ProvidersFile?, redis: RedisConnectionPool) async throws -> [ResilienceTarget] {
         var targets = file?.sharedTargets ?? []
         var known = Set(targets.map(\.id))
-        var cursor = "0"
-        repeat {
-            let reply = try await redis.send("SCAN", cursor, "MATCH", ResilienceKeys.breakerPattern, "COUNT", 500)
-            guard let parts = reply.array, parts.count == 2 else { break }
-            cursor = parts[0].string ?? "0"
-            for key in (parts[1].array ?? []).compactMap(\.string).sorted() {
-                guard let id = ResilienceKeys.target(ofBreakerKey: key), known.insert(id).inserted else { continue }
-                targets.append(file?.target(id: id) ?? ResilienceTarget(id: id))
-            }
-        } while cursor != "0"
+        // Breaker keys spread over a cluster's slots: every master is scanned.
+        let found = try await redis.forEachPrimary { connection -> [String] in
+            var ids: [String] = []
+            var cursor = "0"
+            repeat {
+                let reply = try await connection.send("SCAN", cursor, "MATCH", ResilienceKeys.breakerPattern, "COUNT", 500)
+                guard let parts = reply.array, parts.count == 2 else { break }
+                cursor = parts[0].string ?? "0"
+                ids += (parts[1].array ?? []).compactMap(\.string).compactMap(ResilienceKeys.target(ofBreakerKey:))
+            } while cursor != "0"
+            return ids
+        }
+        for id in found.flatMap({ $0 }).sorted() where known.insert(id).inserted {
+            targets.append(file?.target(id: id) ?? ResilienceTarget(id: id))
+        }
         return targets
     }
 }

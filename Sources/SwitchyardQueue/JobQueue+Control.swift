@@ -319,20 +319,23 @@ extension JobQueue {
     /// The names of the queues that have keys on this Redis (found by SCAN; cheap for Redis, but
     /// it walks the whole keyspace).
     public static func queueNames(on redis: RedisConnectionPool) async throws -> [String] {
-        var names: Set<String> = []
-        for pattern in ["sy:{*}:stats", "sy:{*}:workers", "sy:{*}:lane:*", "sy:{*}:paused"] {
-            var cursor = "0"
-            repeat {
-                let reply = try await redis.send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-                try reply.throwingServerError()
-                let parts = reply.array ?? []
-                cursor = parts.first?.string ?? "0"
-                for key in (parts.count > 1 ? parts[1].array ?? [] : []).compactMap(\.string) {
-                    guard key.hasPrefix("sy:{"), let close = key.range(of: "}:", options: .backwards) else { continue }
-                    names.insert(String(key[key.index(key.startIndex, offsetBy: 4)..<close.lowerBound]))
-                }
-            } while cursor != "0"
+        // On a cluster each master holds its own slots' keys: every one is scanned.
+        let found = try await redis.forEachPrimary { connection -> Set<String> in
+            var names: Set<String> = []
+            for pattern in ["sy:{*}:stats", "sy:{*}:workers", "sy:{*}:lane:*", "sy:{*}:paused"] {
+                var cursor = "0"
+                repeat {
+                    let reply = try await connection.send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                    let parts = reply.array ?? []
+                    cursor = parts.first?.string ?? "0"
+                    for key in (parts.count > 1 ? parts[1].array ?? [] : []).compactMap(\.string) {
+                        guard key.hasPrefix("sy:{"), let close = key.range(of: "}:", options: .backwards) else { continue }
+                        names.insert(String(key[key.index(key.startIndex, offsetBy: 4)..<close.lowerBound]))
+                    }
+                } while cursor != "0"
+            }
+            return names
         }
-        return names.sorted()
+        return found.reduce(into: Set<String>()) { $0.formUnion($1) }.sorted()
     }
 }

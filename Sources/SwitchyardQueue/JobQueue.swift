@@ -765,14 +765,6 @@ public final class JobQueue: Sendable {
     /// Sends EVALSHA commands in one pipeline; if the server lost the scripts (restart, SCRIPT
     /// FLUSH), loads them and sends the affected commands again.
     func pipelineScripts(_ commands: [RedisCommand], scripts: [RedisScript]) async throws -> [RESPValue] {
-        try await redis.withConnection { connection in
-            var replies = try await connection.pipeline(commands)
-            let missing = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
-            if missing.isEmpty { return replies }
-            _ = try await connection.pipeline(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) })
-            let again = try await connection.pipeline(missing.map { commands[$0] })
-            for (index, reply) in zip(missing, again) { replies[index] = reply }
-            return replies
-        }
+        try await redis.pipeline(commands, scripts: scripts)
     }
 }

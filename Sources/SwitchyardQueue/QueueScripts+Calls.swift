@@ -71,7 +71,7 @@ extension QueueScripts {
 
         init(keys k: QueueKeys, consumer: String, count: Int) {
             keys = [k.paused] + k.lanes
-            arguments = [QueueKeys.group, consumer, count, k.prefix] + JobPriority.inOrder.map(\.rawValue)
+            arguments = [QueueKeys.group, consumer, count] + JobPriority.inOrder.map(\.rawValue)
         }
 
         /// The reply: {{deliveries}, {paused lane names, '*' for the whole queue}}.
@@ -103,7 +103,7 @@ extension QueueScripts {
             keys = [k.paused] + k.lanes
             // Fixed arguments first, then the two lists, each after its length, then the lane names.
             let fixed: [any RedisArgument] = [
-                QueueKeys.group, consumer, max(0, count), k.prefix, QueueKeys.parkedConsumer, routing.lookahead,
+                QueueKeys.group, consumer, max(0, count), QueueKeys.parkedConsumer, routing.lookahead,
                 routing.longestWait.milliseconds, nowMs, nowMs + routing.claimTTL.milliseconds, max(1, cacheSize), routing.shareAfter,
                 mayLoad ? 1 : 0, max(1, starveGapMs),
             ]
@@ -211,7 +211,7 @@ extension QueueScripts {
             keys = [k.lane(lane), k.dead, k.stats]
             arguments = [
                 QueueKeys.group, consumer, lease, limit, lane.rawValue, configuration.resultTTL.wholeSeconds, configuration.deadLetterLimit,
-                nowMs, k.prefix, QueueKeys.parkedConsumer, max(1, lease / 2), max(1, lease / 4), Self.deadResultTemplate,
+                nowMs, QueueKeys.parkedConsumer, max(1, lease / 2), max(1, lease / 4), Self.deadResultTemplate,
             ]
         }
 
@@ -234,7 +234,7 @@ extension QueueScripts {
 
         init(keys k: QueueKeys, nowMs: Int64, limit: Int) {
             keys = [k.delayed]
-            arguments = [nowMs, limit, k.prefix]
+            arguments = [nowMs, limit]
         }
     }
 
@@ -286,7 +286,7 @@ extension QueueScripts {
 
         init(jobID: String, result: JobResult, keys k: QueueKeys, resultTTL: Duration) {
             keys = [k.result(jobID), k.job(jobID), k.stats]
-            arguments = [result.encodedJSON(), resultTTL.wholeSeconds, k.prefix]
+            arguments = [result.encodedJSON(), resultTTL.wholeSeconds]
         }
     }
 
@@ -298,7 +298,7 @@ extension QueueScripts {
 
         init(entryID: String, keys k: QueueKeys, recordTTL: Duration, ended: AttemptRecord?) {
             keys = [k.dead, k.stats]
-            arguments = [entryID, k.prefix, recordTTL.wholeSeconds, ended?.jsonBytes ?? []]
+            arguments = [entryID, recordTTL.wholeSeconds, ended?.jsonBytes ?? []]
         }
     }
 }

@@ -9,10 +9,11 @@ extension QueueScripts {
     /// has one) counted in its batch, and its entry goes. Running jobs are left alone. New
     /// entries are read as the purge consumer, which the caller removes afterwards.
     /// KEYS: stats, delayed, then the lanes. ARGV: group, purge consumer, parked consumer, count,
-    /// key prefix, the `cancelled` result (JSON; id and batch filled in here), result ttl s.
+    /// the `cancelled` result (JSON; id and batch filled in here), result ttl s.
     /// Returns {waiting removed, parked removed, delayed removed}.
     static let purge = RedisScript(
-        """
+        QueueScripts.keyPrefix + """
+        table.insert(ARGV, 5, prefixOf(KEYS[1]))
         local group, prefix, n = ARGV[1], ARGV[5], tonumber(ARGV[4])
         local removed = {0, 0, 0}
         local function cancel(id, batch)
@@ -101,7 +102,7 @@ extension QueueScripts {
 
         init(keys k: QueueKeys, consumer: String, count: Int, result: JobResult, resultTTL: Duration) {
             keys = [k.stats, k.delayed] + k.lanes
-            arguments = [QueueKeys.group, consumer, QueueKeys.parkedConsumer, count, k.prefix, result.encodedJSON(), resultTTL.wholeSeconds]
+            arguments = [QueueKeys.group, consumer, QueueKeys.parkedConsumer, count, result.encodedJSON(), resultTTL.wholeSeconds]
         }
     }
 

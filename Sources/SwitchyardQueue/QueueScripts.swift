@@ -67,6 +67,16 @@ enum QueueScripts {
     /// Lua: `paused` maps the names of the paused lanes (and `*` for the whole queue) to true,
     /// from the paused hash, KEYS[1]; `laneNames` are the lane names in order (ARGV after
     /// `firstLaneName`).
+    /// Lua: `prefixOf(key)` is the queue's key prefix (`sy:{q}:`) cut from one of its keys. A
+    /// script builds the keys it finds only while running (`result:<id>` for an id read from a
+    /// stream entry, `warm:<model>` for a job's model) from a key in `KEYS`, never from an
+    /// argument, so they share its hash tag and slot; the scripts that need it put the prefix at
+    /// its old place in ARGV.
+    static let keyPrefix = """
+        local function prefixOf(key) return string.match(key, '^(.-}:)') end
+
+        """
+
     static let pausedLanes = """
         local pausedFields = redis.call('HKEYS', KEYS[1])
         local paused = {}
@@ -78,11 +88,12 @@ enum QueueScripts {
     /// Take up to COUNT new entries, lanes in priority order, skipping (and acknowledging) entries
     /// whose job already has a final result, for example a cancelled one. Paused lanes are
     /// skipped.
-    /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, key prefix, then the
-    /// lane names in order.
+    /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, then the lane names in
+    /// order.
     /// Returns {{{lane index, entry id, fields}, ...}, {paused lane names (and '*')}}.
     static let take = RedisScript(
-        pausedLanes + """
+        keyPrefix + pausedLanes + """
+            table.insert(ARGV, 4, prefixOf(KEYS[1]))
             local out = {}
             local want = tonumber(ARGV[3])
             for i = 1, #KEYS - 1 do
@@ -122,7 +133,7 @@ enum QueueScripts {
     /// `share after` jobs per worker holding it. A worker that may not load takes only warm ones.
     /// Lanes are visited in priority order; paused ones are skipped. Final entries (cancelled) are
     /// dropped on the way.
-    /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, key prefix, parked consumer, lookahead,
+    /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, parked consumer, lookahead,
     /// longest wait ms, now ms, warm claim expiry ms, model cache size, share after (0: never),
     /// may load ('1': the worker has room to load a model), starve gap ms, then n and n warm
     /// models (most recently used first), then m and m models no longer warm here
@@ -130,7 +141,8 @@ enum QueueScripts {
     /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
     /// model claimed or '', {paused lane names (and '*')}}.
     static let takeWarm = RedisScript(
-        modelOfJSON + pausedLanes + """
+        keyPrefix + modelOfJSON + pausedLanes + """
+            table.insert(ARGV, 4, prefixOf(KEYS[1]))
             local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
             local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
             local cacheSize, shareAfter, mayLoad, starveGap = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13])
@@ -374,11 +386,12 @@ enum QueueScripts {
     /// their idle time is set back to the keep age (they stay overdue, so they are taken first);
     /// with none alive they go back on the lane as they are, for any worker (no attempt counted).
     /// KEYS: lane, dead, stats. ARGV: group, consumer, min idle ms, count, lane name, ttl,
-    /// dead max length, now ms, key prefix, parked consumer, release age ms, keep age ms, the
+    /// dead max length, now ms, parked consumer, release age ms, keep age ms, the
     /// `dead` result to write (JSON from Swift's writer; id, attempts, batch, message and finish
     /// time are filled in here). Returns {requeued, dead}.
     static let reclaim = RedisScript(
-        """
+        keyPrefix + """
+        table.insert(ARGV, 9, prefixOf(KEYS[1]))
         local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[11], '-', '+', ARGV[4], ARGV[10])
         local routing = redis.call('EXISTS', ARGV[9] .. 'routing') == 1
         for _, p in ipairs(stale) do
@@ -457,9 +470,10 @@ enum QueueScripts {
     )
 
     /// Move due members of the delayed set onto their lanes. KEYS: delayed.
-    /// ARGV: now ms, limit, key prefix. Returns {moved, next due ms or false}.
+    /// ARGV: now ms, limit. Returns {moved, next due ms or false}.
     static let promote = RedisScript(
-        modelOfJSON + """
+        keyPrefix + modelOfJSON + """
+            table.insert(ARGV, 3, prefixOf(KEYS[1]))
             local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
             local moved = 0
             for _, m in ipairs(due) do
@@ -543,10 +557,11 @@ enum QueueScripts {
     /// Cancel a job: write a final `cancelled` result unless it already has one, and count it in
     /// its batch (found through the job's record). The result lives at least as long as the job's
     /// record, so a delayed job cancelled now is still cancelled when its due time comes.
-    /// KEYS: result key, job record, stats. ARGV: result json (without batch), ttl, key prefix.
+    /// KEYS: result key, job record, stats. ARGV: result json (without batch), ttl.
     /// Returns 1 when cancelled, 0 when the job was already final, -1 when no such job is known.
     static let cancel = RedisScript(
-        """
+        keyPrefix + """
+        table.insert(ARGV, 3, prefixOf(KEYS[1]))
         if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
         local batch = redis.call('GET', KEYS[2])
         if not batch then return -1 end
@@ -565,11 +580,12 @@ enum QueueScripts {
     /// Put a dead letter back on its lane as a fresh job (attempt 1), clearing its `dead` result;
     /// its record lives again for the record ttl, `requeued` counts it, and the attempt that ended
     /// it goes to its history first.
-    /// KEYS: dead, stats. ARGV: entry id, key prefix, record ttl s, the ended attempt's record
+    /// KEYS: dead, stats. ARGV: entry id, record ttl s, the ended attempt's record
     /// (JSON, '' for none; kept when the job's result is still `dead`). Returns the job id, or
     /// false when there is no such entry.
     static let retryDeadLetter = RedisScript(
-        modelOfJSON + """
+        keyPrefix + modelOfJSON + """
+            table.insert(ARGV, 2, prefixOf(KEYS[1]))
             local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
             if not r[1] then return false end
             local h = {}

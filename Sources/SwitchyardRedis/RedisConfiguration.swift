@@ -2,9 +2,46 @@ import Foundation
 
 /// Where and how to connect to Redis.
 ///
-/// Build it from a URL (`redis://[user:password@]host:port[/db]` or `unix:///path/to.sock[?db=N]`)
-/// or from the environment. The password is a secret: `description` never shows it.
+/// Build it from a URL or from the environment:
+/// - `redis://[user:password@]host:port[/db]` or `unix:///path/to.sock[?db=N]`: one server;
+/// - `redis+cluster://[user:password@]host1:port,host2:port`: a Redis Cluster, found from any of
+///   these seed nodes;
+/// - `redis+sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]`: the master that the
+///   sentinels name `mymaster`.
+///
+/// The password is a secret: `description` never shows it.
 public struct RedisConfiguration: Sendable, CustomStringConvertible {
+    /// Which form of Redis the connections talk to.
+    public enum Deployment: Sendable, Hashable {
+        /// One server at `endpoint`. The default.
+        case standalone
+        /// A Redis Cluster. `endpoint` is the first seed node; `seeds` holds all of them. Keys are
+        /// sent to the node that serves their slot, following `MOVED` and `ASK` redirects.
+        case cluster(seeds: [Endpoint])
+        /// A master found through Sentinel; `endpoint` is the first sentinel.
+        case sentinel(Sentinel)
+    }
+
+    /// How to find a master through Sentinel.
+    public struct Sentinel: Sendable, Hashable {
+        /// The sentinels to ask, in order.
+        public var sentinels: [Endpoint]
+        /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
+        public var masterName: String
+        /// An ACL user for the sentinels themselves; nil for none.
+        public var username: String?
+        /// The sentinels' own password (`requirepass` in sentinel.conf), apart from the data nodes'.
+        /// A secret: never shown.
+        public var password: String?
+
+        public init(sentinels: [Endpoint], masterName: String, username: String? = nil, password: String? = nil) {
+            self.sentinels = sentinels
+            self.masterName = masterName
+            self.username = username
+            self.password = password
+        }
+    }
+
     public enum Endpoint: Sendable, Hashable, CustomStringConvertible {
         case tcp(host: String, port: Int)
         case unixSocket(path: String)
@@ -19,7 +56,10 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
 
     public static let defaultURL = "redis://127.0.0.1:6379"
 
+    /// The server; for a cluster, the first seed node; behind Sentinel, the first sentinel.
     public var endpoint: Endpoint
+    /// One server (the default), a Redis Cluster, or a master behind Sentinel.
+    public var deployment: Deployment = .standalone
     /// An ACL user name; nil authenticates as `default` (or not at all without a password).
     public var username: String?
     /// The password for AUTH. Kept out of every description, log and error.
@@ -32,7 +72,9 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// arriving is not cut off). Blocking commands pass their own timeout.
     public var commandTimeout: Duration
     /// How long a command waits for a lost connection to come back, reconnecting with backoff,
-    /// before it fails with `connectionFailed`. Zero fails at once.
+    /// before it fails with `connectionFailed`. Zero fails at once. On a cluster or behind Sentinel
+    /// it is also how long a command keeps looking for the node that serves it (redirects,
+    /// `TRYAGAIN`, `CLUSTERDOWN`, a failover): make it longer than a failover takes.
     public var reconnectWait: Duration
     /// The most connections a `RedisConnectionPool` opens.
     public var poolSize: Int
@@ -61,7 +103,9 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         self.clientName = clientName
     }
 
-    /// Parses `redis://[user:password@]host[:port][/db]` or `unix:///path[?db=N]`.
+    /// Parses `redis://[user:password@]host[:port][/db]`, `unix:///path[?db=N]`,
+    /// `redis+cluster://[user:password@]host:port,host:port` or
+    /// `redis+sentinel://[user:password@]host:port,host:port/master[/db][?sentinel_user=u&sentinel_password=p]`.
     /// User and password may be percent-encoded.
     public init(url: String) throws(RedisError) {
         self.init()
@@ -77,9 +121,14 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         case (let u?, nil): user = "\(u)@"
         case (nil, nil): user = ""
         }
-        switch endpoint {
-        case .tcp: return "redis://\(user)\(endpoint)/\(database)"
-        case .unixSocket(let path): return "unix://\(user)\(path)?db=\(database)"
+        switch (deployment, endpoint) {
+        case (.cluster(let seeds), _):
+            return "redis+cluster://\(user)\(seeds.map(\.description).joined(separator: ","))"
+        case (.sentinel(let sentinel), _):
+            let hosts = sentinel.sentinels.map(\.description).joined(separator: ",")
+            return "redis+sentinel://\(user)\(hosts)/\(sentinel.masterName)/\(database)"
+        case (.standalone, .tcp): return "redis://\(user)\(endpoint)/\(database)"
+        case (.standalone, .unixSocket(let path)): return "unix://\(user)\(path)?db=\(database)"
         }
     }
 
@@ -94,6 +143,11 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         let quotes = !url.contains("@")
         func invalid(_ why: String, _ withoutQuote: String? = nil) -> RedisError {
             RedisError(.invalidConfiguration, "Redis URL: \(quotes ? why : (withoutQuote ?? why))")
+        }
+        let lowered = url.lowercased()
+        if lowered.hasPrefix("redis+cluster://") || lowered.hasPrefix("redis+sentinel://") {
+            try applyMultiHost(url: url, invalid: invalid)
+            return
         }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
             throw invalid("not a URL; expected redis://[user:password@]host:port[/db] or unix:///path/to.sock")
@@ -136,8 +190,87 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
                     + "and point redis:// at it, see docs/OPERATIONS.md"
             )
         default:
-            throw invalid("scheme '\(scheme)' is not supported; use redis:// or unix://")
+            throw invalid("scheme '\(scheme)' is not supported; use redis://, unix://, redis+cluster:// or redis+sentinel://")
         }
+    }
+
+    /// `redis+cluster://` and `redis+sentinel://`: several hosts, which URLComponents does not parse.
+    private mutating func applyMultiHost(url: String, invalid: (String, String?) -> RedisError) throws(RedisError) {
+        let schemeEnd = url.range(of: "://")!
+        let cluster = url[..<schemeEnd.lowerBound].lowercased() == "redis+cluster"
+        var rest = String(url[schemeEnd.upperBound...])
+        var query: [URLQueryItem] = []
+        if let q = rest.firstIndex(of: "?") {
+            query = URLComponents(string: "x:?" + rest[rest.index(after: q)...])?.queryItems ?? []
+            rest = String(rest[..<q])
+        }
+        // The user info ends at the last '@' before the path: a password may hold '@' or '/'
+        // only percent-encoded, as in any URL.
+        let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+        var authority = rest[..<authorityEnd]
+        let path = rest[authorityEnd...].split(separator: "/").map(String.init)
+        if let at = authority.lastIndex(of: "@") {
+            let info = authority[..<at]
+            authority = authority[authority.index(after: at)...]
+            let parts = info.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            let user = String(parts[0]).removingPercentEncoding ?? String(parts[0])
+            username = user.isEmpty ? nil : user
+            password = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : nil
+        }
+        let defaultPort = cluster ? 6379 : 26379
+        var hosts: [Endpoint] = []
+        for item in authority.split(separator: ",", omittingEmptySubsequences: false) {
+            let text = String(item)
+            var host = text
+            var port = defaultPort
+            if text.hasPrefix("[") {
+                guard let close = text.firstIndex(of: "]") else { throw invalid("host '\(text)' has no closing ']'", "a host has no closing ']'") }
+                host = String(text[text.index(after: text.startIndex)..<close])
+                let after = text[text.index(after: close)...]
+                if after.hasPrefix(":") {
+                    guard let p = Int(after.dropFirst()) else { throw invalid("port in '\(text)' is not a number", "a port is not a number") }
+                    port = p
+                }
+            } else if let colon = text.lastIndex(of: ":") {
+                host = String(text[..<colon])
+                guard let p = Int(text[text.index(after: colon)...]) else {
+                    throw invalid("port in '\(text)' is not a number", "a port is not a number")
+                }
+                port = p
+            }
+            guard !host.isEmpty else { throw invalid("a host is missing in the list '\(authority)'", "a host is missing in the host list") }
+            guard (1...65535).contains(port) else { throw invalid("port \(port) is out of range 1-65535", "port is out of range 1-65535") }
+            hosts.append(.tcp(host: host, port: port))
+        }
+        endpoint = hosts[0]
+        if cluster {
+            if let db = path.first {
+                guard db == "0" else {
+                    throw invalid("a Redis Cluster has only database 0; remove '/\(db)' from the URL", "a Redis Cluster has only database 0")
+                }
+            }
+            deployment = .cluster(seeds: hosts)
+            return
+        }
+        guard let name = path.first, !name.isEmpty else {
+            throw invalid("the master's name is missing: redis+sentinel://host:26379,host:26379/<master name>", nil)
+        }
+        if path.count > 1 {
+            guard let db = Int(path[1]), db >= 0 else {
+                throw invalid("database '\(path[1])' is not a non-negative integer", "database is not a non-negative integer")
+            }
+            database = db
+        }
+        let sentinelUser = query.first(where: { $0.name == "sentinel_user" })?.value
+        let sentinelPassword = query.first(where: { $0.name == "sentinel_password" })?.value
+        deployment = .sentinel(
+            Sentinel(
+                sentinels: hosts,
+                masterName: name.removingPercentEncoding ?? name,
+                username: sentinelUser.flatMap { $0.isEmpty ? nil : $0 },
+                password: sentinelPassword
+            )
+        )
     }
 }
 
@@ -147,6 +280,7 @@ extension RedisConfiguration {
         public static let url = "SWITCHYARD_REDIS_URL"
         public static let password = "SWITCHYARD_REDIS_PASSWORD"
         public static let passwordFile = "SWITCHYARD_REDIS_PASSWORD_FILE"
+        public static let sentinelPassword = "SWITCHYARD_REDIS_SENTINEL_PASSWORD"
         public static let poolSize = "SWITCHYARD_REDIS_POOL_SIZE"
         public static let connectTimeout = "SWITCHYARD_REDIS_CONNECT_TIMEOUT_MS"
         public static let commandTimeout = "SWITCHYARD_REDIS_COMMAND_TIMEOUT_MS"
@@ -168,6 +302,12 @@ extension RedisConfiguration {
         }
         if let password = environment[EnvironmentKey.password], !password.isEmpty {
             configuration.password = password
+        }
+        if let password = environment[EnvironmentKey.sentinelPassword], !password.isEmpty,
+            case .sentinel(var sentinel) = configuration.deployment
+        {
+            sentinel.password = password
+            configuration.deployment = .sentinel(sentinel)
         }
         func milliseconds(_ key: String, minimum: Int) throws(RedisError) -> Duration? {
             guard let text = environment[key] else { return nil }

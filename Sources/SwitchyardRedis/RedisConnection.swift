@@ -43,11 +43,24 @@ public final class RedisConnection: @unchecked Sendable {
         var closed = false
     }
 
+    /// The slot map or the Sentinel's master; nil for one server.
+    let topology: RedisTopology?
+
+    /// One socket per server this connection talks to: one for a single server or behind
+    /// Sentinel, up to one per master of a cluster.
+    struct NodeSocket {
+        var context: UnsafeMutablePointer<redisContext>?
+        var failedAttempts = 0
+        var nextAttempt = ContinuousClock.now
+        var lastError: RedisError?
+        /// Behind Sentinel: the topology's generation when this socket was opened.
+        var generation: UInt64 = 0
+    }
+
     // Touched only on `thread`.
-    private var context: UnsafeMutablePointer<redisContext>?
-    private var failedAttempts = 0
-    private var nextAttempt = ContinuousClock.now
-    private var lastConnectError: RedisError?
+    var sockets: [RedisConfiguration.Endpoint: NodeSocket] = [:]
+    /// Where the last command went; `receive` reads from there.
+    var lastEndpoint: RedisConfiguration.Endpoint?
 
     /// Makes the connection; it connects on first use.
     public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "switchyard.redis")) {
@@ -62,11 +75,15 @@ public final class RedisConnection: @unchecked Sendable {
         self.wakeRead = fds[0]
         self.wakeWrite = fds[1]
         self.thread = SerialThread(name: "redis \(configuration.endpoint)")
+        switch configuration.deployment {
+        case .standalone: self.topology = nil
+        default: self.topology = RedisTopology.shared(for: configuration.deployment)
+        }
     }
 
     deinit {
         // Jobs hold the connection strongly, so none is running here.
-        if let context { redisFree(context) }
+        for socket in sockets.values { if let context = socket.context { redisFree(context) } }
         thread.stop()
         syr_close(wakeRead)
         syr_close(wakeWrite)
@@ -75,7 +92,7 @@ public final class RedisConnection: @unchecked Sendable {
     /// Sends one command and returns its reply. An error reply is thrown as `serverError`.
     @discardableResult
     public func send(_ command: RedisCommand, timeout: RedisTimeout = .default) async throws -> RESPValue {
-        try await perform(timeout: timeout) { connection, ms in try connection.exchange([command], timeoutMs: ms)[0] }
+        try await perform(timeout: timeout) { connection, ms in try connection.run([command], timeoutMs: ms)[0] }
             .throwingServerError()
     }
 
@@ -85,11 +102,17 @@ public final class RedisConnection: @unchecked Sendable {
         try await send(RedisCommand(name, arguments: arguments))
     }
 
-    /// Sends all commands in one write and reads all replies: one round trip. Error replies are
-    /// returned in place (`.error`), so one failing command does not hide the others' replies.
-    public func pipeline(_ commands: [RedisCommand], timeout: RedisTimeout = .default) async throws -> [RESPValue] {
+    /// Sends all commands in one write and reads all replies: one round trip (one per node on a
+    /// cluster). Error replies are returned in place (`.error`), so one failing command does not
+    /// hide the others' replies. An `EVALSHA` of one of `scripts` that the server does not have
+    /// (NOSCRIPT) is sent again after the script is loaded on that server.
+    public func pipeline(
+        _ commands: [RedisCommand],
+        scripts: [RedisScript] = [],
+        timeout: RedisTimeout = .default
+    ) async throws -> [RESPValue] {
         if commands.isEmpty { return [] }
-        return try await perform(timeout: timeout) { connection, ms in try connection.exchange(commands, timeoutMs: ms) }
+        return try await perform(timeout: timeout) { connection, ms in try connection.run(commands, timeoutMs: ms, scripts: scripts) }
     }
 
     /// Runs a Lua script by SHA, loading it first if the server does not have it (NOSCRIPT).
@@ -102,11 +125,7 @@ public final class RedisConnection: @unchecked Sendable {
     ) async throws -> RESPValue {
         let call = RedisCommand("EVALSHA", arguments: [script.sha1, keys.count] + keys + arguments)
         return try await perform(timeout: timeout) { connection, ms in
-            let reply = try connection.exchange([call], timeoutMs: ms)[0]
-            guard case .error(let message) = reply, message.hasPrefix("NOSCRIPT") else { return reply }
-            connection.logger.debug("script \(script.sha1) missing on the server; loading it")
-            try connection.exchange([RedisCommand("SCRIPT", "LOAD", script.source)], timeoutMs: ms)[0].throwingServerError()
-            return try connection.exchange([call], timeoutMs: ms)[0]
+            try connection.run([call], timeoutMs: ms, scripts: [script])[0]
         }.throwingServerError()
     }
 
@@ -116,7 +135,7 @@ public final class RedisConnection: @unchecked Sendable {
     /// timeout closes the socket, as for any command.
     public func receive(timeout: RedisTimeout = .never) async throws -> RESPValue {
         try await perform(timeout: timeout) { connection, ms in
-            guard let context = connection.context else {
+            guard let endpoint = connection.lastEndpoint, let context = connection.sockets[endpoint]?.context else {
                 throw RedisError(.connectionLost, "no connection to \(connection.configuration.endpoint) is open to receive on")
             }
             var raw: UnsafeMutableRawPointer?
@@ -138,13 +157,15 @@ public final class RedisConnection: @unchecked Sendable {
             return !state.closed
         }
         guard first else { return }
-        _ = thread.submit { [self] in disconnect() }
+        _ = thread.submit { [self] in for endpoint in sockets.keys { disconnect(endpoint) } }
         thread.stop()
     }
 
     /// Whether a socket is open right now (false before first use and after a failure).
     public var isConnected: Bool {
-        get async { (try? await perform(timeout: .default) { connection, _ in connection.context != nil }) ?? false }
+        get async {
+            (try? await perform(timeout: .default) { connection, _ in connection.sockets.values.contains { $0.context != nil } }) ?? false
+        }
     }
 
     // MARK: - Running work on the connection's thread
@@ -199,14 +220,43 @@ public final class RedisConnection: @unchecked Sendable {
 
     // MARK: - On the connection's thread
 
-    /// Writes the commands, reads one reply per command. Any transport failure closes the socket.
-    @discardableResult
-    private func exchange(_ commands: [RedisCommand], timeoutMs: Int32) throws -> [RESPValue] {
-        let context = try connectedContext()
-        return try exchange(commands, on: context, timeoutMs: timeoutMs)
+    /// Sends the commands where they belong (the server, the Sentinel's master, or each key's
+    /// cluster node) and reads one reply per command, in order.
+    func run(_ commands: [RedisCommand], timeoutMs: Int32, scripts: [RedisScript] = []) throws -> [RESPValue] {
+        switch configuration.deployment {
+        case .standalone:
+            let context = try connectedContext(to: configuration.endpoint, wait: configuration.reconnectWait)
+            return try exchange(commands, on: context, timeoutMs: timeoutMs, scripts: scripts)
+        case .cluster(let seeds):
+            return try clusterExchange(commands, timeoutMs: timeoutMs, scripts: scripts, seeds: seeds)
+        case .sentinel(let sentinel):
+            return try sentinelExchange(commands, timeoutMs: timeoutMs, scripts: scripts, sentinel: sentinel)
+        }
     }
 
-    private func exchange(
+    /// `exchange`, then: an `EVALSHA` of one of `scripts` that this server does not have is sent
+    /// again after `SCRIPT LOAD` on the same server.
+    func exchange(
+        _ commands: [RedisCommand],
+        on context: UnsafeMutablePointer<redisContext>,
+        timeoutMs: Int32,
+        scripts: [RedisScript]
+    ) throws -> [RESPValue] {
+        var replies = try exchange(commands, on: context, timeoutMs: timeoutMs)
+        if scripts.isEmpty { return replies }
+        let missing = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
+        if missing.isEmpty { return replies }
+        logger.debug("scripts missing on the server; loading them")
+        for reply in try exchange(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) }, on: context, timeoutMs: timeoutMs) {
+            try reply.throwingServerError()
+        }
+        let again = try exchange(missing.map { commands[$0] }, on: context, timeoutMs: timeoutMs)
+        for (index, reply) in zip(missing, again) { replies[index] = reply }
+        return replies
+    }
+
+    /// Writes the commands, reads one reply per command. Any transport failure closes the socket.
+    func exchange(
         _ commands: [RedisCommand],
         on context: UnsafeMutablePointer<redisContext>,
         timeoutMs: Int32
@@ -231,83 +281,127 @@ public final class RedisConnection: @unchecked Sendable {
         return replies
     }
 
-    /// Closes the broken socket (if it is the current one) and describes what went wrong.
+    /// Closes the broken socket and describes what went wrong.
     private func transportFailure(
         _ rc: Int32,
         on failed: UnsafeMutablePointer<redisContext>,
         during command: RedisCommand
     ) -> any Error {
         let detail = String(cString: UnsafeRawPointer(failed.pointer(to: \.errstr)!).assumingMemoryBound(to: CChar.self))
-        if failed == context { disconnect() }
+        let known = sockets.first(where: { $0.value.context == failed })?.key
+        // A socket of its own (a sentinel asked once) is freed by its opener.
+        if let known { disconnect(known) }
+        let endpoint = known ?? configuration.endpoint
         switch rc {
         case SYR_CANCELLED:
             return interruption()
         case SYR_TIMEOUT:
-            return RedisError(.timeout, "no reply to \(command.name) from \(configuration.endpoint) within the timeout")
+            return RedisError(.timeout, "no reply to \(command.name) from \(endpoint) within the timeout")
         case SYR_EOF:
-            return RedisError(.connectionLost, "\(configuration.endpoint) closed the connection during \(command.name)")
+            return RedisError(.connectionLost, "\(endpoint) closed the connection during \(command.name)")
         case SYR_PROTOCOL:
             return RedisError(.protocolError, "the reply to \(command.name) is not valid RESP: \(detail)")
         default:
-            return RedisError(.connectionLost, "connection to \(configuration.endpoint) failed during \(command.name): \(detail)")
+            return RedisError(.connectionLost, "connection to \(endpoint) failed during \(command.name): \(detail)")
         }
     }
 
-    private func disconnect() {
-        if let context { redisFree(context) }
-        context = nil
+    func disconnect(_ endpoint: RedisConfiguration.Endpoint) {
+        if let context = sockets[endpoint]?.context {
+            redisFree(context)
+            sockets[endpoint]?.context = nil
+        }
     }
 
-    /// An open, authenticated context: the current one if the server has not closed it, or a new
-    /// one, retrying with backoff for up to `reconnectWait`.
-    private func connectedContext() throws -> UnsafeMutablePointer<redisContext> {
-        if let context {
-            if syr_peer_closed(context) == 0 { return context }
-            logger.warning("Redis closed the connection; reconnecting")
-            disconnect()
+    /// An open, authenticated socket to `endpoint`: the current one if the server has not closed
+    /// it, or a new one, retrying with backoff for up to `wait` (zero: one attempt, unless the
+    /// last one failed so recently that its backoff has not run out).
+    func connectedContext(
+        to endpoint: RedisConfiguration.Endpoint,
+        wait: Duration,
+        generation: UInt64 = 0
+    ) throws -> UnsafeMutablePointer<redisContext> {
+        lastEndpoint = endpoint
+        if let context = sockets[endpoint]?.context {
+            if syr_peer_closed(context) == 0 && sockets[endpoint]?.generation == generation { return context }
+            if syr_peer_closed(context) != 0 { logger.warning("Redis closed the connection; reconnecting", metadata: ["node": "\(endpoint)"]) }
+            disconnect(endpoint)
         }
-        let deadline = ContinuousClock.now + configuration.reconnectWait
+        var socket = sockets[endpoint] ?? NodeSocket()
+        let deadline = ContinuousClock.now + wait
         while true {
             let now = ContinuousClock.now
-            if nextAttempt > now {
+            if socket.nextAttempt > now {
                 // Still inside the backoff after a failed attempt: wait for it if the deadline allows.
-                if nextAttempt > deadline {
-                    throw lastConnectError ?? RedisError(.connectionFailed, "cannot reach \(configuration.endpoint)")
+                if socket.nextAttempt > deadline {
+                    throw socket.lastError ?? RedisError(.connectionFailed, "cannot reach \(endpoint)")
                 }
-                let sleepMs = Int32(clamping: (nextAttempt - now).roundedUpMilliseconds)
+                let sleepMs = Int32(clamping: (socket.nextAttempt - now).roundedUpMilliseconds)
                 if syr_sleep(wakeRead, sleepMs) == SYR_CANCELLED { throw interruption() }
             }
             do {
-                let context = try openContext()
-                if failedAttempts > 0 { logger.info("reconnected to Redis after \(failedAttempts) failed attempts") }
-                failedAttempts = 0
-                lastConnectError = nil
-                self.context = context
+                let context = try openContext(to: endpoint)
+                if socket.failedAttempts > 0 {
+                    logger.info("reconnected to Redis after \(socket.failedAttempts) failed attempts", metadata: ["node": "\(endpoint)"])
+                }
+                socket = NodeSocket(context: context, generation: generation)
+                sockets[endpoint] = socket
                 return context
             } catch let error as RedisError {
                 // Every failed attempt backs off, so a wrong password does not hammer the server either.
-                failedAttempts += 1
-                lastConnectError = error
-                nextAttempt = ContinuousClock.now + Backoff.reconnect.delay(attempt: failedAttempts)
+                socket.failedAttempts += 1
+                socket.lastError = error
+                socket.nextAttempt = ContinuousClock.now + Backoff.reconnect.delay(attempt: socket.failedAttempts)
+                sockets[endpoint] = socket
                 guard error.code == .connectionFailed else { throw error }
-                if failedAttempts == 1 { logger.warning("cannot reach Redis: \(error.message); retrying with backoff") }
-                if nextAttempt > deadline { throw error }
+                if socket.failedAttempts == 1 {
+                    logger.warning("cannot reach Redis: \(error.message); retrying with backoff", metadata: ["node": "\(endpoint)"])
+                }
+                if socket.nextAttempt > deadline { throw error }
             }
         }
     }
 
+    /// Sleeps on the connection's thread; a close or a cancellation wakes it early.
+    func pause(_ duration: Duration) throws {
+        if syr_sleep(wakeRead, Int32(clamping: duration.roundedUpMilliseconds)) == SYR_CANCELLED { throw interruption() }
+    }
+
     /// Why a wait was woken: the connection was closed, or the caller's task was cancelled.
-    private func interruption() -> any Error {
+    func interruption() -> any Error {
         shared.withLock { $0.closed } ? RedisError(.closed, "the connection was closed") : CancellationError()
+    }
+
+    /// What a new socket sends before its first command.
+    struct Handshake {
+        var username: String?
+        var password: String?
+        var database = 0
+        var clientName: String?
+        /// Behind Sentinel: ask `ROLE` and refuse a server that is not a master (a sentinel's
+        /// answer can be stale for a moment after a failover).
+        var requireMaster = false
+    }
+
+    /// The handshake for data nodes, from the configuration.
+    var dataHandshake: Handshake {
+        var handshake = Handshake(
+            username: configuration.username,
+            password: configuration.password,
+            database: configuration.database,
+            clientName: configuration.clientName
+        )
+        if case .sentinel = configuration.deployment { handshake.requireMaster = true }
+        return handshake
     }
 
     /// Opens and authenticates a socket. Throws `RedisError`, or `CancellationError` when the
     /// caller's task was cancelled during the handshake.
-    private func openContext() throws -> UnsafeMutablePointer<redisContext> {
+    func openContext(to endpoint: RedisConfiguration.Endpoint, handshake: Handshake? = nil) throws -> UnsafeMutablePointer<redisContext> {
         let connectMs = configuration.connectTimeout.roundedUpMilliseconds
         let tv = timeval(tv_sec: connectMs / 1000, tv_usec: .init((connectMs % 1000) * 1000))
         let opened: UnsafeMutablePointer<redisContext>?
-        switch configuration.endpoint {
+        switch endpoint {
         case .tcp(let host, let port): opened = redisConnectWithTimeout(host, Int32(port), tv)
         case .unixSocket(let path): opened = redisConnectUnixWithTimeout(path, tv)
         }
@@ -315,18 +409,18 @@ public final class RedisConnection: @unchecked Sendable {
         if context.pointee.err != 0 {
             let why = String(cString: UnsafeRawPointer(context.pointer(to: \.errstr)!).assumingMemoryBound(to: CChar.self))
             redisFree(context)
-            throw RedisError(.connectionFailed, "cannot connect to \(configuration.endpoint): \(why)")
+            throw RedisError(.connectionFailed, "cannot connect to \(endpoint): \(why)")
         }
-        if case .tcp = configuration.endpoint {
+        if case .tcp = endpoint {
             // Notices a peer that vanished without closing (a host that went away); TCP only.
             redisEnableKeepAlive(context)
         }
         if syr_prepare(context) != SYR_OK {
             redisFree(context)
-            throw RedisError(.connectionFailed, "cannot set up the socket to \(configuration.endpoint)")
+            throw RedisError(.connectionFailed, "cannot set up the socket to \(endpoint)")
         }
         do {
-            try handshake(context)
+            try perform(handshake ?? dataHandshake, on: context, endpoint: endpoint)
         } catch {
             redisFree(context)
             throw error
@@ -334,39 +428,47 @@ public final class RedisConnection: @unchecked Sendable {
         return context
     }
 
-    /// AUTH, SELECT and CLIENT SETNAME in one round trip.
-    private func handshake(_ context: UnsafeMutablePointer<redisContext>) throws {
+    /// AUTH, SELECT, CLIENT SETNAME (and ROLE behind Sentinel) in one round trip.
+    private func perform(_ handshake: Handshake, on context: UnsafeMutablePointer<redisContext>, endpoint: RedisConfiguration.Endpoint) throws {
         var commands: [RedisCommand] = []
-        if let password = configuration.password {
-            if let user = configuration.username {
+        if let password = handshake.password {
+            if let user = handshake.username {
                 commands.append(RedisCommand("AUTH", user, password))
             } else {
                 commands.append(RedisCommand("AUTH", password))
             }
         }
-        if configuration.database != 0 { commands.append(RedisCommand("SELECT", configuration.database)) }
-        if let name = configuration.clientName { commands.append(RedisCommand("CLIENT", "SETNAME", name)) }
+        if handshake.database != 0 { commands.append(RedisCommand("SELECT", handshake.database)) }
+        if let name = handshake.clientName { commands.append(RedisCommand("CLIENT", "SETNAME", name)) }
+        if handshake.requireMaster { commands.append(RedisCommand("ROLE")) }
         if commands.isEmpty { return }
         let replies: [RESPValue]
         let timeoutMs = Int32(clamping: configuration.connectTimeout.roundedUpMilliseconds)
         do {
             replies = try exchange(commands, on: context, timeoutMs: timeoutMs)
         } catch let error as RedisError where error.code != .closed {
-            throw RedisError(.connectionFailed, "handshake with \(configuration.endpoint) failed: \(error.message)")
+            throw RedisError(.connectionFailed, "handshake with \(endpoint) failed: \(error.message)")
         }
         for (command, reply) in zip(commands, replies) {
+            if command.name == "ROLE", reply.errorMessage == nil {
+                let role = reply.array?.first?.string ?? "unknown"
+                if role != "master" {
+                    throw RedisError(.connectionFailed, "\(endpoint) is a \(role), not the master (a failover is under way)")
+                }
+                continue
+            }
             guard let message = reply.errorMessage else { continue }
-            let user = configuration.username ?? "default"
+            let user = handshake.username ?? "default"
             switch command.name {
             case "AUTH":
-                throw RedisError(.authenticationFailed, "authentication as user '\(user)' at \(configuration.endpoint) failed: \(message)")
+                throw RedisError(.authenticationFailed, "authentication as user '\(user)' at \(endpoint) failed: \(message)")
             case _ where message.hasPrefix("NOAUTH"):
                 throw RedisError(
                     .authenticationFailed,
-                    "\(configuration.endpoint) requires a password: give one in the URL or \(RedisConfiguration.EnvironmentKey.password)"
+                    "\(endpoint) requires a password: give one in the URL or \(RedisConfiguration.EnvironmentKey.password)"
                 )
             case "SELECT":
-                throw RedisError(.invalidConfiguration, "database \(configuration.database): \(message)")
+                throw RedisError(.invalidConfiguration, "database \(handshake.database): \(message)")
             default:
                 throw RedisError(.serverError, "\(command.name) during connect: \(message)")
             }

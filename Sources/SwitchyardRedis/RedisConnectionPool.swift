@@ -50,8 +50,36 @@ public final class RedisConnectionPool: Sendable {
         return try await withConnection { try await $0.send(command) }
     }
 
-    public func pipeline(_ commands: [RedisCommand], timeout: RedisTimeout = .default) async throws -> [RESPValue] {
-        try await withConnection { try await $0.pipeline(commands, timeout: timeout) }
+    /// See `RedisConnection.pipeline`: one round trip (per node), error replies in place, scripts
+    /// loaded where a server lacks them.
+    public func pipeline(
+        _ commands: [RedisCommand],
+        scripts: [RedisScript] = [],
+        timeout: RedisTimeout = .default
+    ) async throws -> [RESPValue] {
+        try await withConnection { try await $0.pipeline(commands, scripts: scripts, timeout: timeout) }
+    }
+
+    /// Runs `body` once for each server that holds data, with a connection to it alone: the one
+    /// server, the master behind Sentinel, or every master of a cluster. For what acts on a whole
+    /// server's keyspace (`SCAN`, `INFO`, `DBSIZE`).
+    public func forEachPrimary<T: Sendable>(_ body: (RedisConnection) async throws -> T) async throws -> [T] {
+        switch configuration.deployment {
+        case .standalone, .sentinel:
+            return [try await withConnection(body)]
+        case .cluster:
+            try await send("PING")  // reads the slot map if no connection has yet
+            var results: [T] = []
+            for master in RedisTopology.shared(for: configuration.deployment).masters {
+                var node = configuration
+                node.deployment = .standalone
+                node.endpoint = master
+                let connection = RedisConnection(configuration: node, logger: logger)
+                defer { connection.close() }
+                results.append(try await body(connection))
+            }
+            return results
+        }
     }
 
     @discardableResult

@@ -14,6 +14,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case serverError
             case unexpectedReply
             case closed
+            case crossSlot
         }
 
         private let value: Value
@@ -38,6 +39,9 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         public static var unexpectedReply: Self { .init(.unexpectedReply) }
         /// The connection or pool was closed by its owner.
         public static var closed: Self { .init(.closed) }
+        /// A command or script for a Redis Cluster names keys in different slots; refused before
+        /// it is sent. The message names two of the keys.
+        public static var crossSlot: Self { .init(.crossSlot) }
 
         public var description: String { value.rawValue }
     }
