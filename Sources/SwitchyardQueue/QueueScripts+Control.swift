@@ -13,58 +13,58 @@ extension QueueScripts {
     /// Returns {waiting removed, parked removed, delayed removed}.
     static let purge = RedisScript(
         QueueScripts.keyPrefix + """
-        table.insert(ARGV, 5, prefixOf(KEYS[1]))
-        local group, prefix, n = ARGV[1], ARGV[5], tonumber(ARGV[4])
-        local removed = {0, 0, 0}
-        local function cancel(id, batch)
-          if id == nil or id == '' then return end
-          local result = cjson.decode(ARGV[6])
-          result['id'] = id
-          if batch ~= nil and batch ~= '' then result['batch'] = batch end
-          if redis.call('SET', prefix .. 'result:' .. id, cjson.encode(result), 'NX', 'EX', ARGV[7]) then
-            redis.call('HINCRBY', KEYS[1], 'cancelled', 1)
-            local bkey = prefix .. 'batch:' .. (batch or '')
-            if batch ~= nil and batch ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'cancelled', 1) end
-          end
-        end
-        local function fields(f)
-          local h = {}
-          for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
-          return h
-        end
-        for i = 3, #KEYS do
-          local lane = KEYS[i]
-          if redis.call('EXISTS', lane) == 1 then
-            local r = redis.call('XREADGROUP', 'GROUP', group, ARGV[2], 'COUNT', n, 'STREAMS', lane, '>')
-            if r then
-              for _, e in ipairs(r[1][2]) do
-                local h = fields(e[2])
-                cancel(h['id'], h['batch'])
-                redis.call('XACK', lane, group, e[1])
-                redis.call('XDEL', lane, e[1])
-                removed[1] = removed[1] + 1
+            table.insert(ARGV, 5, prefixOf(KEYS[1]))
+            local group, prefix, n = ARGV[1], ARGV[5], tonumber(ARGV[4])
+            local removed = {0, 0, 0}
+            local function cancel(id, batch)
+              if id == nil or id == '' then return end
+              local result = cjson.decode(ARGV[6])
+              result['id'] = id
+              if batch ~= nil and batch ~= '' then result['batch'] = batch end
+              if redis.call('SET', prefix .. 'result:' .. id, cjson.encode(result), 'NX', 'EX', ARGV[7]) then
+                redis.call('HINCRBY', KEYS[1], 'cancelled', 1)
+                local bkey = prefix .. 'batch:' .. (batch or '')
+                if batch ~= nil and batch ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'cancelled', 1) end
               end
             end
-            for _, p in ipairs(redis.call('XPENDING', lane, group, '-', '+', n, ARGV[3])) do
-              local e = redis.call('XRANGE', lane, p[1], p[1])
-              if e[1] then
-                local h = fields(e[1][2])
-                cancel(h['id'], h['batch'])
-              end
-              redis.call('XACK', lane, group, p[1])
-              redis.call('XDEL', lane, p[1])
-              removed[2] = removed[2] + 1
+            local function fields(f)
+              local h = {}
+              for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
+              return h
             end
-          end
-        end
-        for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, n - 1)) do
-          redis.call('ZREM', KEYS[2], m)
-          local _, id, _, _, batch = string.match(m, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31')
-          cancel(id, batch)
-          removed[3] = removed[3] + 1
-        end
-        return removed
-        """
+            for i = 3, #KEYS do
+              local lane = KEYS[i]
+              if redis.call('EXISTS', lane) == 1 then
+                local r = redis.call('XREADGROUP', 'GROUP', group, ARGV[2], 'COUNT', n, 'STREAMS', lane, '>')
+                if r then
+                  for _, e in ipairs(r[1][2]) do
+                    local h = fields(e[2])
+                    cancel(h['id'], h['batch'])
+                    redis.call('XACK', lane, group, e[1])
+                    redis.call('XDEL', lane, e[1])
+                    removed[1] = removed[1] + 1
+                  end
+                end
+                for _, p in ipairs(redis.call('XPENDING', lane, group, '-', '+', n, ARGV[3])) do
+                  local e = redis.call('XRANGE', lane, p[1], p[1])
+                  if e[1] then
+                    local h = fields(e[1][2])
+                    cancel(h['id'], h['batch'])
+                  end
+                  redis.call('XACK', lane, group, p[1])
+                  redis.call('XDEL', lane, p[1])
+                  removed[2] = removed[2] + 1
+                end
+              end
+            end
+            for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, n - 1)) do
+              redis.call('ZREM', KEYS[2], m)
+              local _, id, _, _, batch = string.match(m, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31')
+              cancel(id, batch)
+              removed[3] = removed[3] + 1
+            end
+            return removed
+            """
     )
 
     /// Run a job that ended `failed` again: its result and failed-job record go, its batch counts

@@ -391,82 +391,82 @@ enum QueueScripts {
     /// time are filled in here). Returns {requeued, dead}.
     static let reclaim = RedisScript(
         keyPrefix + """
-        table.insert(ARGV, 9, prefixOf(KEYS[1]))
-        local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[11], '-', '+', ARGV[4], ARGV[10])
-        local routing = redis.call('EXISTS', ARGV[9] .. 'routing') == 1
-        for _, p in ipairs(stale) do
-          if routing then
-            redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[10], 0, p[1], 'IDLE', ARGV[12], 'JUSTID')
-          else
-            local r = redis.call('XRANGE', KEYS[1], p[1], p[1])
-            if r[1] then redis.call('XADD', KEYS[1], '*', unpack(r[1][2])) end
-            redis.call('XACK', KEYS[1], ARGV[1], p[1])
-            redis.call('XDEL', KEYS[1], p[1])
-            redis.call('HINCRBY', KEYS[3], 'unparked', 1)
-          end
-        end
-        local moved, dead = 0, 0
-        local claimed = {}
-        -- XAUTOCLAIM scans a bounded part of the pending list per call: follow its cursor.
-        local cursor = '0-0'
-        for _ = 1, 20 do
-          local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', ARGV[4])
-          for _, e in ipairs(r[2]) do claimed[#claimed + 1] = e end
-          cursor = r[1]
-          if cursor == '0-0' or #claimed >= tonumber(ARGV[4]) then break end
-        end
-        for _, e in ipairs(claimed) do
-          local entry, f = e[1], e[2]
-          if f then
-            local h = {}
-            for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
-            local id = h['id'] or ''
-            local attempt, max = tonumber(h['attempt'] or '1') or 1, tonumber(h['max'] or '1') or 1
-            if id ~= '' and redis.call('EXISTS', ARGV[9] .. 'result:' .. id) == 1 then
-              -- already final: nothing to run
-            elseif attempt >= max then
-              local reason = 'lease expired on attempt ' .. attempt .. ' of ' .. max .. ' (worker lost)'
-              redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'id', id, 'lane', ARGV[5], 'attempt', attempt,
-                'max', max, 'batch', h['batch'] or '', 'reason', reason, 'failed_at', ARGV[8], 'job', h['job'] or '')
-              if id ~= '' then
-                local result = cjson.decode(ARGV[13])
-                result['id'] = id
-                result['attempts'] = attempt
-                result['error']['message'] = reason
-                result['timings']['finished'] = tonumber(ARGV[8]) / 1000
-                if (h['batch'] or '') ~= '' then result['batch'] = h['batch'] end
-                result = cjson.encode(result)
-                redis.call('SET', ARGV[9] .. 'result:' .. id, result, 'NX', 'EX', ARGV[6])
-                local bkey = ARGV[9] .. 'batch:' .. (h['batch'] or '')
-                if (h['batch'] or '') ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'dead', 1) end
+            table.insert(ARGV, 9, prefixOf(KEYS[1]))
+            local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[11], '-', '+', ARGV[4], ARGV[10])
+            local routing = redis.call('EXISTS', ARGV[9] .. 'routing') == 1
+            for _, p in ipairs(stale) do
+              if routing then
+                redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[10], 0, p[1], 'IDLE', ARGV[12], 'JUSTID')
+              else
+                local r = redis.call('XRANGE', KEYS[1], p[1], p[1])
+                if r[1] then redis.call('XADD', KEYS[1], '*', unpack(r[1][2])) end
+                redis.call('XACK', KEYS[1], ARGV[1], p[1])
+                redis.call('XDEL', KEYS[1], p[1])
+                redis.call('HINCRBY', KEYS[3], 'unparked', 1)
               end
-              redis.call('HINCRBY', KEYS[3], 'dead', 1)
-              dead = dead + 1
-            else
-              if id ~= '' then
-                local akey = ARGV[9] .. 'attempts:' .. id
-                redis.call('RPUSH', akey, cjson.encode({attempt = attempt, outcome = 'lease_expired', finished = tonumber(ARGV[8]) / 1000,
-                  error = {code = 'lease_expired', message = 'the lease ran out (worker lost or cut off from Redis); run again'}}))
-                redis.call('EXPIRE', akey, ARGV[6])
-              end
-              local copy = {'id', id, 'attempt', attempt + 1, 'max', max, 'batch', h['batch'] or ''}
-              if h['model'] then
-                copy[#copy + 1] = 'model'
-                copy[#copy + 1] = h['model']
-              end
-              copy[#copy + 1] = 'job'
-              copy[#copy + 1] = h['job'] or ''
-              redis.call('XADD', KEYS[1], '*', unpack(copy))
-              moved = moved + 1
             end
-          end
-          -- Only now, with its next copy safely written, let the old entry go.
-          redis.call('XACK', KEYS[1], ARGV[1], entry)
-          redis.call('XDEL', KEYS[1], entry)
-        end
-        if moved + dead > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', moved + dead) end
-        return {moved, dead}
-        """
+            local moved, dead = 0, 0
+            local claimed = {}
+            -- XAUTOCLAIM scans a bounded part of the pending list per call: follow its cursor.
+            local cursor = '0-0'
+            for _ = 1, 20 do
+              local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', ARGV[4])
+              for _, e in ipairs(r[2]) do claimed[#claimed + 1] = e end
+              cursor = r[1]
+              if cursor == '0-0' or #claimed >= tonumber(ARGV[4]) then break end
+            end
+            for _, e in ipairs(claimed) do
+              local entry, f = e[1], e[2]
+              if f then
+                local h = {}
+                for k = 1, #f, 2 do h[f[k]] = f[k + 1] end
+                local id = h['id'] or ''
+                local attempt, max = tonumber(h['attempt'] or '1') or 1, tonumber(h['max'] or '1') or 1
+                if id ~= '' and redis.call('EXISTS', ARGV[9] .. 'result:' .. id) == 1 then
+                  -- already final: nothing to run
+                elseif attempt >= max then
+                  local reason = 'lease expired on attempt ' .. attempt .. ' of ' .. max .. ' (worker lost)'
+                  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'id', id, 'lane', ARGV[5], 'attempt', attempt,
+                    'max', max, 'batch', h['batch'] or '', 'reason', reason, 'failed_at', ARGV[8], 'job', h['job'] or '')
+                  if id ~= '' then
+                    local result = cjson.decode(ARGV[13])
+                    result['id'] = id
+                    result['attempts'] = attempt
+                    result['error']['message'] = reason
+                    result['timings']['finished'] = tonumber(ARGV[8]) / 1000
+                    if (h['batch'] or '') ~= '' then result['batch'] = h['batch'] end
+                    result = cjson.encode(result)
+                    redis.call('SET', ARGV[9] .. 'result:' .. id, result, 'NX', 'EX', ARGV[6])
+                    local bkey = ARGV[9] .. 'batch:' .. (h['batch'] or '')
+                    if (h['batch'] or '') ~= '' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, 'dead', 1) end
+                  end
+                  redis.call('HINCRBY', KEYS[3], 'dead', 1)
+                  dead = dead + 1
+                else
+                  if id ~= '' then
+                    local akey = ARGV[9] .. 'attempts:' .. id
+                    redis.call('RPUSH', akey, cjson.encode({attempt = attempt, outcome = 'lease_expired', finished = tonumber(ARGV[8]) / 1000,
+                      error = {code = 'lease_expired', message = 'the lease ran out (worker lost or cut off from Redis); run again'}}))
+                    redis.call('EXPIRE', akey, ARGV[6])
+                  end
+                  local copy = {'id', id, 'attempt', attempt + 1, 'max', max, 'batch', h['batch'] or ''}
+                  if h['model'] then
+                    copy[#copy + 1] = 'model'
+                    copy[#copy + 1] = h['model']
+                  end
+                  copy[#copy + 1] = 'job'
+                  copy[#copy + 1] = h['job'] or ''
+                  redis.call('XADD', KEYS[1], '*', unpack(copy))
+                  moved = moved + 1
+                end
+              end
+              -- Only now, with its next copy safely written, let the old entry go.
+              redis.call('XACK', KEYS[1], ARGV[1], entry)
+              redis.call('XDEL', KEYS[1], entry)
+            end
+            if moved + dead > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', moved + dead) end
+            return {moved, dead}
+            """
     )
 
     /// Move due members of the delayed set onto their lanes. KEYS: delayed.
@@ -561,20 +561,20 @@ enum QueueScripts {
     /// Returns 1 when cancelled, 0 when the job was already final, -1 when no such job is known.
     static let cancel = RedisScript(
         keyPrefix + """
-        table.insert(ARGV, 3, prefixOf(KEYS[1]))
-        if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-        local batch = redis.call('GET', KEYS[2])
-        if not batch then return -1 end
-        local result = cjson.decode(ARGV[1])
-        if batch ~= '' then result['batch'] = batch end
-        local ttl = math.max(tonumber(ARGV[2]), redis.call('TTL', KEYS[2]))
-        redis.call('SET', KEYS[1], cjson.encode(result), 'EX', ttl)
-        redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
-        if batch ~= '' and redis.call('EXISTS', ARGV[3] .. 'batch:' .. batch) == 1 then
-          redis.call('HINCRBY', ARGV[3] .. 'batch:' .. batch, 'cancelled', 1)
-        end
-        return 1
-        """
+            table.insert(ARGV, 3, prefixOf(KEYS[1]))
+            if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+            local batch = redis.call('GET', KEYS[2])
+            if not batch then return -1 end
+            local result = cjson.decode(ARGV[1])
+            if batch ~= '' then result['batch'] = batch end
+            local ttl = math.max(tonumber(ARGV[2]), redis.call('TTL', KEYS[2]))
+            redis.call('SET', KEYS[1], cjson.encode(result), 'EX', ttl)
+            redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
+            if batch ~= '' and redis.call('EXISTS', ARGV[3] .. 'batch:' .. batch) == 1 then
+              redis.call('HINCRBY', ARGV[3] .. 'batch:' .. batch, 'cancelled', 1)
+            end
+            return 1
+            """
     )
 
     /// Put a dead letter back on its lane as a fresh job (attempt 1), clearing its `dead` result;

@@ -4,19 +4,52 @@ import SwitchyardCore
 import SwitchyardQueue
 import SwitchyardRedis
 import SwitchyardTestSupport
+import Testing
 
-/// A private Redis and a queue on it.
+/// Where a fixture's queue lives: a private redis-server, or a queue of its own on the test
+/// process's shared 3 + 3 Redis Cluster (`SharedCluster`).
+enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case single
+    case cluster
+
+    var testDescription: String { rawValue }
+}
+
+/// One Redis Cluster for the whole test process, started on first use: each test on it uses a
+/// queue of its own, so tests share it without meeting.
+enum SharedCluster {
+    static let instance: Result<RedisCluster, any Error> = Result { try RedisCluster() }
+
+    static func get() throws -> RedisCluster { try instance.get() }
+}
+
+/// A private Redis (or a private queue on the shared cluster) and a queue on it.
 struct QueueFixture {
-    let server: RedisServer
+    /// The private server; nil on the cluster.
+    let server: RedisServer!
     let pool: RedisConnectionPool
     let queue: JobQueue
 
-    init(serverArguments: [String] = [], configure: (inout QueueConfiguration) -> Void = { _ in }) throws {
-        server = try RedisServer(arguments: serverArguments)
-        var redis = server.configuration
+    init(
+        backend: Backend = .single,
+        serverArguments: [String] = [],
+        configure: (inout QueueConfiguration) -> Void = { _ in }
+    ) throws {
+        var redis: RedisConfiguration
+        var configuration: QueueConfiguration
+        switch backend {
+        case .single:
+            server = try RedisServer(arguments: serverArguments)
+            redis = server.configuration
+            configuration = QueueConfiguration(name: "test")
+        case .cluster:
+            server = nil
+            redis = try SharedCluster.get().configuration
+            redis.reconnectWait = .seconds(10)
+            configuration = QueueConfiguration(name: "test-" + UUID().uuidString.prefix(8).lowercased())
+        }
         redis.poolSize = 4
         pool = RedisConnectionPool(configuration: redis)
-        var configuration = QueueConfiguration(name: "test")
         configure(&configuration)
         queue = JobQueue(configuration: configuration, redis: pool)
     }

@@ -7,8 +7,8 @@ import Testing
 
 @Suite("Queue operations against a real redis-server")
 struct JobQueueTests {
-    @Test func pushTakeFinishAndTheFirstFinalResultWins() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func pushTakeFinishAndTheFirstFinalResultWins(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let job = chatJob("hello")
@@ -28,8 +28,8 @@ struct JobQueueTests {
         #expect(ttl > 0 && ttl <= 86400)
     }
 
-    @Test func idempotentPush() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func idempotentPush(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         var first = chatJob("once")
@@ -41,8 +41,8 @@ struct JobQueueTests {
         #expect(try await f.queue.take(consumer: "a", count: 10).count == 1)
     }
 
-    @Test func priorityLanesAreTakenInOrder() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func priorityLanesAreTakenInOrder(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         _ = try await f.queue.push((0..<5).map { chatJob("low \($0)", priority: .low) })
@@ -54,8 +54,8 @@ struct JobQueueTests {
         #expect(rest.map(\.lane) == [.default] + Array(repeating: JobPriority.low, count: 5))
     }
 
-    @Test func cancelledQueuedJobIsSkipped() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func cancelledQueuedJobIsSkipped(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let keep = chatJob("keep")
@@ -69,8 +69,8 @@ struct JobQueueTests {
         #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 1)  // only `keep`, pending
     }
 
-    @Test func retryWaitsInTheDelayedSetUntilDue() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func retryWaitsInTheDelayedSetUntilDue(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let job = chatJob("flaky")
@@ -87,8 +87,8 @@ struct JobQueueTests {
         #expect(try await f.queue.status().counters["retried"] == 1)
     }
 
-    @Test func delayedJobStartsOnlyAfterItsTime() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func delayedJobStartsOnlyAfterItsTime(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         var job = chatJob("later")
@@ -110,8 +110,8 @@ struct JobQueueTests {
         #expect(try await f.queue.take(consumer: "a", count: 1).first?.jobID == job.id)
     }
 
-    @Test func expiredLeasesAreReclaimedAsTheNextAttemptThenDeadLettered() async throws {
-        let f = try QueueFixture { $0.lease = .seconds(1) }
+    @Test(arguments: Backend.allCases) func expiredLeasesAreReclaimedAsTheNextAttemptThenDeadLettered(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         let job = chatJob("orphan", maxAttempts: 2)
@@ -130,10 +130,10 @@ struct JobQueueTests {
         #expect(letters.count == 1 && letters[0].jobID == job.id && letters[0].reason.contains("lease expired"))
     }
 
-    @Test func reclaimFindsExpiredEntriesBehindManyLiveOnes() async throws {
+    @Test(arguments: Backend.allCases) func reclaimFindsExpiredEntriesBehindManyLiveOnes(on backend: Backend) async throws {
         // A lease long enough that the live entries, refreshed once, stay live through the
         // reclaim even on a loaded machine.
-        let f = try QueueFixture { $0.lease = .seconds(3) }
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(3) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         _ = try await f.queue.push((0..<1500).map { chatJob("live \($0)") })
@@ -146,8 +146,8 @@ struct JobQueueTests {
         #expect(try await f.queue.reclaimExpired(consumer: "other") == (5, 0))
     }
 
-    @Test func aRetryOfAnEntryThatWasReclaimedIsDropped() async throws {
-        let f = try QueueFixture { $0.lease = .seconds(1) }
+    @Test(arguments: Backend.allCases) func aRetryOfAnEntryThatWasReclaimedIsDropped(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         _ = try await f.queue.push(chatJob("stalled"))
@@ -161,8 +161,8 @@ struct JobQueueTests {
         #expect(try await f.queue.take(consumer: "other", count: 5).count == 1)
     }
 
-    @Test func refreshedLeasesAreNotReclaimed() async throws {
-        let f = try QueueFixture { $0.lease = .seconds(1) }
+    @Test(arguments: Backend.allCases) func refreshedLeasesAreNotReclaimed(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         _ = try await f.queue.push(chatJob("long"))
@@ -174,8 +174,8 @@ struct JobQueueTests {
         }
     }
 
-    @Test func deadLettersCanBeRetriedAndPurged() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func deadLettersCanBeRetriedAndPurged(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let job = chatJob("doomed", maxAttempts: 1)
@@ -197,8 +197,8 @@ struct JobQueueTests {
         #expect(try await f.queue.status().dead == 0)
     }
 
-    @Test func handBackRequeuesWithoutCountingAnAttempt() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func handBackRequeuesWithoutCountingAnAttempt(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         _ = try await f.queue.push([chatJob("a"), chatJob("b", priority: .high)])
@@ -210,8 +210,8 @@ struct JobQueueTests {
         #expect(try await f.queue.status().lanes.map(\.pending) == [1, 1, 0])
     }
 
-    @Test func batchesCountProgress() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func batchesCountProgress(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let jobs = (0..<4).map { i -> Job in
@@ -229,8 +229,8 @@ struct JobQueueTests {
         #expect(progress.total == 4 && progress.succeeded == 3 && progress.cancelled == 1 && progress.isComplete)
     }
 
-    @Test func idsThatWouldBreakKeysAreRefusedAndBatchNamesDoNotCollide() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func idsThatWouldBreakKeysAreRefusedAndBatchNamesDoNotCollide(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         var bad = chatJob("x")
@@ -250,12 +250,12 @@ struct JobQueueTests {
         #expect(try await f.queue.batchJobIDs("x") == [one.id])
     }
 
-    @Test func scriptsSurviveAScriptFlush() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func scriptsSurviveAScriptFlush(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         _ = try await f.queue.push(chatJob("before"))
-        try await f.pool.send("SCRIPT", "FLUSH")
+        _ = try await f.pool.forEachPrimary { try await $0.send("SCRIPT", "FLUSH") }
         _ = try await f.queue.push([chatJob("after 1"), chatJob("after 2")])
         #expect(try await f.queue.take(consumer: "a", count: 10).count == 3)
     }

@@ -21,8 +21,8 @@ struct WarmRoutingTests {
 
     func models(of deliveries: [Delivery]) throws -> [String] { try deliveries.map { try $0.decodeJob().model } }
 
-    @Test func aJobForAModelWarmOnAnotherWorkerWaitsForThatWorker() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func aJobForAModelWarmOnAnotherWorkerWaitsForThatWorker(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         try await claim(f, "b", ["m2"])
@@ -46,8 +46,8 @@ struct WarmRoutingTests {
         #expect(try await f.queue.status().lanes.allSatisfy { $0.waiting == 0 && $0.pending == 0 && $0.parked == 0 })
     }
 
-    @Test func aWarmJobIsTakenBeforeOlderColdOnesThenOneColdModelIsClaimed() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func aWarmJobIsTakenBeforeOlderColdOnesThenOneColdModelIsClaimed(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let cold1 = job("m3", "1")
@@ -71,8 +71,8 @@ struct WarmRoutingTests {
         #expect(other.deliveries.map(\.jobID) == [cold2.id])
     }
 
-    @Test func jobsWithoutAModelAndHigherLanesKeepTheirOrder() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func jobsWithoutAModelAndHigherLanesKeepTheirOrder(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         var plain = job("", "no model")
@@ -86,8 +86,8 @@ struct WarmRoutingTests {
         #expect(taken.claimedModel == "m9")
     }
 
-    @Test func aJobSetAsideTooLongGoesToAnyWorker() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func aJobSetAsideTooLongGoesToAnyWorker(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let routing = WarmRouting(longestWait: .milliseconds(300))
@@ -104,8 +104,8 @@ struct WarmRoutingTests {
         #expect(late.deliveries.first?.attempt == 1)
     }
 
-    @Test func anIdleWorkerSharesAModelOnlyWhenItsBacklogIsLong() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func anIdleWorkerSharesAModelOnlyWhenItsBacklogIsLong(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         try await claim(f, "b", ["m2"])
@@ -128,8 +128,8 @@ struct WarmRoutingTests {
         #expect(try await f.queue.takeWarm(consumer: "d", count: 2, warm: [], cacheSize: 1, routing: routing).deliveries.isEmpty)
     }
 
-    @Test func entriesCarryTheirModelThroughRetriesAndOldEntriesAreDecoded() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func entriesCarryTheirModelThroughRetriesAndOldEntriesAreDecoded(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let lane = f.queue.keys.lane(.default)
@@ -161,8 +161,8 @@ struct WarmRoutingTests {
         )
     }
 
-    @Test func jobsPastTheLongestWaitGoOneModelAtATimeNotInQueueOrder() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func jobsPastTheLongestWaitGoOneModelAtATimeNotInQueueOrder(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let routing = WarmRouting(longestWait: .milliseconds(100))
@@ -177,9 +177,9 @@ struct WarmRoutingTests {
         #expect(taken.claimedModel == "m2")
     }
 
-    @Test func aColdJobDoesNotStarveBehindAStreamOfWarmOnes() async throws {
+    @Test(arguments: Backend.allCases) func aColdJobDoesNotStarveBehindAStreamOfWarmOnes(on backend: Backend) async throws {
         // The starve gap is a quarter of the lease: 250 ms here.
-        let f = try QueueFixture { $0.lease = .seconds(1) }
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         let cold = job("m3")
@@ -198,8 +198,8 @@ struct WarmRoutingTests {
         )
     }
 
-    @Test func claimsOfStoppedOrSilentWorkersHoldNothing() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func claimsOfStoppedOrSilentWorkersHoldNothing(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         // A claim that is not renewed runs out.
@@ -218,8 +218,8 @@ struct WarmRoutingTests {
         #expect(try await f.queue.warmHolders(of: "m2").isEmpty)
     }
 
-    @Test func aCancelledJobSetAsideIsDropped() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func aCancelledJobSetAsideIsDropped(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         try await claim(f, "b", ["m2"])
@@ -231,8 +231,8 @@ struct WarmRoutingTests {
         #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 0)
     }
 
-    @Test func whileRoutingWorkersLiveTheReclaimKeepsParkedJobsInPlace() async throws {
-        let f = try QueueFixture { $0.lease = .seconds(1) }
+    @Test(arguments: Backend.allCases) func whileRoutingWorkersLiveTheReclaimKeepsParkedJobsInPlace(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         // As a worker would run it: the longest wait at most a quarter of the lease.
@@ -255,8 +255,8 @@ struct WarmRoutingTests {
         #expect(taken.deliveries.first?.attempt == 1)
     }
 
-    @Test func withNoRoutingWorkerLeftTheReclaimGivesParkedJobsBack() async throws {
-        let f = try QueueFixture { $0.lease = .seconds(1) }
+    @Test(arguments: Backend.allCases) func withNoRoutingWorkerLeftTheReclaimGivesParkedJobsBack(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(1) }
         defer { f.close() }
         try await f.queue.ensureGroups()
         try await claim(f, "b", ["m2"], routing: WarmRouting(longestWait: .seconds(60), claimTTL: .seconds(60)))
@@ -279,8 +279,8 @@ struct WarmRoutingTests {
         #expect(taken.first?.attempt == 1)
     }
 
-    @Test func aWorkerWithEveryCacheSlotBusyTakesOnlyWarmJobs() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func aWorkerWithEveryCacheSlotBusyTakesOnlyWarmJobs(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         let cold = job("m3")
@@ -302,15 +302,15 @@ struct WarmRoutingTests {
         #expect(loads.deliveries.map(\.jobID) == [overdue.id])
     }
 
-    @Test func waitingForNewEntriesIgnoresJobsSetAside() async throws {
-        let f = try QueueFixture()
+    @Test(arguments: Backend.allCases) func waitingForNewEntriesIgnoresJobsSetAside(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
         defer { f.close() }
         try await f.queue.ensureGroups()
         try await claim(f, "b", ["m2"])
         _ = try await f.queue.push(job("m2"))
         let take = try await f.queue.takeWarm(consumer: "a", count: 1, warm: [], cacheSize: 1, routing: WarmRouting())
         #expect(take.deliveries.isEmpty && take.lastEntryIDs.count == 3)
-        let connection = RedisConnection(configuration: f.server.configuration)
+        let connection = RedisConnection(configuration: f.pool.configuration)
         defer { connection.close() }
         #expect(try await f.queue.waitForNewEntries(on: connection, after: take.lastEntryIDs, block: .milliseconds(200)) == false)
         let pushed = Task {
