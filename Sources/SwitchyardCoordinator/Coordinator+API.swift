@@ -179,6 +179,8 @@ extension Coordinator {
             throw CancellationError()
         } catch let error as JobValidationError {
             throw APIError.invalid(error)
+        } catch let error as ReplicationTimeout {
+            throw APIError(.serviceUnavailable, "\(error)", type: "server_error", code: "replication_timeout")
         } catch let error as PartialPushError {
             throw APIError(
                 .serviceUnavailable,

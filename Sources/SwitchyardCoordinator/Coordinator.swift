@@ -41,6 +41,7 @@ public final class Coordinator: Service, Sendable {
         for name in configuration.queues {
             var queueConfiguration = QueueConfiguration(name: name)
             queueConfiguration.lease = configuration.lease
+            queueConfiguration.durability = configuration.durability
             queues[name] = JobQueue(configuration: queueConfiguration, redis: redis, logger: logger)
         }
         self.queues = queues

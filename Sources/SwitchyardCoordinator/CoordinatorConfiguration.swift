@@ -1,4 +1,5 @@
 import Foundation
+import SwitchyardCore
 
 /// How a coordinator listens, whom it serves and what it does besides serving.
 ///
@@ -31,6 +32,8 @@ public struct CoordinatorConfiguration: Sendable {
     /// The lease the queue's workers use (a reclaimed entry is one idle this long). Default 30 s,
     /// the worker's default (`switchyard worker --lease`).
     public var lease: Duration
+    /// Whether pushes wait for a replica (`--durability`). Default `.acknowledged`.
+    public var durability: Durability = .acknowledged
     /// How long a request of the OpenAI-compatible front waits for its job's result before
     /// answering 504 (the job keeps running); also the longest `?wait=` a push may ask for (it
     /// then answers 201 with the job queued). Default 300 s.

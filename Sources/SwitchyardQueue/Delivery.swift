@@ -138,6 +138,22 @@ public struct PartialPushError: Error, Sendable, CustomStringConvertible {
     public var description: String { "the push stopped after \(pushed) jobs were written: \(error)" }
 }
 
+/// A push with `Durability.replicated` that no replica confirmed in time. The jobs are on the
+/// master; if it dies before replicating them they are gone. Pushing the same jobs again is safe:
+/// a job whose id is known is not queued twice.
+public struct ReplicationTimeout: Error, Sendable, CustomStringConvertible {
+    /// Jobs written to the master, the unconfirmed ones among them.
+    public let pushed: Int
+    public let confirmedBy: Int
+    public let wanted: Int
+    public let timeout: Duration
+
+    public var description: String {
+        "\(pushed) jobs were written to the Redis master but \(confirmedBy) of \(wanted) replica(s) confirmed them within "
+            + "\(timeout) (durability replicated); a failover now could lose them; pushing the same jobs again is safe"
+    }
+}
+
 /// Counts of a batch.
 public struct BatchProgress: Sendable, Hashable, Codable {
     public var total = 0

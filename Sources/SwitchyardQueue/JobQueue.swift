@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SwitchyardCore
 import SwitchyardRedis
+import Synchronization
 
 /// A reliable job queue on Redis Streams: one stream per priority lane, one consumer group.
 ///
@@ -13,6 +14,8 @@ public final class JobQueue: Sendable {
     public let keys: QueueKeys
     public let redis: RedisConnectionPool
     let logger: Logger
+    /// Finishes that no replica confirmed since the last warning (`noteReplication`).
+    let unconfirmed = Mutex<(jobs: Int, lastLine: ContinuousClock.Instant?)>((0, nil))
 
     public init(configuration: QueueConfiguration, redis: RedisConnectionPool, logger: Logger = Logger(label: "switchyard.queue")) {
         self.configuration = configuration
@@ -70,9 +73,18 @@ public final class JobQueue: Sendable {
                 commands.append(command)
             }
             do {
-                for reply in try await pipelineScripts(commands, scripts: [QueueScripts.push]) {
+                let replies = try await pipelineScripts(commands + waitForReplicas, scripts: [QueueScripts.push])
+                for reply in replies.prefix(commands.count) {
                     outcomes.append(try QueueScripts.Push.outcome(reply))
                 }
+                if case .replicated(let wanted, let timeout) = configuration.durability {
+                    let confirmed = replies.last?.int ?? 0
+                    if confirmed < wanted {
+                        throw ReplicationTimeout(pushed: start + commands.count, confirmedBy: confirmed, wanted: wanted, timeout: timeout)
+                    }
+                }
+            } catch let error as ReplicationTimeout {
+                throw error
             } catch {
                 if start == 0 { throw error }
                 throw PartialPushError(pushed: start, error: error)
@@ -253,7 +265,15 @@ public final class JobQueue: Sendable {
         var count = 0
         var bytes = 0
         func send() async throws {
-            let reply = try await redis.evaluate(call).array ?? []
+            let reply: [RESPValue]
+            if waitForReplicas.isEmpty {
+                reply = try await redis.evaluate(call).array ?? []
+            } else {
+                // The WAIT rides in the same round trip, on the node that ran the script.
+                let replies = try await redis.pipeline([call.command] + waitForReplicas, scripts: [QueueScripts.finish])
+                reply = try replies[0].throwingServerError().array ?? []
+                noteReplication(confirmed: replies[1].int ?? 0, jobs: count)
+            }
             written += reply.first?.int ?? 0
             fenced += reply.dropFirst().compactMap(\.string)
         }
@@ -758,6 +778,36 @@ public final class JobQueue: Sendable {
         }
         if !gone.isEmpty { try await redis.send(RedisCommand("ZREM", arguments: [keys.workers] + gone)) }
         return alive
+    }
+
+    // MARK: - Durability
+
+    /// `WAIT` for the replicas that `configuration.durability` asks for, to pipeline behind a
+    /// write; empty for `.acknowledged`.
+    var waitForReplicas: [RedisCommand] {
+        guard case .replicated(let replicas, let timeout) = configuration.durability else { return [] }
+        return [RedisCommand("WAIT", replicas, max(1, timeout.milliseconds))]
+    }
+
+    /// A finish whose results no replica confirmed in time: they are on the master, and a
+    /// failover before it replicates them would make those jobs run again. Logged at most once
+    /// per 10 s, with the count since the last line.
+    func noteReplication(confirmed: Int, jobs: Int) {
+        guard case .replicated(let wanted, let timeout) = configuration.durability, confirmed < wanted else { return }
+        let line = unconfirmed.withLock { state -> Int? in
+            state.jobs += jobs
+            let now = ContinuousClock.now
+            guard state.lastLine.map({ now - $0 >= .seconds(10) }) ?? true else { return nil }
+            state.lastLine = now
+            defer { state.jobs = 0 }
+            return state.jobs
+        }
+        if let line {
+            logger.warning(
+                "results of \(line) jobs not confirmed by \(wanted) replica(s) within \(timeout); a failover now would run them again",
+                metadata: ["queue": "\(configuration.name)"]
+            )
+        }
     }
 
     // MARK: - Scripts in pipelines

@@ -15,6 +15,8 @@ public struct QueueConfiguration: Sendable {
     public var idempotencyTTL: Duration
     /// The dead-letter stream is trimmed to about this many entries.
     public var deadLetterLimit: Int
+    /// Whether push and finish wait for a replica (`WAIT`). Default `.acknowledged`.
+    public var durability: Durability = .acknowledged
 
     public init(
         name: String = "default",

@@ -86,6 +86,14 @@ public final class RedisSentinels: @unchecked Sendable {
         _ = process.waitForExit()
     }
 
+    /// Starts a killed data node again, as a replica of the current master (what the sentinels
+    /// would make of it anyway).
+    public func restart(port: Int) throws {
+        guard let master = masterPort(), master != port else { throw RedisServer.StartError(description: "no other master to follow") }
+        try startData(port: port, replicaOf: master)
+        try waitForAnswer(port)
+    }
+
     /// Waits until the sentinels name a master other than `port` and it answers as a master.
     public func waitForFailover(awayFrom port: Int, timeout: Duration = .seconds(30)) throws -> Int {
         let deadline = ContinuousClock.now + timeout

@@ -15,13 +15,21 @@ public final class WorkerProcess: @unchecked Sendable {
 
     /// Starts `switchyard worker --redis-url <url> --worker-id <id> <arguments>`. Name the executor in
     /// `arguments` (`--executor echo` for the test executor): the worker has no default one.
-    /// `namespace` runs it on a test host (`ip netns exec`, see `TestNetwork`).
-    public init(redisURL: String, id: String = "w-\(UUID().uuidString.prefix(6))", arguments: [String], namespace: String? = nil) throws {
+    /// `namespace` runs it on a test host (`ip netns exec`, see `TestNetwork`); `environment` adds
+    /// variables to the inherited ones.
+    public init(
+        redisURL: String,
+        id: String = "w-\(UUID().uuidString.prefix(6))",
+        arguments: [String],
+        namespace: String? = nil,
+        environment extra: [String: String] = [:]
+    ) throws {
         self.id = id
         // A log of its own per process: the same id may be started again by a later test.
         self.logPath = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-\(id)-\(UUID().uuidString.prefix(8)).log").path
         var environment = ProcessInfo.processInfo.environment
         environment["SWITCHYARD_REDIS_URL"] = redisURL
+        environment.merge(extra) { $1 }
         let command = [try Self.switchyardExecutable(), "worker", "--redis-url", redisURL, "--worker-id", id] + arguments
         // `ip netns exec` enters the namespace and execs the command: the same process, the same PID.
         let argv = namespace.map { ["netns", "exec", $0] + command } ?? Array(command.dropFirst())

@@ -62,6 +62,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         var configuration = CoordinatorConfiguration(host: host, port: port)
         guard (0...65535).contains(port) else { throw ValidationError("--port: must be from 0 to 65535, got \(port)") }
         configuration.queues = [base.queue] + serveQueues.filter { $0 != base.queue }
+        configuration.durability = base.durability
         for queue in serveQueues {
             do {
                 try SwitchyardConfiguration.validateQueueName(queue, field: "--serve-queue")

@@ -134,6 +134,9 @@ struct PushCommand: AsyncParsableCommand {
             } catch let error as JobValidationError {
                 printError("nothing was pushed: \(error)")
                 throw ExitCode(65)
+            } catch let error as ReplicationTimeout {
+                printError("\(error)" + (batchID.map { ": run the same command again with --batch \($0)" } ?? ""))
+                throw ExitCode(2)
             } catch let error as PartialPushError {
                 let message = (error.error as? RedisError)?.message ?? "\(error.error)"
                 printError(

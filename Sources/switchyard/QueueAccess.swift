@@ -13,6 +13,7 @@ func withQueue<T>(
 ) async throws -> T {
     let configuration = try options.configuration()
     var queueConfig = QueueConfiguration(name: configuration.queue)
+    queueConfig.durability = configuration.durability
     queueConfiguration(&queueConfig)
     let pool = RedisConnectionPool(configuration: configuration.redis, logger: cliLogger)
     defer { pool.shutDown() }

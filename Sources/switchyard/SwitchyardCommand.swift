@@ -26,8 +26,15 @@ struct SwitchyardCommand: AsyncParsableCommand {
 
 /// Options every subcommand that talks to Redis shares.
 struct RedisOptions: ParsableArguments {
-    @Option(name: .customLong("redis-url"), help: "Redis URL: redis://[user:password@]host:port[/db] or unix:///path.sock.")
+    @Option(
+        name: .customLong("redis-url"),
+        help:
+            "Redis URL: redis://[user:password@]host:port[/db], unix:///path.sock, redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/master."
+    )
     var url: String?
+
+    @Option(help: "acknowledged (the master has it) or replicated (a replica has it too: WAIT 1). Default: SWITCHYARD_DURABILITY or acknowledged.")
+    var durability: String?
 
     @Option(help: "Queue name (the hash tag of every key). Default: SWITCHYARD_QUEUE or 'default'.")
     var queue: String?
@@ -36,10 +43,13 @@ struct RedisOptions: ParsableArguments {
         var environment = ProcessInfo.processInfo.environment
         if let url { environment[RedisConfiguration.EnvironmentKey.url] = url }
         if let queue { environment["SWITCHYARD_QUEUE"] = queue }
+        if let durability { environment["SWITCHYARD_DURABILITY"] = durability }
         do {
             return try SwitchyardConfiguration.fromEnvironment(environment)
         } catch let error as RedisError {
             throw ValidationError(error.message)
+        } catch let error as ConfigurationError where error.field == "SWITCHYARD_DURABILITY" && durability != nil {
+            throw ValidationError("--durability: \(error.problem)")
         } catch {
             throw ValidationError("\(error)")
         }

@@ -254,6 +254,7 @@ struct WorkerCommand: AsyncParsableCommand {
         default: throw ValidationError("--executor: '\(executor)' is not one of local, provider, echo, noop")
         }
         var queueConfiguration = QueueConfiguration(name: configuration.queue)
+        queueConfiguration.durability = configuration.durability
         queueConfiguration.lease = try parseDuration(lease, field: "--lease")
         // A lease shorter than the watch loop's refresh cadence would be reclaimed while alive.
         guard queueConfiguration.lease >= .milliseconds(500) else { throw ValidationError("--lease: must be at least 500ms") }
