@@ -34,6 +34,15 @@ struct QueueBench: AsyncParsableCommand {
     @Option(help: "With --via-proxy: the delay the proxy adds each way, for example 50ms.")
     var latency = "50ms"
 
+    @Flag(
+        help:
+            "Also run on a private Redis Cluster (3 masters, 3 replicas) beside the single server: one queue, three queues on three shards, and --durability replicated."
+    )
+    var cluster = false
+
+    @Option(help: "With --cluster: jobs per run on the cluster and in the side-by-side runs.")
+    var clusterJobs = 20000
+
     /// One run's figures.
     struct Figures {
         /// Redis's own CPU (user + system, `INFO cpu`) per job over push, take and finish, in µs.
@@ -126,6 +135,9 @@ struct QueueBench: AsyncParsableCommand {
                 "processing_jobs_per_second": far.processingPerSecond, "dispatch_p50_ms": far.p50, "dispatch_p99_ms": far.p99,
             ]
         }
+        if cluster {
+            report["cluster"] = try await compareWithCluster(singlePool: pool, singleURL: redisURL)
+        }
         let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: data, as: UTF8.self))
         if let json { try data.write(to: URL(fileURLWithPath: json)) }
@@ -155,12 +167,16 @@ struct QueueBench: AsyncParsableCommand {
         workerRedisURL: String,
         jobs: Int,
         samples: Int,
-        idleGap: Duration = .milliseconds(2)
+        idleGap: Duration = .milliseconds(2),
+        durability: Durability = .acknowledged
     ) async throws -> Figures {
         var figures = Figures()
         figures.jobs = jobs
         let throughputQueue = "bench-\(UUID().uuidString.prefix(6))"
-        let queue = JobQueue(configuration: QueueConfiguration(name: throughputQueue), redis: pool)
+        var queueConfiguration = QueueConfiguration(name: throughputQueue)
+        queueConfiguration.durability = durability
+        let queue = JobQueue(configuration: queueConfiguration, redis: pool)
+        let durabilityArguments = durability == .acknowledged ? [] : ["--durability", "replicated"]
         try await queue.ensureGroups()
         let batch = (0..<jobs).map { i in
             Job(kind: .chat, model: "noop", input: JobInput(messages: [ChatMessage(role: "user", content: "job \(i)")]), maxAttempts: 3)
@@ -175,6 +191,7 @@ struct QueueBench: AsyncParsableCommand {
             redisURL: workerRedisURL,
             id: "bench-throughput",
             arguments: ["--queue", throughputQueue, "--executor", "noop", "--concurrency", String(concurrency), "--log-level", "warning"]
+                + durabilityArguments
         )
         while (try await queue.status().counters["succeeded"] ?? 0) < jobs {
             try await Task.sleep(for: .milliseconds(100))
@@ -195,12 +212,14 @@ struct QueueBench: AsyncParsableCommand {
 
         // Dispatch latency: an idle worker, one job at a time, push to start.
         let latencyQueue = "bench-\(UUID().uuidString.prefix(6))"
-        let idleQueue = JobQueue(configuration: QueueConfiguration(name: latencyQueue), redis: pool)
+        var idleConfiguration = QueueConfiguration(name: latencyQueue)
+        idleConfiguration.durability = durability
+        let idleQueue = JobQueue(configuration: idleConfiguration, redis: pool)
         try await idleQueue.ensureGroups()
         let idle = try WorkerProcess(
             redisURL: workerRedisURL,
             id: "bench-latency",
-            arguments: ["--queue", latencyQueue, "--executor", "noop", "--concurrency", "1", "--log-level", "warning"]
+            arguments: ["--queue", latencyQueue, "--executor", "noop", "--concurrency", "1", "--log-level", "warning"] + durabilityArguments
         )
         defer { _ = idle.terminate() }
         // Let the worker reach its blocking read.
@@ -231,9 +250,12 @@ struct RedisCost {
     var cpuSeconds = 0.0
     var commands: [String: (calls: Int, usec: Double)] = [:]
 
+    /// Summed over every master of a cluster.
     init(_ pool: RedisConnectionPool) async throws {
-        let text = (try await pool.send("INFO", "cpu").string ?? "") + "\n" + (try await pool.send("INFO", "commandstats").string ?? "")
-        for line in text.split(whereSeparator: \.isNewline) {
+        let texts = try await pool.forEachPrimary { connection in
+            (try await connection.send("INFO", "cpu").string ?? "") + "\n" + (try await connection.send("INFO", "commandstats").string ?? "")
+        }
+        for line in texts.joined(separator: "\n").split(whereSeparator: \.isNewline) {
             if line.hasPrefix("used_cpu_sys:") || line.hasPrefix("used_cpu_user:") {
                 cpuSeconds += Double(line.split(separator: ":").last ?? "") ?? 0
             } else if line.hasPrefix("cmdstat_"), let colon = line.firstIndex(of: ":") {
@@ -246,7 +268,8 @@ struct RedisCost {
                     if pair[0] == "calls" { calls = Int(pair[1]) ?? 0 }
                     if pair[0] == "usec" { usec = Double(pair[1]) ?? 0 }
                 }
-                commands[name] = (calls, usec)
+                let known = commands[name] ?? (0, 0)
+                commands[name] = (known.calls + calls, known.usec + usec)
             }
         }
     }

@@ -13,6 +13,7 @@ extension QueueScripts {
     /// Returns {waiting removed, parked removed, delayed removed}.
     static let purge = RedisScript(
         QueueScripts.keyPrefix + """
+            if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 5, prefixOf(KEYS[1]))
             local group, prefix, n = ARGV[1], ARGV[5], tonumber(ARGV[4])
             local removed = {0, 0, 0}

@@ -72,8 +72,20 @@ enum QueueScripts {
     /// stream entry, `warm:<model>` for a job's model) from a key in `KEYS`, never from an
     /// argument, so they share its hash tag and slot; the scripts that need it put the prefix at
     /// its old place in ARGV.
+    ///
+    /// `slotMigrating(key)`: whether the queue's slot is being migrated away from this Redis
+    /// Cluster node. Such a key, absent here, may already be on the other node, and a command on
+    /// it would fail inside the script after its first writes; so these scripts check first (an
+    /// `EXISTS` of a key that never exists errors in a migrating slot) and answer `TRYAGAIN`
+    /// before writing anything. The client waits and calls again; once the slot has moved, the
+    /// call goes to the new node. Always false on a single server.
     static let keyPrefix = """
         local function prefixOf(key) return string.match(key, '^(.-}:)') end
+        local function slotMigrating(key)
+          local r = redis.pcall('EXISTS', prefixOf(key) .. '~slot-probe')
+          return type(r) == 'table' and r.err ~= nil
+        end
+        local migratingReply = 'TRYAGAIN the queue slot is being migrated; try again'
 
         """
 
@@ -93,6 +105,7 @@ enum QueueScripts {
     /// Returns {{{lane index, entry id, fields}, ...}, {paused lane names (and '*')}}.
     static let take = RedisScript(
         keyPrefix + pausedLanes + """
+            if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 4, prefixOf(KEYS[1]))
             local out = {}
             local want = tonumber(ARGV[3])
@@ -142,6 +155,7 @@ enum QueueScripts {
     /// model claimed or '', {paused lane names (and '*')}}.
     static let takeWarm = RedisScript(
         keyPrefix + modelOfJSON + pausedLanes + """
+            if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 4, prefixOf(KEYS[1]))
             local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
             local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
@@ -391,6 +405,7 @@ enum QueueScripts {
     /// time are filled in here). Returns {requeued, dead}.
     static let reclaim = RedisScript(
         keyPrefix + """
+            if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 9, prefixOf(KEYS[1]))
             local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[11], '-', '+', ARGV[4], ARGV[10])
             local routing = redis.call('EXISTS', ARGV[9] .. 'routing') == 1
@@ -473,6 +488,7 @@ enum QueueScripts {
     /// ARGV: now ms, limit. Returns {moved, next due ms or false}.
     static let promote = RedisScript(
         keyPrefix + modelOfJSON + """
+            if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 3, prefixOf(KEYS[1]))
             local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
             local moved = 0
@@ -561,6 +577,7 @@ enum QueueScripts {
     /// Returns 1 when cancelled, 0 when the job was already final, -1 when no such job is known.
     static let cancel = RedisScript(
         keyPrefix + """
+            if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 3, prefixOf(KEYS[1]))
             if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
             local batch = redis.call('GET', KEYS[2])
@@ -585,6 +602,7 @@ enum QueueScripts {
     /// false when there is no such entry.
     static let retryDeadLetter = RedisScript(
         keyPrefix + modelOfJSON + """
+            if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 2, prefixOf(KEYS[1]))
             local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
             if not r[1] then return false end

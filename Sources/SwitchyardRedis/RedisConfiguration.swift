@@ -23,7 +23,7 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     }
 
     /// How to find a master through Sentinel.
-    public struct Sentinel: Sendable, Hashable {
+    public struct Sentinel: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
         /// The sentinels to ask, in order.
         public var sentinels: [Endpoint]
         /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
@@ -40,6 +40,14 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
             self.username = username
             self.password = password
         }
+
+        /// Without the password.
+        public var description: String {
+            "Sentinel(\(sentinels.map(\.description).joined(separator: ",")), master: \(masterName)"
+                + (username.map { ", user: \($0)" } ?? "") + (password == nil ? "" : ", password: ***") + ")"
+        }
+
+        public var debugDescription: String { description }
     }
 
     public enum Endpoint: Sendable, Hashable, CustomStringConvertible {

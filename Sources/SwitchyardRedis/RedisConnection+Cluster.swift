@@ -47,7 +47,18 @@ extension RedisConnection {
     ) throws -> [RESPValue] {
         let topology = topology!
         let deadline = ContinuousClock.now + max(configuration.reconnectWait, .milliseconds(500))
-        if !topology.hasMap { try refreshSlotMap(seeds: seeds, deadline: deadline) }
+        var attempts = 0
+        while !topology.hasMap {
+            // No map yet: wait for a seed to answer, as a single server's first command waits.
+            do {
+                try refreshSlotMap(seeds: seeds, deadline: deadline)
+            } catch let error as RedisError where error.code == .connectionFailed {
+                attempts += 1
+                let delay = Backoff.reconnect.delay(attempt: attempts)
+                guard ContinuousClock.now + delay < deadline else { throw error }
+                try pause(delay)
+            }
+        }
         let slots = try commands.map { try $0.slot() }
         // A command without keys goes along with the keyed command before it (or the first one).
         var effective: [Int?] = []
@@ -82,27 +93,36 @@ extension RedisConnection {
         }
         var result: [RESPValue] = []
         result.reserveCapacity(commands.count)
+        // Where the last write before each command finally landed, when it was sent again: a
+        // `WAIT` after it must ask that node, after that write.
+        var resentTo: RedisConfiguration.Endpoint?
         for index in commands.indices {
             if let reply = replies[index], let node = answeredBy[index], ClusterRedirect(reply, from: node) == nil {
-                result.append(reply)
+                if commands[index].name == "WAIT", let node = resentTo {
+                    let context = try connectedContext(to: node, wait: .zero)
+                    result.append(try exchange([commands[index]], on: context, timeoutMs: timeoutMs)[0])
+                } else {
+                    result.append(reply)
+                }
                 continue
             }
-            result.append(
-                try routed(
-                    commands[index],
-                    slot: effective[index],
-                    first: replies[index].map { ($0, answeredBy[index]!) },
-                    timeoutMs: timeoutMs,
-                    scripts: scripts,
-                    seeds: seeds,
-                    deadline: deadline
-                )
+            let (reply, node) = try routed(
+                commands[index],
+                slot: effective[index],
+                first: replies[index].map { ($0, answeredBy[index]!) },
+                timeoutMs: timeoutMs,
+                scripts: scripts,
+                seeds: seeds,
+                deadline: deadline
             )
+            result.append(reply)
+            resentTo = node
         }
         return result
     }
 
-    /// One command, following redirects and waiting out failovers until it has a real reply.
+    /// One command, following redirects and waiting out failovers until it has a real reply;
+    /// returns the reply and the node that gave it.
     private func routed(
         _ command: RedisCommand,
         slot: Int?,
@@ -111,8 +131,11 @@ extension RedisConnection {
         scripts: [RedisScript],
         seeds: [RedisConfiguration.Endpoint],
         deadline: ContinuousClock.Instant
-    ) throws -> RESPValue {
+    ) throws -> (RESPValue, RedisConfiguration.Endpoint) {
         let topology = topology!
+        // A script is never sent with ASKING: on the importing node, keys it reads that have not
+        // moved yet would look absent. It waits, as for TRYAGAIN, until the slot has moved.
+        let isScript = command.name.hasPrefix("EVAL") || command.name.hasPrefix("FCALL")
         var target: RedisConfiguration.Endpoint?
         var asking = false
         var waits = 0
@@ -120,7 +143,8 @@ extension RedisConnection {
         var redirects = 0
         while true {
             if let (reply, node) = last {
-                guard let redirect = ClusterRedirect(reply, from: node) else { return reply }
+                guard var redirect = ClusterRedirect(reply, from: node) else { return (reply, node) }
+                if case .ask = redirect, isScript { redirect = .tryAgain }
                 switch redirect {
                 case .moved(let movedSlot, let endpoint):
                     topology.moved(slot: movedSlot, to: endpoint)
@@ -132,14 +156,14 @@ extension RedisConnection {
                 case .tryAgain, .clusterDown:
                     waits += 1
                     let delay = Backoff.cluster.delay(attempt: waits)
-                    guard ContinuousClock.now + delay < deadline else { return reply }
+                    guard ContinuousClock.now + delay < deadline else { return (reply, node) }
                     try pause(delay)
                     if case .clusterDown = redirect { try? refreshSlotMap(seeds: seeds, deadline: deadline) }
                     target = nil
                 }
                 redirects += 1
                 // A loop of redirects (a map that does not settle) ends as the reply it is.
-                if redirects > 32 { return reply }
+                if redirects > 64 { return (reply, node) }
             }
             let node = target ?? slot.flatMap(topology.master(forSlot:)) ?? topology.anyMaster() ?? seeds[0]
             do {
@@ -160,6 +184,7 @@ extension RedisConnection {
                 try pause(delay)
                 try? refreshSlotMap(seeds: seeds, deadline: deadline)
                 target = nil
+                asking = false
                 last = nil
             }
         }
@@ -184,6 +209,9 @@ extension RedisConnection {
                     logger.debug("cluster slot map read", metadata: ["from": "\(source)", "masters": "\(map.masters.count)"])
                 }
                 topology.install(map)
+                // Sockets to nodes that serve no slots now (a demoted master, a replica asked for
+                // the map) are closed; they would only hold a connection open.
+                for endpoint in sockets.keys where !map.masters.contains(endpoint) { disconnect(endpoint) }
                 return
             } catch let error as RedisError where error.code != .closed {
                 lastError = error

@@ -18,18 +18,25 @@ extension RedisConnection {
         RedisSentinelWatch.start(for: topology, sentinel: sentinel, configuration: configuration, logger: logger)
         let deadline = ContinuousClock.now + max(configuration.reconnectWait, .milliseconds(500))
         var waits = 0
+        // Replies kept from a node that turned out to be demoted part way through the batch.
+        var done: [RESPValue] = []
         while true {
             var master: RedisConfiguration.Endpoint?
             do {
                 let (endpoint, generation) = try sentinelMaster(sentinel)
                 master = endpoint
+                // Sockets to a former master are closed: nothing more goes there.
+                for other in sockets.keys where other != endpoint { disconnect(other) }
                 let context = try connectedContext(to: endpoint, wait: .zero, generation: generation)
-                let replies = try exchange(commands, on: context, timeoutMs: timeoutMs, scripts: scripts)
-                if replies.contains(where: { $0.errorMessage?.hasPrefix("READONLY") == true }) {
+                let replies = try exchange(Array(commands[done.count...]), on: context, timeoutMs: timeoutMs, scripts: scripts)
+                if let first = replies.firstIndex(where: { $0.errorMessage?.hasPrefix("READONLY") == true }) {
+                    // Demoted while the batch ran: what came before was done; from the first
+                    // refused write on, send again to the new master.
+                    done += replies[..<first]
                     disconnect(endpoint)
                     throw RedisError(.connectionFailed, "\(endpoint) was demoted to a replica (READONLY); asking the sentinels again")
                 }
-                return replies
+                return done + replies
             } catch let error as RedisError where error.code == .connectionFailed {
                 if let master { topology.forgetMaster(master) }
                 waits += 1
@@ -52,12 +59,14 @@ extension RedisConnection {
     /// Asks each sentinel in turn for the master's address.
     static func askSentinels(_ sentinel: RedisConfiguration.Sentinel, using connection: RedisConnection) throws -> RedisConfiguration.Endpoint {
         var reasons: [String] = []
+        var refusedPasswords = 0
         let handshake = Handshake(username: sentinel.username, password: sentinel.password, clientName: connection.configuration.clientName)
         for address in sentinel.sentinels {
             let context: UnsafeMutablePointer<redisContext>
             do {
                 context = try connection.openContext(to: address, handshake: handshake)
             } catch let error as RedisError where error.code == .connectionFailed || error.code == .authenticationFailed {
+                if error.code == .authenticationFailed { refusedPasswords += 1 }
                 reasons.append(error.message)
                 continue
             }
@@ -83,8 +92,9 @@ extension RedisConnection {
             }
             return .tcp(host: host, port: port)
         }
+        // Every sentinel refused the password: a configuration error, not an outage to wait out.
         throw RedisError(
-            .connectionFailed,
+            refusedPasswords == sentinel.sentinels.count ? .authenticationFailed : .connectionFailed,
             "no sentinel named the master '\(sentinel.masterName)': " + reasons.joined(separator: "; ")
         )
     }

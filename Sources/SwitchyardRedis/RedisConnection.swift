@@ -250,8 +250,11 @@ public final class RedisConnection: @unchecked Sendable {
         for reply in try exchange(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) }, on: context, timeoutMs: timeoutMs) {
             try reply.throwingServerError()
         }
-        let again = try exchange(missing.map { commands[$0] }, on: context, timeoutMs: timeoutMs)
-        for (index, reply) in zip(missing, again) { replies[index] = reply }
+        // A WAIT after a script sent again must come after it again, or it would vouch for
+        // nothing.
+        let resend = missing + replies.indices.filter { $0 > missing[0] && commands[$0].name == "WAIT" }
+        let again = try exchange(resend.map { commands[$0] }, on: context, timeoutMs: timeoutMs)
+        for (index, reply) in zip(resend, again) { replies[index] = reply }
         return replies
     }
 

@@ -68,9 +68,12 @@ public final class RedisConnectionPool: Sendable {
         case .standalone, .sentinel:
             return [try await withConnection(body)]
         case .cluster:
-            try await send("PING")  // reads the slot map if no connection has yet
+            // The map as it is now: a master that lost its slots or died must not be asked.
+            let topology = RedisTopology.shared(for: configuration.deployment)
+            let reply = try await send("CLUSTER", "SLOTS")
+            topology.install(try RedisTopology.SlotMap(clusterSlots: reply, asked: configuration.endpoint))
             var results: [T] = []
-            for master in RedisTopology.shared(for: configuration.deployment).masters {
+            for master in topology.masters {
                 var node = configuration
                 node.deployment = .standalone
                 node.endpoint = master

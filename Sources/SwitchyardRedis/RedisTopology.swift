@@ -98,7 +98,14 @@ final class RedisTopology: Sendable {
         state.withLock { $0.map?.masters.first }
     }
 
-    var masters: [RedisConfiguration.Endpoint] { state.withLock { $0.map?.masters ?? [] } }
+    /// The masters that serve at least one slot now.
+    var masters: [RedisConfiguration.Endpoint] {
+        state.withLock { s in
+            guard let map = s.map else { return [] }
+            let serving = Set(map.owners.filter { $0 >= 0 })
+            return map.masters.indices.filter { serving.contains(Int16($0)) }.map { map.masters[$0] }
+        }
+    }
 
     var hasMap: Bool { state.withLock { $0.map != nil } }
 

@@ -135,8 +135,23 @@ public final class RedisCluster: @unchecked Sendable {
     /// steps of `batch` (with `pause` between steps, so clients meet the half-moved slot and its
     /// ASK and TRYAGAIN replies), then SETSLOT NODE on every master.
     public func migrate(slot: Int, to targetPort: Int, batch: Int = 10, pause: Duration = .milliseconds(20)) async throws {
+        guard let migration = try await beginMigration(slot: slot, to: targetPort) else { return }
+        try await completeMigration(migration, batch: batch, pause: pause)
+    }
+
+    /// A slot half moved: IMPORTING on the target, MIGRATING on the source, no key moved yet.
+    public struct Migration: Sendable {
+        public let slot: Int
+        public let sourcePort: Int
+        public let targetPort: Int
+        let targetID: String
+    }
+
+    /// Marks `slot` IMPORTING on `targetPort` and MIGRATING on its master; nil when the target
+    /// already serves it. `completeMigration` moves the keys and hands the slot over.
+    public func beginMigration(slot: Int, to targetPort: Int) async throws -> Migration? {
         let sourcePort = try await master(ofSlot: slot)
-        guard sourcePort != targetPort else { return }
+        guard sourcePort != targetPort else { return nil }
         let ids = try await nodeIDs()
         guard let sourceID = ids[sourcePort], let targetID = ids[targetPort] else {
             throw RedisServer.StartError(description: "unknown node ids for \(sourcePort) or \(targetPort)")
@@ -149,19 +164,27 @@ public final class RedisCluster: @unchecked Sendable {
         }
         try await target.send("CLUSTER", "SETSLOT", slot, "IMPORTING", sourceID)
         try await source.send("CLUSTER", "SETSLOT", slot, "MIGRATING", targetID)
+        return Migration(slot: slot, sourcePort: sourcePort, targetPort: targetPort, targetID: targetID)
+    }
+
+    /// MIGRATE of the slot's keys in steps of `batch` (with `pause` between steps, so clients meet
+    /// the half-moved slot and its ASK and TRYAGAIN replies), then SETSLOT NODE on every master.
+    public func completeMigration(_ migration: Migration, batch: Int = 10, pause: Duration = .milliseconds(20)) async throws {
+        let source = nodeConnection(migration.sourcePort)
+        defer { source.close() }
         while true {
-            let keys = (try await source.send("CLUSTER", "GETKEYSINSLOT", slot, batch).array ?? []).compactMap(\.string)
+            let keys = (try await source.send("CLUSTER", "GETKEYSINSLOT", migration.slot, batch).array ?? []).compactMap(\.string)
             if keys.isEmpty { break }
             try await source.send(
-                RedisCommand("MIGRATE", arguments: ["127.0.0.1", targetPort, "", 0, 10_000, "KEYS"] + keys),
+                RedisCommand("MIGRATE", arguments: ["127.0.0.1", migration.targetPort, "", 0, 10_000, "KEYS"] + keys),
                 timeout: .after(.seconds(15))
             )
             try await Task.sleep(for: pause)
         }
-        for port in try await masters() + [targetPort] {
+        for port in try await masters() + [migration.targetPort] {
             let connection = nodeConnection(port)
             defer { connection.close() }
-            try await connection.send("CLUSTER", "SETSLOT", slot, "NODE", targetID)
+            try await connection.send("CLUSTER", "SETSLOT", migration.slot, "NODE", migration.targetID)
         }
     }
 

@@ -73,7 +73,10 @@ struct ClusterQueueTests {
             try WorkerProcess(redisURL: cluster.url, id: "\(name)-\($0)", arguments: ["--queue", name] + Self.workerArguments)
         }
         defer { for w in workers { _ = w.terminate() } }
-        let jobs = (0..<1500).map { chatJob("job \($0)", metadata: ["echo.sleep_ms": "5"]) }
+        var jobs = (0..<1500).map { chatJob("job \($0)", metadata: ["echo.sleep_ms": "5"]) }
+        // And jobs that come due while the slot moves: the promote script runs through it.
+        let now = Date().timeIntervalSince1970
+        for i in 0..<300 { jobs[i * 5].notBefore = now + 1 + Double(i) / 50 }
         _ = try await queue.push(jobs)
         #expect(try await eventually(timeout: .seconds(60)) { (try await queue.status().counters["succeeded"] ?? 0) >= 200 })
         let slot = RedisClusterSlot.of(name)
@@ -97,5 +100,32 @@ struct ClusterQueueTests {
         let node = cluster.nodeConnection(to)
         defer { node.close() }
         #expect(try await node.send("EXISTS", queue.keys.stats).int == 1)
+    }
+
+    @Test func scriptsWaitWhileTheQueueSlotIsHalfMovedAndLoseNothing() async throws {
+        let cluster = try SharedCluster.get()
+        let name = "half-" + UUID().uuidString.prefix(6).lowercased()
+        var redis = cluster.configuration
+        redis.reconnectWait = .milliseconds(600)
+        let pool = RedisConnectionPool(configuration: redis)
+        defer { pool.shutDown() }
+        let queue = JobQueue(configuration: QueueConfiguration(name: name), redis: pool)
+        try await queue.ensureGroups()
+        var jobs = (0..<3).map { chatJob("due \($0)") }
+        for i in jobs.indices { jobs[i].notBefore = Date().timeIntervalSince1970 + 0.3 }
+        _ = try await queue.push(jobs)
+        try await Task.sleep(for: .milliseconds(400))
+        let slot = RedisClusterSlot.of(name)
+        let source = try await cluster.master(ofSlot: slot)
+        let target = try #require(try await cluster.masters().first { $0 != source })
+        let migration = try #require(try await cluster.beginMigration(slot: slot, to: target))
+        // Half moved: the promote script would touch keys that may already be on the other node,
+        // so it answers TRYAGAIN before writing anything; the client waits, then gives up.
+        let refused = await #expect(throws: RedisError.self) { _ = try await queue.promoteDue() }
+        #expect(refused?.message.hasPrefix("TRYAGAIN") == true)
+        #expect(try await queue.status().delayed == 3)
+        try await cluster.completeMigration(migration)
+        #expect(try await queue.promoteDue().moved == 3)
+        #expect(Set(try await queue.take(consumer: "a", count: 10).map(\.jobID)) == Set(jobs.map(\.id)))
     }
 }

@@ -160,6 +160,7 @@ struct RedisSentinelTests {
         wrong.reconnectWait = .milliseconds(300)
         let denied = RedisConnection(configuration: wrong)
         defer { denied.close() }
-        await #expect(throws: RedisError.self) { try await denied.send("PING") }
+        let refused = await #expect(throws: RedisError.self) { try await denied.send("PING") }
+        #expect(refused?.code == .authenticationFailed && refused?.message.contains("nope") == false)
     }
 }
