@@ -38,31 +38,19 @@ extension QueueBench {
         print("")
         print("Redis Cluster (3 masters + 3 replicas) beside one server, \(n) no-op jobs a run, one after another in one run")
         print(pad("measurement", 44) + pad("one server", 16) + pad("cluster", 16) + "ratio")
-        func row(_ name: String, _ a: Double, _ b: Double, _ unit: String, _ note: String = "") {
-            print(
-                pad(name, 44) + pad(String(format: "%.1f %@", a, unit), 16) + pad(String(format: "%.1f %@", b, unit), 16)
-                    + String(format: "%.2fx", b / max(a, 1e-9)) + note
-            )
-        }
-        row("push rate (pipelined)", single.pushPerSecond, onCluster.pushPerSecond, "jobs/s")
-        row("processing rate, 1 queue", single.processingPerSecond, onCluster.processingPerSecond, "jobs/s")
-        row("dispatch latency p50", single.p50 * 1000, onCluster.p50 * 1000, "µs", "   (target <= 1.3x)")
-        row("dispatch latency p99", single.p99 * 1000, onCluster.p99 * 1000, "µs")
-        row("Redis CPU per job (all masters)", single.redisCPUPerJob, onCluster.redisCPUPerJob, "µs")
-        row("processing rate, 3 queues x 1 worker", singleShards.rate, clusterShards.rate, "jobs/s")
+        printSideBySide("push rate (pipelined)", single.pushPerSecond, onCluster.pushPerSecond, "jobs/s")
+        printSideBySide("processing rate, 1 queue", single.processingPerSecond, onCluster.processingPerSecond, "jobs/s")
+        printSideBySide("dispatch latency p50", single.p50 * 1000, onCluster.p50 * 1000, "µs", note: "   (target <= 1.3x)")
+        printSideBySide("dispatch latency p99", single.p99 * 1000, onCluster.p99 * 1000, "µs")
+        printSideBySide("Redis CPU per job (all masters)", single.redisCPUPerJob, onCluster.redisCPUPerJob, "µs")
+        printSideBySide("processing rate, 3 queues x 1 worker", singleShards.rate, clusterShards.rate, "jobs/s")
         print("")
         print("--durability replicated (WAIT 1 after each push chunk and finish) on the cluster, beside acknowledged")
         print(pad("measurement", 44) + pad("acknowledged", 16) + pad("replicated", 16) + "ratio")
-        func durableRow(_ name: String, _ a: Double, _ b: Double, _ unit: String) {
-            print(
-                pad(name, 44) + pad(String(format: "%.1f %@", a, unit), 16) + pad(String(format: "%.1f %@", b, unit), 16)
-                    + String(format: "%.2fx", b / max(a, 1e-9))
-            )
-        }
-        durableRow("push rate (pipelined)", onCluster.pushPerSecond, durable.pushPerSecond, "jobs/s")
-        durableRow("processing rate, 1 queue", onCluster.processingPerSecond, durable.processingPerSecond, "jobs/s")
-        durableRow("dispatch latency p50", onCluster.p50 * 1000, durable.p50 * 1000, "µs")
-        durableRow("dispatch latency p99", onCluster.p99 * 1000, durable.p99 * 1000, "µs")
+        printSideBySide("push rate (pipelined)", onCluster.pushPerSecond, durable.pushPerSecond, "jobs/s")
+        printSideBySide("processing rate, 1 queue", onCluster.processingPerSecond, durable.processingPerSecond, "jobs/s")
+        printSideBySide("dispatch latency p50", onCluster.p50 * 1000, durable.p50 * 1000, "µs")
+        printSideBySide("dispatch latency p99", onCluster.p99 * 1000, durable.p99 * 1000, "µs")
         func figures(_ f: Figures) -> [String: Any] {
             [
                 "push_jobs_per_second": f.pushPerSecond, "processing_jobs_per_second": f.processingPerSecond,

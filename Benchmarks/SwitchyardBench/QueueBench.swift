@@ -121,15 +121,9 @@ struct QueueBench: AsyncParsableCommand {
             print("")
             print("Worker behind a proxy adding \(latency) each way (a remote Redis), beside the direct run")
             print(pad("measurement", 44) + pad("direct", 16) + pad("via proxy", 16) + "ratio")
-            func row(_ name: String, _ a: Double, _ b: Double, _ unit: String) {
-                print(
-                    pad(name, 44) + pad(String(format: "%.1f %@", a, unit), 16) + pad(String(format: "%.1f %@", b, unit), 16)
-                        + String(format: "%.1fx", b / max(a, 1e-9))
-                )
-            }
-            row("processing rate", direct.processingPerSecond, far.processingPerSecond, "jobs/s")
-            row("dispatch latency p50", direct.p50, far.p50, "ms")
-            row("dispatch latency p99", direct.p99, far.p99, "ms")
+            printSideBySide("processing rate", direct.processingPerSecond, far.processingPerSecond, "jobs/s")
+            printSideBySide("dispatch latency p50", direct.p50, far.p50, "ms")
+            printSideBySide("dispatch latency p99", direct.p99, far.p99, "ms")
             report["via_proxy"] = [
                 "latency_each_way_ms": delay, "jobs": far.jobs, "samples": far.samples,
                 "processing_jobs_per_second": far.processingPerSecond, "dispatch_p50_ms": far.p50, "dispatch_p99_ms": far.p99,
@@ -141,6 +135,14 @@ struct QueueBench: AsyncParsableCommand {
         let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: data, as: UTF8.self))
         if let json { try data.write(to: URL(fileURLWithPath: json)) }
+    }
+
+    /// One row of a side-by-side table: the name, both figures, and the second over the first.
+    func printSideBySide(_ name: String, _ a: Double, _ b: Double, _ unit: String, note: String = "") {
+        print(
+            pad(name, 44) + pad(String(format: "%.1f %@", a, unit), 16) + pad(String(format: "%.1f %@", b, unit), 16)
+                + String(format: "%.2fx", b / max(a, 1e-9)) + note
+        )
     }
 
     /// "50ms", "0.1s" or "50" as whole milliseconds.

@@ -22,8 +22,7 @@ public final class RedisCluster: @unchecked Sendable {
 
     public let nodes: [Node]
     public let nodeTimeoutMs: Int
-    private let lock = NSLock()
-    private var processes: [Int: ChildProcess] = [:]
+    private let processes = RedisProcesses()
 
     /// Starts and joins the cluster. `nodeTimeout` is `cluster-node-timeout`: how long a master
     /// must be silent before its replica takes over.
@@ -97,11 +96,7 @@ public final class RedisCluster: @unchecked Sendable {
 
     /// SIGKILL one node: it dies at once, as in a crash; its replica takes over after the node
     /// timeout.
-    public func kill(port: Int) {
-        guard let process = lock.withLock({ processes.removeValue(forKey: port) }) else { return }
-        process.send(SIGKILL)
-        _ = process.waitForExit()
-    }
+    public func kill(port: Int) { processes.kill(port: port) }
 
     /// Starts a killed node again (it rejoins, as a replica of whoever took over).
     public func restart(port: Int) throws {
@@ -114,14 +109,14 @@ public final class RedisCluster: @unchecked Sendable {
     public func waitUntilHealthy(timeout: Duration = .seconds(30)) throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let live = lock.withLock { Array(processes.keys) }
+            let live = processes.ports
             let ok = live.allSatisfy { port in
-                Self.rawCommand(port: port, "CLUSTER INFO").map { $0.contains("cluster_state:ok") && $0.contains("cluster_slots_ok:16384") }
+                RedisServer.rawCommand(port: port, "CLUSTER INFO").map { $0.contains("cluster_state:ok") && $0.contains("cluster_slots_ok:16384") }
                     ?? false
             }
             // Replicas in sync with their masters, so a failover has someone ready to promote.
             let synced = live.allSatisfy { port in
-                guard let info = Self.rawCommand(port: port, "INFO replication") else { return false }
+                guard let info = RedisServer.rawCommand(port: port, "INFO replication") else { return false }
                 return info.contains("role:master") || info.contains("master_link_status:up")
             }
             if ok && synced { return }
@@ -188,15 +183,8 @@ public final class RedisCluster: @unchecked Sendable {
         }
     }
 
-    /// SIGTERM every node.
-    public func stopAll() {
-        let all = lock.withLock { () -> [ChildProcess] in
-            defer { processes = [:] }
-            return Array(processes.values)
-        }
-        for process in all { process.send(SIGKILL) }
-        for process in all { _ = process.waitForExit() }
-    }
+    /// SIGKILL every node.
+    public func stopAll() { processes.killAll() }
 
     // MARK: - Inside
 
@@ -213,7 +201,7 @@ public final class RedisCluster: @unchecked Sendable {
                 "--logfile", node.directory.appendingPathComponent("redis.log").path,
             ]
         )
-        lock.withLock { processes[node.port] = process }
+        processes.add(process, port: node.port)
     }
 
     private func waitForPing(_ port: Int) throws {
@@ -226,7 +214,7 @@ public final class RedisCluster: @unchecked Sendable {
     }
 
     private func slotOwners() async throws -> [(range: ClosedRange<Int>, port: Int)] {
-        let live = lock.withLock { Array(processes.keys).sorted() }
+        let live = processes.ports
         for port in live {
             let connection = nodeConnection(port)
             defer { connection.close() }
@@ -242,7 +230,7 @@ public final class RedisCluster: @unchecked Sendable {
     }
 
     private func clusterNodes() async throws -> [Substring] {
-        for port in lock.withLock({ Array(processes.keys).sorted() }) {
+        for port in processes.ports {
             let connection = nodeConnection(port)
             defer { connection.close() }
             if let text = try? await connection.send("CLUSTER", "NODES").string { return text.split(separator: "\n") }
@@ -268,35 +256,5 @@ public final class RedisCluster: @unchecked Sendable {
             if LoopbackPort.isFree(port) && LoopbackPort.isFree(port + 10_000) { ports.append(port) }
         }
         return ports
-    }
-
-    /// One inline command over a fresh socket, for readiness checks.
-    static func rawCommand(port: Int, _ command: String, password: String? = nil) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var tv = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return nil }
-        let bytes = Array(((password.map { "AUTH \($0)\r\n" } ?? "") + command + "\r\n").utf8)
-        guard write(fd, bytes, bytes.count) == bytes.count else { return nil }
-        var text = ""
-        // With AUTH first, its "+OK" comes before the answer; read until both are in.
-        for _ in 0..<4 {
-            var buffer = [UInt8](repeating: 0, count: 8192)
-            let n = read(fd, &buffer, buffer.count)
-            guard n > 0 else { break }
-            text += String(decoding: buffer[0..<n], as: UTF8.self)
-            if password == nil || text.split(separator: "\r\n").count > 1 { break }
-        }
-        if password != nil, text.hasPrefix("+OK\r\n") { text.removeFirst(5) }
-        return text.isEmpty ? nil : text
     }
 }

@@ -17,8 +17,7 @@ public final class RedisSentinels: @unchecked Sendable {
     public let directory: URL
     public let dataPorts: [Int]
     public let sentinelPorts: [Int]
-    private let lock = NSLock()
-    private var processes: [Int: ChildProcess] = [:]
+    private let processes = RedisProcesses()
     private let downAfterMs: Int
     private let sentinelPassword: String?
 
@@ -45,7 +44,7 @@ public final class RedisSentinels: @unchecked Sendable {
             let file = directory.appendingPathComponent("sentinel-\(port).conf")
             try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
             let process = try ChildProcess(executable: try RedisServer.redisServerExecutable().path, arguments: [file.path, "--sentinel"])
-            lock.withLock { processes[port] = process }
+            processes.add(process, port: port)
         }
         for port in dataPorts + sentinelPorts { try waitForAnswer(port) }
         try waitForSentinelsToKnowTheReplica(timeout: .seconds(30))
@@ -66,7 +65,7 @@ public final class RedisSentinels: @unchecked Sendable {
     public func masterPort() -> Int? {
         for port in sentinelPorts {
             guard
-                let reply = RedisCluster.rawCommand(
+                let reply = RedisServer.rawCommand(
                     port: port,
                     "SENTINEL get-master-addr-by-name \(Self.masterName)",
                     password: sentinelPassword
@@ -80,11 +79,7 @@ public final class RedisSentinels: @unchecked Sendable {
     }
 
     /// SIGKILL a data node (the master, to force a failover).
-    public func kill(port: Int) {
-        guard let process = lock.withLock({ processes.removeValue(forKey: port) }) else { return }
-        process.send(SIGKILL)
-        _ = process.waitForExit()
-    }
+    public func kill(port: Int) { processes.kill(port: port) }
 
     /// Starts a killed data node again, as a replica of the current master (what the sentinels
     /// would make of it anyway).
@@ -99,7 +94,7 @@ public final class RedisSentinels: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let now = masterPort(), now != port,
-                RedisCluster.rawCommand(port: now, "ROLE")?.contains("master") == true
+                RedisServer.rawCommand(port: now, "ROLE")?.contains("master") == true
             {
                 return now
             }
@@ -108,14 +103,7 @@ public final class RedisSentinels: @unchecked Sendable {
         throw RedisServer.StartError(description: "the sentinels did not fail over away from \(port) within \(timeout)")
     }
 
-    public func stopAll() {
-        let all = lock.withLock { () -> [ChildProcess] in
-            defer { processes = [:] }
-            return Array(processes.values)
-        }
-        for process in all { process.send(SIGKILL) }
-        for process in all { _ = process.waitForExit() }
-    }
+    public func stopAll() { processes.killAll() }
 
     private func startData(port: Int, replicaOf master: Int?) throws {
         let node = directory.appendingPathComponent("data-\(port)")
@@ -127,13 +115,13 @@ public final class RedisSentinels: @unchecked Sendable {
         ]
         if let master { arguments += ["--replicaof", "127.0.0.1", String(master)] }
         let process = try ChildProcess(executable: try RedisServer.redisServerExecutable().path, arguments: arguments)
-        lock.withLock { processes[port] = process }
+        processes.add(process, port: port)
     }
 
     private func waitForAnswer(_ port: Int) throws {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
-            if let reply = RedisCluster.rawCommand(port: port, "PING"), reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH") { return }
+            if let reply = RedisServer.rawCommand(port: port, "PING"), reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH") { return }
             usleep(5_000)
         }
         throw RedisServer.StartError(description: "port \(port) did not answer PING within 10 s")
@@ -145,11 +133,11 @@ public final class RedisSentinels: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let known = sentinelPorts.allSatisfy { port in
-                (RedisCluster.rawCommand(port: port, "SENTINEL replicas \(Self.masterName)", password: sentinelPassword) ?? "").contains(
+                (RedisServer.rawCommand(port: port, "SENTINEL replicas \(Self.masterName)", password: sentinelPassword) ?? "").contains(
                     String(dataPorts[1])
                 )
             }
-            let synced = (RedisCluster.rawCommand(port: dataPorts[1], "INFO replication") ?? "").contains("master_link_status:up")
+            let synced = (RedisServer.rawCommand(port: dataPorts[1], "INFO replication") ?? "").contains("master_link_status:up")
             if known && synced { return }
             usleep(100_000)
         }

@@ -142,25 +142,67 @@ public final class RedisServer: @unchecked Sendable {
 
     /// A raw PING over a fresh socket, independent of the Redis layer under test.
     static func ping(port: Int) -> Bool {
+        // "-NOAUTH" or "-LOADING" means the process answers but is not ready for commands; a
+        // password-protected server is still up, so accept NOAUTH.
+        guard let text = rawCommand(port: port, "PING") else { return false }
+        return text.hasPrefix("+PONG") || text.hasPrefix("-NOAUTH")
+    }
+
+    /// One inline command over a fresh socket to 127.0.0.1:`port` (after `AUTH password` when
+    /// given), independent of the Redis layer under test; the raw reply, or nil.
+    static func rawCommand(port: Int, _ command: String, password: String? = nil) -> String? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var tv = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { return false }
-        let ping = Array("PING\r\n".utf8)
-        guard write(fd, ping, ping.count) == ping.count else { return false }
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let n = read(fd, &buffer, buffer.count)
-        // "-NOAUTH" or "-LOADING" means the process answers but is not ready for commands; a
-        // password-protected server is still up, so accept NOAUTH.
-        guard n > 0 else { return false }
-        let text = String(decoding: buffer[0..<n], as: UTF8.self)
-        return text.hasPrefix("+PONG") || text.hasPrefix("-NOAUTH")
+        guard connected == 0 else { return nil }
+        let bytes = Array(((password.map { "AUTH \($0)\r\n" } ?? "") + command + "\r\n").utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else { return nil }
+        var text = ""
+        // With AUTH first, its "+OK" comes before the answer; read until both are in.
+        for _ in 0..<4 {
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            let n = read(fd, &buffer, buffer.count)
+            guard n > 0 else { break }
+            text += String(decoding: buffer[0..<n], as: UTF8.self)
+            if password == nil || text.split(separator: "\r\n").count > 1 { break }
+        }
+        if password != nil, text.hasPrefix("+OK\r\n") { text.removeFirst(5) }
+        return text.isEmpty ? nil : text
+    }
+}
+
+/// The redis-server processes of a test deployment (a cluster, a sentinel set), by port: killed
+/// one by one like a crash, or all at the end.
+final class RedisProcesses: @unchecked Sendable {
+    private let lock = NSLock()
+    private var processes: [Int: ChildProcess] = [:]
+
+    func add(_ process: ChildProcess, port: Int) { lock.withLock { processes[port] = process } }
+
+    var ports: [Int] { lock.withLock { Array(processes.keys).sorted() } }
+
+    /// SIGKILL: the server dies at once, as in a crash.
+    func kill(port: Int) {
+        guard let process = lock.withLock({ processes.removeValue(forKey: port) }) else { return }
+        process.send(SIGKILL)
+        _ = process.waitForExit()
+    }
+
+    func killAll() {
+        let all = lock.withLock { () -> [ChildProcess] in
+            defer { processes = [:] }
+            return Array(processes.values)
+        }
+        for process in all { process.send(SIGKILL) }
+        for process in all { _ = process.waitForExit() }
     }
 }
