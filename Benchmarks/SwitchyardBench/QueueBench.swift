@@ -43,10 +43,17 @@ struct QueueBench: AsyncParsableCommand {
     @Option(help: "With --cluster: jobs per run on the cluster and in the side-by-side runs.")
     var clusterJobs = 20000
 
+    @Option(
+        help: "Also run with this many worker processes, one run each (for example 1,2,4): total rate, dispatch latency and CPU per job by process."
+    )
+    var workers: String?
+
     /// One run's figures.
     struct Figures {
         /// Redis's own CPU (user + system, `INFO cpu`) per job over push, take and finish, in µs.
         var redisCPUPerJob = 0.0
+        /// The push's share of it (the rest is take, finish and the worker's other calls).
+        var redisCPUPushPerJob = 0.0
         /// Per command (`INFO commandstats`): calls and µs per job. Commands a script calls are
         /// counted under their own names too, and inside `evalsha`'s time.
         var commands: [(name: String, callsPerJob: Double, usPerJob: Double)] = []
@@ -82,6 +89,10 @@ struct QueueBench: AsyncParsableCommand {
         print(pad("dispatch latency p99, idle worker", 44) + String(format: "%.3f ms   (target <= 2)", direct.p99))
         print(pad("Redis CPU per job (push + take + finish)", 44) + String(format: "%.1f µs   (target <= 25)", direct.redisCPUPerJob))
         print(
+            pad("  of which the push / the worker's calls", 44)
+                + String(format: "%.1f µs / %.1f µs", direct.redisCPUPushPerJob, direct.redisCPUPerJob - direct.redisCPUPushPerJob)
+        )
+        print(
             pad("one Redis core's ceiling at that cost", 44)
                 + String(format: "%.0f jobs/s   (measured %.0f)", 1e6 / max(direct.redisCPUPerJob, 1e-9), direct.processingPerSecond)
         )
@@ -99,6 +110,7 @@ struct QueueBench: AsyncParsableCommand {
             "dispatch_p50_ms": direct.p50,
             "dispatch_p99_ms": direct.p99,
             "redis_cpu_us_per_job": direct.redisCPUPerJob,
+            "redis_cpu_us_per_job_push": direct.redisCPUPushPerJob,
             "redis_core_ceiling_jobs_per_second": 1e6 / max(direct.redisCPUPerJob, 1e-9),
             "redis_commands_per_job": Dictionary(
                 uniqueKeysWithValues: direct.commands.map { ($0.name, ["calls": $0.callsPerJob, "us": $0.usPerJob]) }
@@ -131,6 +143,13 @@ struct QueueBench: AsyncParsableCommand {
         }
         if cluster {
             report["cluster"] = try await compareWithCluster(singlePool: pool, singleURL: redisURL)
+        }
+        if let workers {
+            let counts = workers.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !counts.isEmpty, counts.allSatisfy({ (1...32).contains($0) }) else {
+                throw ValidationError("--workers: '\(workers)' is not a comma-separated list of worker counts from 1 to 32 (example: 1,2,4)")
+            }
+            report["scale_out"] = try await scaleOut(pool: pool, redisURL: redisURL, counts: counts)
         }
         let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: data, as: UTF8.self))
@@ -188,6 +207,8 @@ struct QueueBench: AsyncParsableCommand {
         let pushStart = clock.now
         _ = try await queue.push(batch)
         figures.pushPerSecond = Double(jobs) / seconds(clock.now - pushStart)
+        let afterPush = try await RedisCost(pool)
+        figures.redisCPUPushPerJob = (afterPush.cpuSeconds - before.cpuSeconds) * 1e6 / Double(jobs)
 
         let worker = try WorkerProcess(
             redisURL: workerRedisURL,

@@ -41,7 +41,7 @@ extension RedisCommand {
         switch name {
         case "EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO":
             let head = arguments(limit: 2)
-            guard head.count == 2, let n = Int(String(decoding: head[1], as: UTF8.self)), n >= 0 else { return [] }
+            guard head.count == 2, let n = Int(String(decoding: head[1], as: UTF8.self)), (0...1_000_000).contains(n) else { return [] }
             let args = arguments(limit: 2 + n)
             guard args.count == 2 + n else { return [] }
             return Array(args[2...])

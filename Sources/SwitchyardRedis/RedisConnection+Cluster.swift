@@ -99,8 +99,16 @@ extension RedisConnection {
         for index in commands.indices {
             if let reply = replies[index], let node = answeredBy[index], ClusterRedirect(reply, from: node) == nil {
                 if commands[index].name == "WAIT", let node = resentTo {
-                    let context = try connectedContext(to: node, wait: .zero)
-                    result.append(try exchange([commands[index]], on: context, timeoutMs: timeoutMs)[0])
+                    // Both nodes must confirm: the one that ran the writes that stayed, and the
+                    // one a write was sent again to. Unreachable counts as not confirmed.
+                    let again: RESPValue
+                    do {
+                        let context = try connectedContext(to: node, wait: .zero)
+                        again = try exchange([commands[index]], on: context, timeoutMs: timeoutMs)[0]
+                    } catch let error as RedisError where error.code != .closed {
+                        again = .integer(0)
+                    }
+                    result.append(.integer(Int64(min(reply.int ?? 0, again.int ?? 0))))
                 } else {
                     result.append(reply)
                 }
@@ -116,10 +124,17 @@ extension RedisConnection {
                 deadline: deadline
             )
             result.append(reply)
-            resentTo = node
+            if !Self.readOnly.contains(commands[index].name) { resentTo = node }
         }
         return result
     }
+
+    /// Commands that write nothing: sending one of them again does not call for a `WAIT` again.
+    static let readOnly: Set<String> = [
+        "GET", "MGET", "EXISTS", "STRLEN", "TTL", "PTTL", "HGET", "HGETALL", "HMGET", "HKEYS", "HLEN", "HEXISTS",
+        "LRANGE", "LLEN", "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZSCORE", "ZCARD", "ZCOUNT", "ZSCAN", "XRANGE",
+        "XREVRANGE", "XLEN", "XPENDING", "XINFO", "XREAD", "TIME", "PING", "WAIT",
+    ]
 
     /// One command, following redirects and waiting out failovers until it has a real reply;
     /// returns the reply and the node that gave it.
@@ -195,6 +210,7 @@ extension RedisConnection {
         let topology = topology!
         if topology.hasMap && topology.refreshedRecently(within: .milliseconds(100)) { return }
         var lastError: (any Error)?
+        var refused = 0
         let sources = topology.mapSources(seeds: seeds)
         for source in sources {
             do {
@@ -214,8 +230,17 @@ extension RedisConnection {
                 for endpoint in sockets.keys where !map.masters.contains(endpoint) { disconnect(endpoint) }
                 return
             } catch let error as RedisError where error.code != .closed {
+                if error.code == .authenticationFailed || error.message.contains("cluster support disabled") { refused += 1 }
                 lastError = error
             }
+        }
+        // Every node answered and refused (a wrong password, a server that is not a cluster
+        // node): a configuration error to report now, not an outage to wait out.
+        if refused == sources.count, let error = lastError as? RedisError {
+            throw RedisError(
+                error.code == .serverError ? .invalidConfiguration : error.code,
+                "Redis Cluster at \(sources.map(\.description).joined(separator: ",")): \(error.message)"
+            )
         }
         throw RedisError(
             .connectionFailed,

@@ -41,7 +41,10 @@ extension RedisConnection {
                 if let master { topology.forgetMaster(master) }
                 waits += 1
                 let delay = Backoff.cluster.delay(attempt: waits)
-                guard ContinuousClock.now + delay < deadline else { throw error }
+                // Part of the batch already ran on the demoted master: not "nothing was sent".
+                guard ContinuousClock.now + delay < deadline else {
+                    throw done.isEmpty ? error : RedisError(.connectionLost, "\(error.message) (\(done.count) commands had run)")
+                }
                 if waits == 1 { logger.warning("Redis master not reachable: \(error.message); asking the sentinels") }
                 try pause(delay)
             }

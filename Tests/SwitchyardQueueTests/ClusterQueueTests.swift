@@ -19,7 +19,7 @@ struct ClusterQueueTests {
     static let workerArguments = ["--executor", "echo", "--concurrency", "8", "--log-level", "warning"]
 
     @Test func queuesOnDifferentShardsRunAtOnce() async throws {
-        let cluster = try SharedCluster.get()
+        let cluster = try await offThePool { try SharedCluster.get() }
         let masters = try await cluster.masters()
         // One queue per master: names whose slots fall on each of them.
         var names: [Int: String] = [:]
@@ -64,7 +64,7 @@ struct ClusterQueueTests {
     }
 
     @Test func aQueueWhoseSlotMovesMidRunLosesNothing() async throws {
-        let cluster = try SharedCluster.get()
+        let cluster = try await offThePool { try SharedCluster.get() }
         let name = "moving-" + UUID().uuidString.prefix(6).lowercased()
         let (pool, queue) = Self.queue(name, on: cluster)
         defer { pool.shutDown() }
@@ -103,7 +103,7 @@ struct ClusterQueueTests {
     }
 
     @Test func scriptsWaitWhileTheQueueSlotIsHalfMovedAndLoseNothing() async throws {
-        let cluster = try SharedCluster.get()
+        let cluster = try await offThePool { try SharedCluster.get() }
         let name = "half-" + UUID().uuidString.prefix(6).lowercased()
         var redis = cluster.configuration
         redis.reconnectWait = .milliseconds(600)

@@ -86,17 +86,19 @@ struct FailoverTests {
 
     @Test(arguments: [Durability.replicated(replicas: 1, timeout: .seconds(1)), .acknowledged])
     func aClusterMasterKilledMidRun(durability: Durability) async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await offThePool { try RedisCluster() }
         let slot = RedisClusterSlot.of("failover")
         let victim = try await cluster.master(ofSlot: slot)
         let counts = try await Self.run(
             url: cluster.url,
             durability: durability,
             failover: {
-                cluster.kill(port: victim)
-                try cluster.waitUntilHealthy(timeout: .seconds(30))
+                try await offThePool {
+                    cluster.kill(port: victim)
+                    try cluster.waitUntilHealthy(timeout: .seconds(30))
+                }
             },
-            recover: { try cluster.restart(port: victim) }
+            recover: { try await offThePool { try cluster.restart(port: victim) } }
         )
         #expect(try await cluster.master(ofSlot: slot) != victim)
         print("cluster failover, durability \(durability): \(counts)")
@@ -109,16 +111,18 @@ struct FailoverTests {
 
     @Test(arguments: [Durability.replicated(replicas: 1, timeout: .seconds(1)), .acknowledged])
     func aSentinelMasterKilledMidRun(durability: Durability) async throws {
-        let sentinels = try RedisSentinels()
+        let sentinels = try await offThePool { try RedisSentinels() }
         let victim = try #require(sentinels.masterPort())
         let counts = try await Self.run(
             url: sentinels.url(),
             durability: durability,
             failover: {
-                sentinels.kill(port: victim)
-                _ = try sentinels.waitForFailover(awayFrom: victim)
+                _ = try await offThePool {
+                    sentinels.kill(port: victim)
+                    return try sentinels.waitForFailover(awayFrom: victim)
+                }
             },
-            recover: { try sentinels.restart(port: victim) }
+            recover: { try await offThePool { try sentinels.restart(port: victim) } }
         )
         print("sentinel failover, durability \(durability): \(counts)")
         if durability != .acknowledged {

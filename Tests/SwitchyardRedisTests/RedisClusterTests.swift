@@ -57,6 +57,21 @@ struct RedisClusterUnitTests {
     }
 }
 
+@Suite("Redis Cluster URL pointing at a server that is not one")
+struct RedisClusterMisconfigurationTests {
+    @Test func aServerWithoutClusterSupportIsReportedAtOnce() async throws {
+        let server = try RedisServer()
+        var configuration = try RedisConfiguration(url: "redis+cluster://127.0.0.1:\(server.port)")
+        configuration.reconnectWait = .seconds(30)
+        let connection = RedisConnection(configuration: configuration)
+        defer { connection.close() }
+        let error = await #expect(throws: RedisError.self) { try await connection.send("GET", "k") }
+        // A configuration error, named as such, not an outage waited out (`connectionFailed`
+        // after 30 s).
+        #expect(error?.code == .invalidConfiguration && error?.message.contains("cluster support disabled") == true)
+    }
+}
+
 @Suite("Redis layer against a real Redis Cluster (3 masters, 3 replicas)")
 struct RedisClusterTests {
     static func configuration(_ cluster: RedisCluster) -> RedisConfiguration {
@@ -66,7 +81,7 @@ struct RedisClusterTests {
     }
 
     @Test func keysSpreadOverTheMastersAndPipelinesKeepTheirOrder() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await offThePool { try RedisCluster() }
         let pool = RedisConnectionPool(configuration: Self.configuration(cluster))
         defer { pool.shutDown() }
         // Only a seed that is not the first: the rest is learned from CLUSTER SLOTS.
@@ -90,7 +105,7 @@ struct RedisClusterTests {
     }
 
     @Test func aSlotMovedMidRunIsFollowedWithoutLosingWrites() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await offThePool { try RedisCluster() }
         let pool = RedisConnectionPool(configuration: Self.configuration(cluster))
         defer { pool.shutDown() }
         let slot = RedisClusterSlot.of("moving")
@@ -119,14 +134,14 @@ struct RedisClusterTests {
     }
 
     @Test func aKilledMasterIsReplacedAndCommandsCarryOn() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await offThePool { try RedisCluster() }
         let pool = RedisConnectionPool(configuration: Self.configuration(cluster))
         defer { pool.shutDown() }
         let blocking = RedisConnection(configuration: Self.configuration(cluster))
         defer { blocking.close() }
         try await pool.send("SET", "{victim}:k", "before")
         let victim = try await cluster.master(ofSlot: RedisClusterSlot.of("victim"))
-        cluster.kill(port: victim)
+        try await offThePool { cluster.kill(port: victim) }
         // The command waits through the failover (node timeout, election) and lands on the replica.
         try await pool.send("SET", "{victim}:k2", "after")
         #expect(try await pool.send("GET", "{victim}:k2").string == "after")
@@ -141,18 +156,18 @@ struct RedisClusterTests {
 @Suite("Redis layer behind Sentinel (master, replica, 3 sentinels)")
 struct RedisSentinelTests {
     @Test func theMasterIsFoundAndFollowedThroughAFailover() async throws {
-        let sentinels = try RedisSentinels(sentinelPassword: "sentinel-secret")
+        let sentinels = try await offThePool { try RedisSentinels(sentinelPassword: "sentinel-secret") }
         var configuration = try RedisConfiguration(url: sentinels.url(password: "sentinel-secret"))
         configuration.reconnectWait = .seconds(20)
         let pool = RedisConnectionPool(configuration: configuration)
         defer { pool.shutDown() }
         try await pool.send("SET", "k", "before")
         let first = try #require(sentinels.masterPort())
-        sentinels.kill(port: first)
+        try await offThePool { sentinels.kill(port: first) }
         // The write waits for the sentinels to promote the replica, then lands there.
         try await pool.send("SET", "k2", "after")
         #expect(try await pool.send("GET", "k2").string == "after")
-        let second = try sentinels.waitForFailover(awayFrom: first)
+        let second = try await offThePool { try sentinels.waitForFailover(awayFrom: first) }
         #expect(second == sentinels.dataPorts.first { $0 != first })
         #expect(try await pool.send("ROLE").array?.first?.string == "master")
         // A wrong sentinel password is refused with a clear error, not a hang.
