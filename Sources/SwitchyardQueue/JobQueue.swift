@@ -64,23 +64,30 @@ public final class JobQueue: Sendable {
         outcomes.reserveCapacity(jobs.count)
         var start = 0
         while start < jobs.count {
-            var commands: [RedisCommand] = []
+            // A chunk: up to chunkSize jobs and about chunkBytes, in calls of up to
+            // Push.jobsPerCall jobs, pipelined.
+            var calls: [QueueScripts.Push] = []
+            var taken = 0
             var bytes = 0
-            while start + commands.count < jobs.count, commands.count < chunkSize, commands.isEmpty || bytes < chunkBytes {
-                let call = QueueScripts.Push(jobs[start + commands.count], keys: keys, configuration: configuration, nowMs: now)
-                let command = call.command
-                bytes += command.encoded.count
-                commands.append(command)
+            while start + taken < jobs.count, taken < chunkSize, taken == 0 || bytes < chunkBytes {
+                let job = jobs[start + taken]
+                let json = job.encodedJSON()
+                if calls.isEmpty || calls[calls.count - 1].count >= QueueScripts.Push.jobsPerCall {
+                    calls.append(QueueScripts.Push(keys: keys, configuration: configuration, nowMs: now))
+                }
+                calls[calls.count - 1].append(job, json: json, keys: keys, nowMs: now)
+                bytes += json.count
+                taken += 1
             }
             do {
-                let replies = try await pipelineScripts(commands + waitForReplicas, scripts: [QueueScripts.push])
-                for reply in replies.prefix(commands.count) {
-                    outcomes.append(try QueueScripts.Push.outcome(reply))
+                let replies = try await pipelineScripts(calls.map(\.command) + waitForReplicas, scripts: [QueueScripts.push])
+                for (call, reply) in zip(calls, replies) {
+                    outcomes += try QueueScripts.Push.outcomes(reply, expected: call.count)
                 }
                 if case .replicated(let wanted, let timeout) = configuration.durability {
                     let confirmed = replies.last?.int ?? 0
                     if confirmed < wanted {
-                        throw ReplicationTimeout(pushed: start + commands.count, confirmedBy: confirmed, wanted: wanted, timeout: timeout)
+                        throw ReplicationTimeout(pushed: start + taken, confirmedBy: confirmed, wanted: wanted, timeout: timeout)
                     }
                 }
             } catch let error as ReplicationTimeout {
@@ -89,7 +96,7 @@ public final class JobQueue: Sendable {
                 if start == 0 { throw error }
                 throw PartialPushError(pushed: start, error: error)
             }
-            start += commands.count
+            start += taken
         }
         return outcomes
     }

@@ -27,39 +27,48 @@ extension RedisConnectionPool {
 }
 
 extension QueueScripts {
-    /// `push`: queue one job (or schedule it), with its record, batch and idempotency key.
+    /// `push`: queue (or schedule) up to `jobsPerCall` jobs, each with its record, batch and
+    /// idempotency key.
     struct Push: QueueScriptCall {
         static let script = QueueScripts.push
+        /// Jobs per script call; the calls of a chunk go in one pipeline.
+        static let jobsPerCall = 64
         var keys: [any RedisArgument]
         var arguments: [any RedisArgument]
+        private(set) var count = 0
 
-        init(_ job: Job, keys k: QueueKeys, configuration: QueueConfiguration, nowMs: Int64) {
+        init(keys k: QueueKeys, configuration: QueueConfiguration, nowMs: Int64) {
+            keys = k.lanes + [k.delayed, k.stats, k.batches]
+            arguments = [nowMs, configuration.resultTTL.wholeSeconds, configuration.idempotencyTTL.wholeSeconds]
+        }
+
+        mutating func append(_ job: Job, json: [UInt8], keys k: QueueKeys, nowMs: Int64) {
             let batch = job.batch ?? ""
             let idempotencyKey = job.idempotencyKey ?? ""
-            let json = job.encodedJSON()
             let dueMs = job.notBefore.map { Int64($0 * 1000) } ?? 0
             // A job not due yet waits in the delayed set, as the member the promote script reads.
             let member =
                 dueMs > nowMs
                 ? DelayedMember(lane: job.priority, jobID: job.id, attempt: 1, maxAttempts: job.maxAttempts, batch: batch, payload: json).bytes
                 : []
-            keys = [
-                k.lane(job.priority), k.delayed, k.idempotency(idempotencyKey), k.batch(batch), k.batchJobs(batch), k.stats, k.job(job.id),
-                k.result(job.id), k.batches,
-            ]
-            arguments = [
-                job.id, json, job.maxAttempts, batch, idempotencyKey, configuration.idempotencyTTL.wholeSeconds, dueMs, member, nowMs,
-                configuration.resultTTL.wholeSeconds, job.model,
-            ]
+            let lane = 1 + (JobPriority.inOrder.firstIndex(of: job.priority) ?? 1)
+            keys += [k.idempotency(idempotencyKey), k.batch(batch), k.batchJobs(batch), k.job(job.id), k.result(job.id)]
+            arguments += [job.id, json, job.maxAttempts, batch, idempotencyKey, dueMs, member, job.model, lane]
+            count += 1
         }
 
-        /// Queued, a duplicate idempotency key (the first job's id), or an id pushed already.
-        static func outcome(_ reply: RESPValue) throws -> PushOutcome {
+        /// Per job: queued, a duplicate idempotency key (the first job's id), or an id pushed already.
+        static func outcomes(_ reply: RESPValue, expected: Int) throws -> [PushOutcome] {
             try reply.throwingServerError()
-            guard let pair = reply.array, pair.count == 2, let flag = pair[0].int, let id = pair[1].string else {
-                throw RedisError(.unexpectedReply, "push returned \(reply)")
+            guard let pairs = reply.array, pairs.count == expected else {
+                throw RedisError(.unexpectedReply, "push returned \(reply.array?.count ?? 0) outcomes for \(expected) jobs")
             }
-            return flag == 1 ? .queued(id: id) : .duplicate(existingID: id)
+            return try pairs.map { pair in
+                guard let items = pair.array, items.count == 2, let flag = items[0].int, let id = items[1].string else {
+                    throw RedisError(.unexpectedReply, "push returned \(pair)")
+                }
+                return flag == 1 ? .queued(id: id) : .duplicate(existingID: id)
+            }
         }
     }
 

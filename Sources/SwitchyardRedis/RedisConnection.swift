@@ -244,17 +244,20 @@ public final class RedisConnection: @unchecked Sendable {
     ) throws -> [RESPValue] {
         var replies = try exchange(commands, on: context, timeoutMs: timeoutMs)
         if scripts.isEmpty { return replies }
-        let missing = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
-        if missing.isEmpty { return replies }
-        logger.debug("scripts missing on the server; loading them")
-        for reply in try exchange(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) }, on: context, timeoutMs: timeoutMs) {
-            try reply.throwingServerError()
+        // Up to three loads: a SCRIPT FLUSH by someone else can land between a load and the call.
+        for _ in 0..<3 {
+            let missing = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
+            if missing.isEmpty { return replies }
+            logger.debug("scripts missing on the server; loading them")
+            for reply in try exchange(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) }, on: context, timeoutMs: timeoutMs) {
+                try reply.throwingServerError()
+            }
+            // A WAIT after a script sent again must come after it again, or it would vouch for
+            // nothing.
+            let resend = missing + replies.indices.filter { $0 > missing[0] && commands[$0].name == "WAIT" }
+            let again = try exchange(resend.map { commands[$0] }, on: context, timeoutMs: timeoutMs)
+            for (index, reply) in zip(resend, again) { replies[index] = reply }
         }
-        // A WAIT after a script sent again must come after it again, or it would vouch for
-        // nothing.
-        let resend = missing + replies.indices.filter { $0 > missing[0] && commands[$0].name == "WAIT" }
-        let again = try exchange(resend.map { commands[$0] }, on: context, timeoutMs: timeoutMs)
-        for (index, reply) in zip(resend, again) { replies[index] = reply }
         return replies
     }
 
