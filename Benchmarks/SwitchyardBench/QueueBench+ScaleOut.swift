@@ -58,20 +58,8 @@ extension QueueBench {
                 )
             }
             try await Task.sleep(for: .seconds(1))
-            var latencies: [Double] = []
-            for i in 0..<(max(100, samples / 2) + 20) {
-                let job = Job(kind: .chat, model: "noop", input: JobInput(messages: [ChatMessage(role: "user", content: "\(i)")]))
-                _ = try await idleQueue.push(job)
-                var result: JobResult?
-                while result == nil {
-                    try await Task.sleep(for: .microseconds(500))
-                    result = try await idleQueue.result(of: job.id)
-                }
-                try await Task.sleep(for: .milliseconds(2))
-                if i >= 20, let started = result?.timings.started { latencies.append((started - job.queuedAt) * 1000) }
-            }
+            let latencies = try await dispatchLatencies(idleQueue, samples: max(100, samples / 2))
             for p in idle { _ = p.terminate() }
-            latencies.sort()
             let redisPerJob = (redisAfter.cpuSeconds - redisBefore.cpuSeconds) * 1e6 / Double(jobs)
             let workersPerJob = workerCPU * 1e6 / Double(jobs)
             let selfPerJob = selfCPU * 1e6 / Double(jobs)

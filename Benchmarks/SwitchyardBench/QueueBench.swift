@@ -247,24 +247,31 @@ struct QueueBench: AsyncParsableCommand {
         defer { _ = idle.terminate() }
         // Let the worker reach its blocking read.
         try await Task.sleep(for: .seconds(1))
-        var latencies: [Double] = []
-        for i in 0..<(samples + 20) {
-            let job = Job(kind: .chat, model: "noop", input: JobInput(messages: [ChatMessage(role: "user", content: "\(i)")]))
-            _ = try await idleQueue.push(job)
-            var result: JobResult?
-            while result == nil {
-                try await Task.sleep(for: .microseconds(500))
-                result = try await idleQueue.result(of: job.id)
-            }
-            // Idle again: the worker is back in its blocking read before the next push.
-            try await Task.sleep(for: idleGap)
-            if i >= 20, let started = result?.timings.started { latencies.append((started - job.queuedAt) * 1000) }
-        }
-        latencies.sort()
+        let latencies = try await dispatchLatencies(idleQueue, samples: samples, idleGap: idleGap)
         figures.samples = latencies.count
         figures.p50 = percentile(latencies, 50)
         figures.p99 = percentile(latencies, 99)
         return figures
+    }
+}
+
+extension QueueBench {
+    /// Push to start, in ms, sorted: one job at a time to idle workers, after 20 warm-up jobs.
+    /// `idleGap`: the pause after each result, so the workers are back in their blocking read.
+    func dispatchLatencies(_ queue: JobQueue, samples: Int, idleGap: Duration = .milliseconds(2)) async throws -> [Double] {
+        var latencies: [Double] = []
+        for i in 0..<(samples + 20) {
+            let job = Job(kind: .chat, model: "noop", input: JobInput(messages: [ChatMessage(role: "user", content: "\(i)")]))
+            _ = try await queue.push(job)
+            var result: JobResult?
+            while result == nil {
+                try await Task.sleep(for: .microseconds(500))
+                result = try await queue.result(of: job.id)
+            }
+            try await Task.sleep(for: idleGap)
+            if i >= 20, let started = result?.timings.started { latencies.append((started - job.queuedAt) * 1000) }
+        }
+        return latencies.sorted()
     }
 }
 
