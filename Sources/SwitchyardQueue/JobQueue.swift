@@ -75,8 +75,7 @@ public final class JobQueue: Sendable {
                 if calls.isEmpty || calls[calls.count - 1].count >= QueueScripts.Push.jobsPerCall {
                     calls.append(QueueScripts.Push(keys: keys, configuration: configuration, nowMs: now))
                 }
-                calls[calls.count - 1].append(job, json: json, keys: keys, nowMs: now)
-                bytes += json.count
+                bytes += calls[calls.count - 1].append(job, json: json, keys: keys, nowMs: now)
                 taken += 1
             }
             do {

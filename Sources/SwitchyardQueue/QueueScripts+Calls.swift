@@ -42,7 +42,9 @@ extension QueueScripts {
             arguments = [nowMs, configuration.resultTTL.wholeSeconds, configuration.idempotencyTTL.wholeSeconds]
         }
 
-        mutating func append(_ job: Job, json: [UInt8], keys k: QueueKeys, nowMs: Int64) {
+        /// Adds a job; returns the bytes it adds to the call (its JSON, twice for a delayed job).
+        @discardableResult
+        mutating func append(_ job: Job, json: [UInt8], keys k: QueueKeys, nowMs: Int64) -> Int {
             let batch = job.batch ?? ""
             let idempotencyKey = job.idempotencyKey ?? ""
             let dueMs = job.notBefore.map { Int64($0 * 1000) } ?? 0
@@ -55,6 +57,7 @@ extension QueueScripts {
             keys += [k.idempotency(idempotencyKey), k.batch(batch), k.batchJobs(batch), k.job(job.id), k.result(job.id)]
             arguments += [job.id, json, job.maxAttempts, batch, idempotencyKey, dueMs, member, job.model, lane]
             count += 1
+            return json.count + member.count
         }
 
         /// Per job: queued, a duplicate idempotency key (the first job's id), or an id pushed already.

@@ -31,7 +31,9 @@ enum QueueScripts {
     /// it runs and its result's TTL has passed.
     /// Returns, per job in order, {1, id} when queued, {0, existing id} for a duplicate
     /// idempotency key, {2, id} when a job with this id was pushed already (its record or its
-    /// result lives): nothing is queued or counted twice.
+    /// result lives): nothing is queued or counted twice. `pushed` is counted once per call, at
+    /// the end: a script that fails part way (a key of the wrong type) leaves the jobs before the
+    /// failure queued but not counted.
     static let push = RedisScript(
         """
         local now, resultTTL, idemTTL = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
