@@ -15,7 +15,6 @@ extension RedisConnection {
         sentinel: RedisConfiguration.Sentinel
     ) throws -> [RESPValue] {
         let topology = topology!
-        RedisSentinelWatch.start(for: topology, sentinel: sentinel, configuration: configuration, logger: logger)
         let deadline = ContinuousClock.now + max(configuration.reconnectWait, .milliseconds(500))
         var waits = 0
         // Replies kept from a node that turned out to be demoted part way through the batch.

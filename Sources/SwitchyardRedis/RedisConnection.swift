@@ -76,8 +76,15 @@ public final class RedisConnection: @unchecked Sendable {
         self.wakeWrite = fds[1]
         self.thread = SerialThread(name: "redis \(configuration.endpoint)")
         switch configuration.deployment {
-        case .standalone: self.topology = nil
-        default: self.topology = RedisTopology.shared(for: configuration.deployment)
+        case .standalone:
+            self.topology = nil
+        case .cluster:
+            self.topology = RedisTopology.shared(for: configuration.deployment)
+        case .sentinel(let sentinel):
+            let topology = RedisTopology.shared(for: configuration.deployment)
+            self.topology = topology
+            // Once per deployment and process, not per command.
+            RedisSentinelWatch.start(for: topology, sentinel: sentinel, configuration: configuration, logger: logger)
         }
     }
 

@@ -38,7 +38,7 @@ public final class RedisCluster: @unchecked Sendable {
         }
         self.nodes = nodes
         for node in nodes { try start(node) }
-        for node in nodes { try waitForPing(node.port) }
+        for node in nodes { try RedisServer.waitForPing(port: node.port) }
         let create = try ChildProcess(
             executable: "redis-cli",
             arguments: ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
@@ -102,7 +102,7 @@ public final class RedisCluster: @unchecked Sendable {
     public func restart(port: Int) throws {
         guard let node = nodes.first(where: { $0.port == port }) else { return }
         try start(node)
-        try waitForPing(port)
+        try RedisServer.waitForPing(port: port)
     }
 
     /// Waits until every live node reports `cluster_state:ok` and all slots are served by live nodes.
@@ -202,15 +202,6 @@ public final class RedisCluster: @unchecked Sendable {
             ]
         )
         processes.add(process, port: node.port)
-    }
-
-    private func waitForPing(_ port: Int) throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if RedisServer.ping(port: port) { return }
-            usleep(5_000)
-        }
-        throw RedisServer.StartError(description: "cluster node on port \(port) did not answer PING within 10 s")
     }
 
     private func slotOwners() async throws -> [(range: ClosedRange<Int>, port: Int)] {

@@ -46,7 +46,7 @@ public final class RedisSentinels: @unchecked Sendable {
             let process = try ChildProcess(executable: try RedisServer.redisServerExecutable().path, arguments: [file.path, "--sentinel"])
             processes.add(process, port: port)
         }
-        for port in dataPorts + sentinelPorts { try waitForAnswer(port) }
+        for port in dataPorts + sentinelPorts { try RedisServer.waitForPing(port: port) }
         try waitForSentinelsToKnowTheReplica(timeout: .seconds(30))
     }
 
@@ -86,7 +86,7 @@ public final class RedisSentinels: @unchecked Sendable {
     public func restart(port: Int) throws {
         guard let master = masterPort(), master != port else { throw RedisServer.StartError(description: "no other master to follow") }
         try startData(port: port, replicaOf: master)
-        try waitForAnswer(port)
+        try RedisServer.waitForPing(port: port)
     }
 
     /// Waits until the sentinels name a master other than `port` and it answers as a master.
@@ -116,15 +116,6 @@ public final class RedisSentinels: @unchecked Sendable {
         if let master { arguments += ["--replicaof", "127.0.0.1", String(master)] }
         let process = try ChildProcess(executable: try RedisServer.redisServerExecutable().path, arguments: arguments)
         processes.add(process, port: port)
-    }
-
-    private func waitForAnswer(_ port: Int) throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if let reply = RedisServer.rawCommand(port: port, "PING"), reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH") { return }
-            usleep(5_000)
-        }
-        throw RedisServer.StartError(description: "port \(port) did not answer PING within 10 s")
     }
 
     /// The sentinels learn of the replica from the master's INFO within about ten seconds; a

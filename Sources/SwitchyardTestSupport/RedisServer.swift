@@ -140,6 +140,16 @@ public final class RedisServer: @unchecked Sendable {
         } == 0
     }
 
+    /// Waits up to 10 s for a process started on `port` to answer PING (`ping`).
+    static func waitForPing(port: Int) throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if ping(port: port) { return }
+            usleep(5_000)
+        }
+        throw StartError(description: "port \(port) did not answer PING within 10 s")
+    }
+
     /// A raw PING over a fresh socket, independent of the Redis layer under test.
     static func ping(port: Int) -> Bool {
         // "-NOAUTH" or "-LOADING" means the process answers but is not ready for commands; a
