@@ -11,9 +11,11 @@ if [ "$(uname -s)" = "Darwin" ]; then
     command -v brew >/dev/null || { echo "setup: install Homebrew, then: brew install hiredis redis" >&2; exit 1; }
     brew list hiredis >/dev/null 2>&1 || brew install hiredis
     brew list redis >/dev/null 2>&1 || brew install redis
+    brew list cmake >/dev/null 2>&1 || brew install cmake
 else
     # prometheus brings promtool (the /metrics test); chromium the dashboard's browser test.
-    for pkg in redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config prometheus chromium; do
+    # cmake and g++ build llama.cpp's llama-server (below).
+    for pkg in redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config prometheus chromium cmake g++; do
         have_pkg "$pkg" || need_apt+=("$pkg")
     done
     if [ ${#need_apt[@]} -gt 0 ]; then
@@ -45,6 +47,32 @@ if ! "$venv/bin/python" -c 'import llama_cpp.server, gguf' >/dev/null 2>&1; then
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc 2>/dev/null || echo 2)" "$venv/bin/pip" install --progress-bar off \
         'llama-cpp-python[server]==0.3.36' 'gguf==0.19.0' 2>&1 | grep -v -E '^\s*$' | sed 's/^/setup: /' | tail -n 20
     "$venv/bin/python" -c 'import llama_cpp.server, gguf' || { echo "setup: llama-cpp-python did not install" >&2; exit 1; }
+fi
+# llama.cpp's own server, llama-server (the GPU profiles' model server), built for the CPU from the
+# llama.cpp sources that the same llama-cpp-python release vendors (its source distribution on
+# PyPI), into a cache shared by every checkout on the machine (like pip's): about 30 minutes on two
+# cores the first time.
+server_dir="${SWITCHYARD_LLAMA_SERVER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/llama-server-0.3.36}"
+if [ ! -x "$server_dir/bin/llama-server" ]; then
+    echo "setup: building llama.cpp's llama-server into $server_dir (one time; about 30 minutes on 2 cores)"
+    rm -rf "$server_dir/src" "$server_dir/build"
+    mkdir -p "$server_dir/src" "$server_dir/bin"
+    "$venv/bin/pip" download -q --progress-bar off --no-deps --no-binary llama-cpp-python 'llama-cpp-python==0.3.36' \
+        -d "$server_dir/src" 2>&1 | sed 's/^/setup: /' | tail -n 5
+    tar -xzf "$server_dir/src/llama_cpp_python-0.3.36.tar.gz" -C "$server_dir/src"
+    llama_src="$server_dir/src/llama_cpp_python-0.3.36/vendor/llama.cpp"
+    [ -f "$llama_src/tools/server/CMakeLists.txt" ] || { echo "setup: the sdist has no llama.cpp server sources" >&2; exit 1; }
+    # Static, so the binary stands alone; no web UI (it would be downloaded), no curl, no OpenSSL.
+    cmake -S "$llama_src" -B "$server_dir/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON \
+        -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
+        2>&1 | sed 's/^/setup: /' | tail -n 3
+    cmake --build "$server_dir/build" --target llama-server -j "$(nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)" \
+        2>&1 | grep -E 'error|warning: unused|Linking|Built target llama-server' | sed 's/^/setup: /' | tail -n 20
+    cp "$server_dir/build/bin/llama-server" "$server_dir/bin/llama-server.tmp"
+    mv "$server_dir/bin/llama-server.tmp" "$server_dir/bin/llama-server"
+    "$server_dir/bin/llama-server" --version >/dev/null 2>&1 || { echo "setup: llama-server did not build" >&2; exit 1; }
+    rm -rf "$server_dir/src" "$server_dir/build"
 fi
 # The OpenAI-compatible front is tested with the official openai package, in the same venv.
 if ! "$venv/bin/python" -c 'import openai' >/dev/null 2>&1; then

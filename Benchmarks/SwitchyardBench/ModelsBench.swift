@@ -12,7 +12,8 @@ import SwitchyardTestSupport
 struct ModelsBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models",
-        abstract: "Cold start vs warm request latency on a real llama.cpp server, and the manager's overhead over a direct call."
+        abstract:
+            "Cold start vs warm request latency on a real llama.cpp server, the manager's overhead over a direct call, warm-model routing, and tokens/s with llama-server's slots."
     )
 
     @Option(help: "Warm requests per side.")
@@ -27,20 +28,32 @@ struct ModelsBench: AsyncParsableCommand {
     @Option(help: "The workers' --warm-wait in the mixed workload.")
     var warmWait = "2s"
 
-    @Option(help: "Which parts to run: all, single (cold start, warm, overhead) or mixed.")
+    @Option(help: "Which parts to run: all, single (cold start, warm, overhead), mixed or slots (llama-server's parallel slots).")
     var part = "all"
+
+    @Option(help: "Slots per llama-server in the slots part (default: the rtx3090-wsl profile's parallel).")
+    var slots: Int?
+
+    @Option(help: "Chat requests per measurement in the slots part.")
+    var slotRequests = 32
+
+    @Option(help: "max_tokens of each request in the slots part.")
+    var slotTokens = 64
 
     @Option(help: "Also write the JSON report to this file.")
     var json: String?
 
     func run() async throws {
-        guard ["all", "single", "mixed"].contains(part) else { throw ValidationError("--part: '\(part)' is not all, single or mixed") }
-        guard requests >= 1, loads >= 1, mixedJobs >= 3 else {
-            throw ValidationError("--requests and --loads must be at least 1, --mixed-jobs at least 3")
+        guard ["all", "single", "mixed", "slots"].contains(part) else {
+            throw ValidationError("--part: '\(part)' is not all, single, mixed or slots")
+        }
+        guard requests >= 1, loads >= 1, mixedJobs >= 3, slotRequests >= 1, slotTokens >= 1, (slots ?? 1) >= 1 else {
+            throw ValidationError("--requests, --loads, --slots, --slot-requests and --slot-tokens must be at least 1, --mixed-jobs at least 3")
         }
         var report: [String: Any] = ["benchmark": "models"]
-        if part != "mixed" { report.merge(try await single(), uniquingKeysWith: { $1 }) }
-        if part != "single" { report.merge(try await mixed(), uniquingKeysWith: { $1 }) }
+        if part == "all" || part == "single" { report.merge(try await single(), uniquingKeysWith: { $1 }) }
+        if part == "all" || part == "mixed" { report.merge(try await mixed(), uniquingKeysWith: { $1 }) }
+        if part == "all" || part == "slots" { report.merge(try await slots(), uniquingKeysWith: { $1 }) }
         let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: data, as: UTF8.self))
         if let json { try data.write(to: URL(fileURLWithPath: json)) }

@@ -11,6 +11,7 @@ struct SwitchyardBench: AsyncParsableCommand {
         discussion: "Build with -c release: swift run -c release switchyard-bench redis",
         subcommands: [
             RedisBench.self, QueueBench.self, HTTPBench.self, ModelsBench.self, CacheBench.self, ResilienceBench.self, CoordinatorBench.self,
+            SoakBench.self,
         ]
     )
 }

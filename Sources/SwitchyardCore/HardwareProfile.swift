@@ -16,8 +16,15 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
     public var gpuLayers: Int
     /// Batch size passed to the model server.
     public var batchSize: Int
+    /// Requests one model server runs at once (its slots: llama-server's `--parallel`, batched
+    /// together on the GPU). The worker keeps up to this many jobs in flight per warm model and
+    /// warm-model routing counts free slots. Default: 4 on `rtx3090-wsl`, 1 elsewhere
+    /// (llama-cpp-python's server and mlx_lm.server take one request at a time).
+    public var parallel: Int
     /// The model-server command as an argv template (no shell). Placeholders: {model}, {port},
-    /// {host}, {ctx}, {gpu_layers}, {batch}.
+    /// {host}, {ctx} (the catalog's context size, per request), {ctx_total} ({ctx} times
+    /// {parallel}: llama-server splits its context among its slots), {parallel}, {gpu_layers},
+    /// {batch}.
     public var serverCommand: [String]
 
     enum CodingKeys: String, CodingKey {
@@ -26,6 +33,7 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
         case memoryBudgetMB = "memory_budget_mb"
         case gpuLayers = "gpu_layers"
         case batchSize = "batch_size"
+        case parallel
         case serverCommand = "server_command"
     }
 
@@ -36,6 +44,7 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
         memoryBudgetMB: Int,
         gpuLayers: Int,
         batchSize: Int,
+        parallel: Int = 1,
         serverCommand: [String]
     ) {
         self.name = name
@@ -44,10 +53,27 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
         self.memoryBudgetMB = memoryBudgetMB
         self.gpuLayers = gpuLayers
         self.batchSize = batchSize
+        self.parallel = parallel
         self.serverCommand = serverCommand
     }
 
-    /// An RTX 3090 (24 GiB) under WSL: llama.cpp's llama-server with every layer on the GPU.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            name: try c.decode(String.self, forKey: .name),
+            concurrency: try c.decode(Int.self, forKey: .concurrency),
+            modelCacheSize: try c.decode(Int.self, forKey: .modelCacheSize),
+            memoryBudgetMB: try c.decode(Int.self, forKey: .memoryBudgetMB),
+            gpuLayers: try c.decode(Int.self, forKey: .gpuLayers),
+            batchSize: try c.decode(Int.self, forKey: .batchSize),
+            parallel: try c.decodeIfPresent(Int.self, forKey: .parallel) ?? 1,
+            serverCommand: try c.decode([String].self, forKey: .serverCommand)
+        )
+    }
+
+    /// An RTX 3090 (24 GiB) under WSL: llama.cpp's llama-server with every layer on the GPU and
+    /// four slots per model, batched together (continuous batching): two warm models with four
+    /// requests each fill the eight jobs the worker runs at once.
     public static let rtx3090WSL = HardwareProfile(
         name: "rtx3090-wsl",
         concurrency: 8,
@@ -55,9 +81,10 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
         memoryBudgetMB: 22_000,
         gpuLayers: -1,
         batchSize: 512,
+        parallel: 4,
         serverCommand: [
-            "llama-server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--ctx-size", "{ctx}", "--n-gpu-layers",
-            "{gpu_layers}", "--batch-size", "{batch}",
+            "llama-server", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--ctx-size", "{ctx_total}", "--parallel",
+            "{parallel}", "--n-gpu-layers", "{gpu_layers}", "--batch-size", "{batch}",
         ]
     )
 
@@ -167,7 +194,9 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
             part.replacingOccurrences(of: "{model}", with: model)
                 .replacingOccurrences(of: "{host}", with: host)
                 .replacingOccurrences(of: "{port}", with: String(port))
+                .replacingOccurrences(of: "{ctx_total}", with: String(contextSize * parallel))
                 .replacingOccurrences(of: "{ctx}", with: String(contextSize))
+                .replacingOccurrences(of: "{parallel}", with: String(parallel))
                 .replacingOccurrences(of: "{gpu_layers}", with: String(gpuLayers))
                 .replacingOccurrences(of: "{batch}", with: String(batchSize))
         }
@@ -188,6 +217,7 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
             case "memory_budget_mb": memoryBudgetMB = try int(min: 1)
             case "gpu_layers": gpuLayers = try int(min: -1)
             case "batch_size": batchSize = try int(min: 1)
+            case "parallel": parallel = try int(min: 1)
             case "server_command":
                 let parts = value.split(separator: " ").map(String.init)
                 guard !parts.isEmpty, parts.contains(where: { $0.contains("{model}") }) else {
@@ -197,7 +227,8 @@ public struct HardwareProfile: Sendable, Hashable, Codable {
             default:
                 throw ConfigurationError(
                     field: "profile.\(key)",
-                    problem: "unknown setting; use concurrency, model_cache_size, memory_budget_mb, gpu_layers, batch_size or server_command"
+                    problem:
+                        "unknown setting; use concurrency, model_cache_size, memory_budget_mb, gpu_layers, batch_size, parallel or server_command"
                 )
             }
         }

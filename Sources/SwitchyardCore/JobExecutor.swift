@@ -83,6 +83,13 @@ public protocol WarmModelReporting: Sendable {
     func warmModels() async -> [String]
     /// How many models fit at once.
     var modelCacheSize: Int { get }
+    /// Requests one model server runs at once (`HardwareProfile.parallel`); the worker takes no
+    /// more jobs of a model than that. Default: 1.
+    var slotsPerServer: Int { get }
+}
+
+extension WarmModelReporting {
+    public var slotsPerServer: Int { 1 }
 }
 
 /// A built-in executor for tests and benchmarks only: it calls no model.

@@ -18,6 +18,8 @@ public struct LocalModelExecutor: JobExecutor, WarmModelReporting, CacheTargetRe
 
     public var modelCacheSize: Int { manager.profile.modelCacheSize }
 
+    public var slotsPerServer: Int { manager.profile.parallel }
+
     /// The catalog model and its file's identity (path, size, modification time), so a new
     /// model file is a new cache key; nil for a model not in the catalog.
     public func cacheTTL(for job: Job) -> Double? { manager.catalog.models[job.model]?.cacheTTL }

@@ -40,6 +40,8 @@ public struct ModelServerError: Error, Sendable, CustomStringConvertible {
 /// it twice. Servers are evicted by least-recent use when the cache is full or the memory budget
 /// would be exceeded, never while they serve a request (the new request waits instead), and after
 /// an idle TTL; pinned models stay. A server that exited or crashed is started again on next use.
+/// A server serves up to the profile's `parallel` requests at once (its slots); more callers wait
+/// for a slot.
 /// `shutdown` stops every server (SIGTERM, a grace period, then SIGKILL).
 public actor ModelServerManager: Service {
     public struct Configuration: Sendable {
@@ -257,6 +259,11 @@ public actor ModelServerManager: Service {
             if let token = awaited, let failure = failedStarts[token] { throw failure.error }
             if var server = servers[model] {
                 if server.process.isRunning {
+                    // Every slot busy: wait for one rather than queue inside the server.
+                    if server.inFlight >= profile.parallel {
+                        try await waitForChange()
+                        continue
+                    }
                     server.inFlight += 1
                     server.lastUsed = .now
                     servers[model] = server
@@ -465,15 +472,9 @@ public actor ModelServerManager: Service {
         let port = try configuration.portPicker()
         var template = entry.command ?? profile.serverCommand
         template += entry.extraArguments
-        let argv = HardwareProfile(
-            name: profile.name,
-            concurrency: profile.concurrency,
-            modelCacheSize: profile.modelCacheSize,
-            memoryBudgetMB: profile.memoryBudgetMB,
-            gpuLayers: profile.gpuLayers,
-            batchSize: profile.batchSize,
-            serverCommand: template
-        ).command(model: entry.file, port: port, contextSize: entry.contextSize)
+        var withTemplate = profile
+        withTemplate.serverCommand = template
+        let argv = withTemplate.command(model: entry.file, port: port, contextSize: entry.contextSize)
         guard let executable = argv.first else { throw ModelServerError(model: model, message: "empty server command", retryable: false) }
         let log = "\(configuration.logDirectory)/switchyard-model-\(model.filter { $0.isLetter || $0.isNumber || $0 == "-" })-\(port).log"
         let process: ChildProcess

@@ -403,3 +403,17 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         return Array((try? encoder.encode(self)) ?? Data())
     }
 }
+
+/// A worker's model-server slots, for a warm take: how many requests one server takes at once and
+/// how many of a warm model's are free now (`HardwareProfile.parallel`).
+public struct WarmSlots: Sendable, Hashable {
+    /// Slots of one model server; a model the take starts gets this many.
+    public var perServer: Int
+    /// Free slots per warm model; a warm model not listed has all `perServer` free.
+    public var free: [String: Int]
+
+    public init(perServer: Int, free: [String: Int] = [:]) {
+        self.perServer = perServer
+        self.free = free
+    }
+}

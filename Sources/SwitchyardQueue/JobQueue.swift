@@ -128,7 +128,9 @@ public final class JobQueue: Sendable {
     /// model at a time); a job of another model that has waited longer than the oldest warm one
     /// by more than a quarter of the lease goes first (no starving); a worker with nothing else to
     /// do shares a model whose parked backlog exceeds `routing.shareAfter` jobs per worker holding
-    /// it. Keep `longestWait` at most a quarter of the lease, as workers do.
+    /// it. With `slots`, no more jobs of a model are taken than there are free slots for it (jobs
+    /// of a warm model whose slots are busy stay parked). Keep `longestWait` at most a quarter of
+    /// the lease, as workers do.
     /// Also publishes `warm` (and withdraws `released`) in the warm-model index.
     /// See docs/ARCHITECTURE.md, "Warm-model routing".
     public func takeWarm(
@@ -138,6 +140,7 @@ public final class JobQueue: Sendable {
         released: [String] = [],
         cacheSize: Int,
         mayLoad: Bool = true,
+        slots: WarmSlots? = nil,
         routing: WarmRouting
     ) async throws -> WarmTake {
         let call = QueueScripts.TakeWarm(
@@ -148,6 +151,7 @@ public final class JobQueue: Sendable {
             released: released,
             cacheSize: cacheSize,
             mayLoad: mayLoad,
+            slots: slots,
             routing: routing,
             starveGapMs: configuration.lease.milliseconds / 4,
             nowMs: Self.nowMs()

@@ -108,18 +108,21 @@ extension QueueScripts {
             released: [String],
             cacheSize: Int,
             mayLoad: Bool,
+            slots: WarmSlots?,
             routing: WarmRouting,
             starveGapMs: Int64,
             nowMs: Int64
         ) {
             keys = [k.paused] + k.lanes
-            // Fixed arguments first, then the two lists, each after its length, then the lane names.
+            // Fixed arguments first, then the lists, each after its length (the free slots share the
+            // warm models' length), then the lane names.
             let fixed: [any RedisArgument] = [
                 QueueKeys.group, consumer, max(0, count), QueueKeys.parkedConsumer, routing.lookahead,
                 routing.longestWait.milliseconds, nowMs, nowMs + routing.claimTTL.milliseconds, max(1, cacheSize), routing.shareAfter,
-                mayLoad ? 1 : 0, max(1, starveGapMs),
+                mayLoad ? 1 : 0, max(1, starveGapMs), slots.map { max(1, $0.perServer) } ?? 0,
             ]
-            arguments = fixed + [warm.count] + warm + [released.count] + released + JobPriority.inOrder.map(\.rawValue)
+            let free: [any RedisArgument] = warm.map { model in slots.map { max(0, $0.free[model] ?? $0.perServer) } ?? -1 }
+            arguments = fixed + [warm.count] + warm + free + [released.count] + released + JobPriority.inOrder.map(\.rawValue)
         }
 
         /// The reply: {{deliveries}, {last entry id per lane}, wake in ms or -1, model claimed or '',

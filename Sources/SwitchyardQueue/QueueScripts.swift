@@ -165,11 +165,14 @@ enum QueueScripts {
     /// claims; and a worker that found nothing else shares a model whose away backlog exceeds
     /// `share after` jobs per worker holding it. A worker that may not load takes only warm ones.
     /// Lanes are visited in priority order; paused ones are skipped. Final entries (cancelled) are
-    /// dropped on the way.
+    /// dropped on the way. Slots: no more jobs of a model are taken than the worker has free slots
+    /// for it (a warm model's free slots; all of a server's slots for a model it starts); the rest
+    /// stay parked.
     /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, parked consumer, lookahead,
     /// longest wait ms, now ms, warm claim expiry ms, model cache size, share after (0: never),
-    /// may load ('1': the worker has room to load a model), starve gap ms, then n and n warm
-    /// models (most recently used first), then m and m models no longer warm here
+    /// may load ('1': the worker has room to load a model), starve gap ms, slots per server (0: no
+    /// limit), then n, n warm models (most recently used first) and their n free slot counts (-1:
+    /// no limit), then m and m models no longer warm here
     /// (`QueueScripts.TakeWarm` builds them), then the lane names in order.
     /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
     /// model claimed or '', {paused lane names (and '*')}}.
@@ -180,17 +183,23 @@ enum QueueScripts {
             local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
             local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
             local cacheSize, shareAfter, mayLoad, starveGap = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13])
-            local nWarm = tonumber(ARGV[14])
-            local mine, order = {}, {}
+            local slots, nWarm = tonumber(ARGV[14]), tonumber(ARGV[15])
+            -- room[m]: jobs for model m this take may still start (its free slots); no entry: no limit.
+            local mine, order, room = {}, {}, {}
             for i = 1, nWarm do
-              local m = ARGV[14 + i]
+              local m = ARGV[15 + i]
               mine[m] = true
               order[#order + 1] = m
+              local free = tonumber(ARGV[15 + nWarm + i])
+              if free >= 0 then room[m] = free end
               redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
             end
-            local nReleased = tonumber(ARGV[15 + nWarm])
-            for i = 16 + nWarm, 15 + nWarm + nReleased do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
-            local firstLaneName = 16 + nWarm + nReleased
+            local nReleased = tonumber(ARGV[16 + 2 * nWarm])
+            for i = 17 + 2 * nWarm, 16 + 2 * nWarm + nReleased do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
+            local firstLaneName = 17 + 2 * nWarm + nReleased
+            local function hasRoom(m) return m == nil or room[m] == nil or room[m] > 0 end
+            -- A model this worker starts now gets a server of its own: all its slots are free.
+            local function fresh(m) if slots > 0 and room[m] == nil then room[m] = slots end end
             -- Routing workers are alive: the reclaim keeps parked entries in place rather than hand them back.
             redis.call('SET', prefix .. 'routing', me, 'PX', math.max(1, tonumber(expiry) - now))
             local elsewhere = {}
@@ -261,6 +270,7 @@ enum QueueScripts {
                 redis.call('XCLAIM', lane, group, me, 0, c[1], 'JUSTID')
                 out[#out + 1] = {i, c[1], c[2]}
                 want = want - 1
+                if c[4] and room[c[4]] then room[c[4]] = room[c[4]] - 1 end
               end
               -- Claim model m for this worker at once, so other workers leave its jobs to it; with a
               -- full cache the least recently used model's claim goes.
@@ -279,16 +289,20 @@ enum QueueScripts {
                 for _, c in ipairs(others) do
                   if queuedFor(c[1]) > oldestWarm + starveGap and (m == nil or c[4] == m) and want > 0 then
                     m = c[4]
-                    take(c)
+                    fresh(m)
+                    if hasRoom(m) then take(c) end
                   end
                 end
                 if m then claim(m) end
               end
-              for _, c in ipairs(warm) do if want > 0 then take(c) end end
+              -- A warm model whose slots are all busy leaves its jobs parked: for a worker with a free
+              -- slot for it, or, after the longest wait, for any worker to load it too.
+              for _, c in ipairs(warm) do if want > 0 and hasRoom(c[4]) then take(c) end end
               -- At most one cold model per take, so one worker does not start loading several.
               if want > 0 and #cold > 0 and claimed == '' and mayLoad then
                 local m = cold[1][4]
-                for _, c in ipairs(cold) do if want > 0 and c[4] == m then take(c) end end
+                fresh(m)
+                for _, c in ipairs(cold) do if want > 0 and c[4] == m and hasRoom(m) then take(c) end end
                 claim(m)
               end
               -- Nothing else to do here: share the model with the longest backlog set aside for other
@@ -299,7 +313,8 @@ enum QueueScripts {
                   if #list > warmElsewhere(m) * shareAfter and #list > most then best, most = m, #list end
                 end
                 if best then
-                  for _, c in ipairs(away[best]) do if want > 0 then take(c) end end
+                  fresh(best)
+                  for _, c in ipairs(away[best]) do if want > 0 and hasRoom(best) then take(c) end end
                   claim(best)
                 end
               end

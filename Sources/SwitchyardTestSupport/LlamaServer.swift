@@ -8,6 +8,13 @@ import Glibc
 import Darwin
 #endif
 
+/// Which real llama.cpp server a test runs: llama-cpp-python's, or llama.cpp's own llama-server.
+public enum ServerKind: String, Sendable, CaseIterable, CustomStringConvertible {
+    case llamaCppPython = "llama-cpp-python"
+    case llamaServer = "llama-server"
+    public var description: String { rawValue }
+}
+
 /// A real llama.cpp server for tests: llama-cpp-python's OpenAI-compatible server, from the
 /// virtual environment `scripts/setup.sh` prepares, serving the tiny model that
 /// `tools/tinymodel/make_tiny_gguf.py` generates.
@@ -100,14 +107,54 @@ public final class LlamaServer: @unchecked Sendable {
         return path
     }
 
+    /// Where `scripts/setup.sh` puts llama.cpp's own server: `SWITCHYARD_LLAMA_SERVER_DIR`, else
+    /// `switchyard/llama-server-0.3.36` in the user's cache directory (`XDG_CACHE_HOME`, else
+    /// `~/.cache`), with the binary in `bin`.
+    public static var llamaServerDirectory: String {
+        let environment = ProcessInfo.processInfo.environment
+        if let directory = environment["SWITCHYARD_LLAMA_SERVER_DIR"] { return directory + "/bin" }
+        let cache = environment["XDG_CACHE_HOME"] ?? ((environment["HOME"] ?? NSHomeDirectory()) + "/.cache")
+        return cache + "/switchyard/llama-server-0.3.36/bin"
+    }
+
+    /// The path of llama-server, or an error that says to run `scripts/setup.sh`.
+    public static func llamaServerBinary() throws -> String {
+        let path = llamaServerDirectory + "/llama-server"
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw RedisServer.StartError(description: "no llama-server at \(path): run scripts/setup.sh")
+        }
+        return path
+    }
+
+    /// The `rtx3090-wsl` profile as a GPU host runs it, with `gpu_layers=0` (this machine has no
+    /// GPU): its own argv, llama-server and `--parallel`.
+    public static func gpuProfileOnCPU() throws -> HardwareProfile {
+        var profile = HardwareProfile.rtx3090WSL
+        try profile.apply(overrides: ["gpu_layers": "0"])
+        return profile
+    }
+
+    /// An environment in which `llama-server` (the profile's argv[0]) is found in PATH.
+    public static func environmentWithLlamaServer() throws -> [String: String] {
+        _ = try llamaServerBinary()
+        var environment = ProcessInfo.processInfo.environment
+        environment["PATH"] = llamaServerDirectory + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+        return environment
+    }
+
     /// Writes a model catalog (JSON) in which every name is the tiny model on llama-cpp-python's
-    /// server, and returns its path: several "models" that cost a real load each.
+    /// server (or, with `server: .llamaServer`, on the profile's command: llama-server), and
+    /// returns its path: several "models" that cost a real load each.
     /// `pinned` names models the catalog pins (loaded at start, never evicted).
-    public static func catalogFile(models names: [String], pinned: [String] = []) throws -> String {
-        let entry: [String: Any] = [
-            "file": try tinyModel(), "framework": "llama-cpp-python", "memory_mb": 64, "context_size": 256,
-            "command": HardwareProfile.llamaCppPythonServer(python: python),
-        ]
+    public static func catalogFile(models names: [String], pinned: [String] = [], server: ServerKind = .llamaCppPython) throws -> String {
+        var entry: [String: Any] = ["file": try tinyModel(), "memory_mb": 64, "context_size": 256]
+        switch server {
+        case .llamaCppPython:
+            entry["framework"] = "llama-cpp-python"
+            entry["command"] = HardwareProfile.llamaCppPythonServer(python: python)
+        case .llamaServer:
+            entry["framework"] = "llama.cpp"
+        }
         var catalog: [String: Any] = ["models": Dictionary(uniqueKeysWithValues: names.map { ($0, entry) })]
         if !pinned.isEmpty { catalog["pinned"] = pinned }
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-models-\(UUID().uuidString.prefix(8)).json").path

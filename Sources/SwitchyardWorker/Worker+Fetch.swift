@@ -111,8 +111,10 @@ extension Worker {
     /// Warm-model routing: the take script picks jobs by model; when it finds none, wait for a new
     /// entry on any lane, or until a job parked for another worker reaches the longest wait.
     private func takeWarm(free: Int, source: any WarmModelReporting, routing: WarmRouting, start: (Delivery) -> Void) async throws {
-        let (warm, busy) = await warmModels(source)
+        let (warm, busy, runningPerModel) = await warmModels(source)
         let released = state.withLock { Array($0.publishedWarm.subtracting(warm)) }
+        let perServer = max(1, source.slotsPerServer)
+        let slots = WarmSlots(perServer: perServer, free: runningPerModel.mapValues { max(0, perServer - $0) })
         let take = try await queue.takeWarm(
             consumer: configuration.id,
             count: free,
@@ -121,6 +123,7 @@ extension Worker {
             cacheSize: source.modelCacheSize,
             // Every slot of the cache serves a running job: taking a job for another model would only make it wait.
             mayLoad: busy < source.modelCacheSize,
+            slots: slots,
             routing: routing
         )
         state.withLock { s in
@@ -135,7 +138,8 @@ extension Worker {
             var block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
             // Jobs this worker could not load for now become takeable when a running job ends,
             // which no new entry announces: look again soon.
-            if busy >= source.modelCacheSize { block = min(block, .milliseconds(100)) }
+            // So do the jobs of a warm model whose slots are all busy.
+            if busy >= source.modelCacheSize || slots.free.values.contains(0) { block = min(block, .milliseconds(100)) }
             let (after, wait) = (take.lastEntryIDs, block)
             _ = try await cancellableRead { try await self.queue.waitForNewEntries(on: self.blocking, after: after, block: wait) }
         }
@@ -175,12 +179,14 @@ extension Worker {
     }
 
     /// Models of running jobs first (a job just taken may not have reached the manager yet), then
-    /// the executor's warm models, most recently used first; and how many distinct models run now.
-    func warmModels(_ source: any WarmModelReporting) async -> (warm: [String], busy: Int) {
+    /// the executor's warm models, most recently used first; how many distinct models run now; and
+    /// how many jobs run per model.
+    func warmModels(_ source: any WarmModelReporting) async -> (warm: [String], busy: Int, running: [String: Int]) {
         let running = state.withLock { s in s.inFlight.values.filter { $0.running && !$0.model.isEmpty }.map(\.model) }
         var warm: [String] = []
         for model in running + (await source.warmModels()) where !warm.contains(model) { warm.append(model) }
-        return (warm, Set(running).count)
+        let perModel = running.reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
+        return (warm, perModel.count, perModel)
     }
 
     /// Entries set aside must be taken (or given back by the reclaim at half a lease) well before

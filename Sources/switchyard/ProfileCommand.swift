@@ -13,7 +13,8 @@ struct ProfileCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("set"),
-        help: "Override a setting, key=value (concurrency, model_cache_size, memory_budget_mb, gpu_layers, batch_size, server_command). Repeatable."
+        help:
+            "Override a setting, key=value (concurrency, model_cache_size, memory_budget_mb, gpu_layers, batch_size, parallel, server_command). Repeatable."
     )
     var overrides: [String] = []
 
@@ -31,6 +32,7 @@ struct ProfileCommand: AsyncParsableCommand {
         print("model cache:       \(chosen.modelCacheSize) warm model servers, within \(chosen.memoryBudgetMB) MiB")
         print("gpu layers:        \(chosen.gpuLayers == -1 ? "all" : String(chosen.gpuLayers))")
         print("batch size:        \(chosen.batchSize)")
+        print("slots per server:  \(chosen.parallel) requests at once per model server")
         print(
             "model server:      "
                 + chosen.command(model: "<model file>", port: 0, contextSize: 4096).joined(separator: " ").replacingOccurrences(

@@ -67,7 +67,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("set"),
         help:
-            "Override a profile setting, key=value (repeatable): concurrency, model_cache_size, memory_budget_mb, gpu_layers, batch_size, server_command."
+            "Override a profile setting, key=value (repeatable): concurrency, model_cache_size, memory_budget_mb, gpu_layers, batch_size, parallel, server_command."
     )
     var overrides: [String] = []
 

@@ -34,8 +34,26 @@ struct HardwareProfileTests {
         let argv = HardwareProfile.rtx3090WSL.command(model: "/models/with space.gguf", port: 8081, contextSize: 8192)
         #expect(argv.first == "llama-server")
         #expect(argv.contains("/models/with space.gguf"))  // one argument, spaces and all
-        #expect(argv.contains("8081") && argv.contains("8192") && argv.contains("-1"))
+        #expect(argv.contains("8081") && argv.contains("-1"))
+        // Four slots, each with the catalog's context: llama-server splits --ctx-size among them.
+        #expect(argv.split(separator: "--parallel").last?.first == "4")
+        #expect(argv.split(separator: "--ctx-size").last?.first == "32768")
         #expect(!argv.joined().contains("{"))
+    }
+
+    @Test func parallelIsASettingAndProfilesWithoutItTakeOneRequestAtATime() throws {
+        var profile = HardwareProfile.cpu
+        #expect(profile.parallel == 1 && HardwareProfile.appleM.parallel == 1 && HardwareProfile.rtx3090WSL.parallel == 4)
+        try profile.apply(overrides: ["parallel": "3"])
+        #expect(profile.parallel == 3)
+        #expect {
+            try profile.apply(overrides: ["parallel": "0"])
+        } throws: { "\($0)".contains("profile.parallel") }
+        // A profile written before slots existed decodes with one.
+        var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(HardwareProfile.cpu)) as! [String: Any]
+        object["parallel"] = nil
+        let decoded = try JSONDecoder().decode(HardwareProfile.self, from: JSONSerialization.data(withJSONObject: object))
+        #expect(decoded.parallel == 1 && decoded.serverCommand == HardwareProfile.cpu.serverCommand)
     }
 
     @Test func overridesAreCheckedByName() throws {

@@ -71,6 +71,43 @@ struct WarmRoutingTests {
         #expect(other.deliveries.map(\.jobID) == [cold2.id])
     }
 
+    /// A server takes `parallel` requests at once: a worker takes no more jobs of a model than it
+    /// has free slots for, and the rest wait, parked, for a worker with a free slot.
+    @Test(arguments: Backend.allCases) func routingCountsFreeSlotsNotJustWarmModels(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let m1 = (0..<6).map { job("m1", "m1 \($0)") }
+        let m2 = (0..<5).map { job("m2", "m2 \($0)") }
+        _ = try await f.queue.push(m1 + m2)
+        // "a" holds m1 warm with 3 of 4 slots busy: one more m1 job, not six.
+        let busy = WarmSlots(perServer: 4, free: ["m1": 1])
+        let a = try await f.queue.takeWarm(consumer: "a", count: 8, warm: ["m1"], cacheSize: 2, slots: busy, routing: WarmRouting())
+        #expect(try models(of: a.deliveries.filter { (try? $0.decodeJob().model) == "m1" }).count == 1)
+        // With room left and a second cache place, it loads m2, but takes only a fresh server's 4 slots' worth.
+        #expect(a.deliveries.map(\.jobID) == [m1[0].id] + m2.prefix(4).map(\.id))
+        #expect(a.claimedModel == "m2")
+        // Every m1 slot busy: nothing more for "a" (its m1 jobs stay parked, not taken).
+        let full = WarmSlots(perServer: 4, free: ["m1": 0, "m2": 0])
+        #expect(
+            try await f.queue.takeWarm(consumer: "a", count: 8, warm: ["m1", "m2"], cacheSize: 2, slots: full, routing: WarmRouting()).deliveries
+                .isEmpty
+        )
+        // "b" also holds m1 warm, all its slots free: it gets the m1 jobs "a" had no slot for.
+        let b = try await f.queue.takeWarm(
+            consumer: "b",
+            count: 8,
+            warm: ["m1"],
+            cacheSize: 1,
+            slots: WarmSlots(perServer: 4),
+            routing: WarmRouting()
+        )
+        #expect(b.deliveries.map(\.jobID) == m1[1..<5].map(\.id))
+        // Without slots (nil), the same take takes every warm job it can.
+        let c = try await f.queue.takeWarm(consumer: "b", count: 8, warm: ["m1", "m2"], cacheSize: 2, routing: WarmRouting())
+        #expect(Set(c.deliveries.map(\.jobID)) == [m1[5].id, m2[4].id])
+    }
+
     @Test(arguments: Backend.allCases) func jobsWithoutAModelAndHigherLanesKeepTheirOrder(on backend: Backend) async throws {
         let f = try QueueFixture(backend: backend)
         defer { f.close() }

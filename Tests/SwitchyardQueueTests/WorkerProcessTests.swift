@@ -333,17 +333,21 @@ struct WorkerProcessTests {
         #expect(try await f.queue.result(of: other.id)?.status == .cancelled)
     }
 
-    @Test func twoWorkersShareAMixedWorkloadWithoutReloadingModels() async throws {
+    /// With llama-cpp-python's server (the cpu profile), and with llama.cpp's llama-server run by
+    /// the `rtx3090-wsl` profile's own argv (`--set gpu_layers=0`, llama-server found in PATH).
+    @Test(arguments: ServerKind.allCases) func twoWorkersShareAMixedWorkloadWithoutReloadingModels(server: ServerKind) async throws {
         let f = try QueueFixture()
         defer { f.close() }
-        let catalog = try LlamaServer.catalogFile(models: ["m1", "m2", "m3"])
+        let catalog = try LlamaServer.catalogFile(models: ["m1", "m2", "m3"], server: server)
         defer { try? FileManager.default.removeItem(atPath: catalog) }
         // One model fits per worker. A long wait keeps the test free of timing: jobs for a model
         // warm on a busy worker wait for it rather than load the model a second time.
-        let arguments = [
-            "--queue", "test", "--executor", "local", "--models", catalog, "--profile", "cpu", "--set", "model_cache_size=1",
-            "--concurrency", "1", "--warm-wait", "5m", "--lease", "20m",
-        ]
+        let profile = server == .llamaServer ? ["--profile", "rtx3090-wsl", "--set", "gpu_layers=0"] : ["--profile", "cpu"]
+        let arguments =
+            ["--queue", "test", "--executor", "local", "--models", catalog] + profile + [
+                "--set", "model_cache_size=1", "--concurrency", "1", "--warm-wait", "5m", "--lease", "20m",
+            ]
+        let environment = server == .llamaServer ? try LlamaServer.environmentWithLlamaServer() : [:]
         let jobs = (0..<12).map { i -> Job in
             var job = chatJob("mixed \(i)")
             job.model = "m\(i % 3 + 1)"
@@ -351,7 +355,9 @@ struct WorkerProcessTests {
             return job
         }
         _ = try await f.queue.push(jobs)
-        let workers = try ["a", "b"].map { try WorkerProcess(redisURL: f.server.url, id: "warm-\($0)", arguments: arguments) }
+        let workers = try ["a", "b"].map {
+            try WorkerProcess(redisURL: f.server.url, id: "warm-\($0)", arguments: arguments, environment: environment)
+        }
         #expect(try await eventually(timeout: .seconds(120)) { try await f.queue.results(of: jobs.map(\.id)).allSatisfy { $0 != nil } })
         let results = try await f.queue.results(of: jobs.map(\.id))
         #expect(results.allSatisfy { $0?.status == .succeeded })

@@ -1,0 +1,227 @@
+import ArgumentParser
+import Foundation
+import SwitchyardCore
+import SwitchyardHTTP
+import SwitchyardQueue
+import SwitchyardRedis
+import SwitchyardTestSupport
+
+/// Generation throughput on llama.cpp's llama-server with its slots (`--parallel`): 1 and N
+/// requests in flight, straight to the server and through a worker (the queue, the manager, the
+/// provider), interleaved in one run.
+extension ModelsBench {
+    struct SlotsRun {
+        var tokens = 0
+        var requests = 0
+        var seconds = 0.0
+        var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
+    }
+
+    func slots() async throws -> [String: Any] {
+        var profile = try LlamaServer.gpuProfileOnCPU()
+        if let slots { try profile.apply(overrides: ["parallel": String(slots)]) }
+        let parallel = profile.parallel
+        let levels = parallel > 1 ? [1, parallel] : [1]
+        let model = try LlamaServer.tinyModel()
+        let binary = try LlamaServer.llamaServerBinary()
+
+        // Straight to a server started with the profile's argv.
+        var argvProfile = profile
+        argvProfile.serverCommand[0] = binary
+        let port = try LoopbackPort.free()
+        let argv = argvProfile.command(model: model, port: port, contextSize: 256)
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("bench-llama-server-\(port).log").path
+        let server = try ChildProcess(executable: argv[0], arguments: Array(argv.dropFirst()), outputPath: log)
+        defer { server.terminate(grace: .seconds(3)) }
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let base = "http://127.0.0.1:\(port)"
+        guard try await waitForHealth(client, base: base, process: server) else {
+            throw ValidationError("llama-server did not become ready; see \(log)")
+        }
+
+        // Through workers: one per level, each with that many jobs in flight, on queues of their own.
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let catalog = try LlamaServer.catalogFile(models: ["tiny"], server: .llamaServer)
+        defer { try? FileManager.default.removeItem(atPath: catalog) }
+        var pools: [RedisConnectionPool] = []
+        defer { for pool in pools { pool.shutDown() } }
+        var queues: [Int: JobQueue] = [:]
+        var workers: [WorkerProcess] = []
+        defer { for worker in workers { _ = worker.terminate() } }
+        let environment = try LlamaServer.environmentWithLlamaServer()
+        for level in levels {
+            let name = "bench-slots-\(level)"
+            var configuration = try RedisConfiguration(url: redis.url)
+            configuration.poolSize = 2
+            let pool = RedisConnectionPool(configuration: configuration)
+            pools.append(pool)
+            let queue = JobQueue(configuration: QueueConfiguration(name: name), redis: pool)
+            try await queue.ensureGroups()
+            queues[level] = queue
+            workers.append(
+                try WorkerProcess(
+                    redisURL: redis.url,
+                    id: name,
+                    arguments: [
+                        "--queue", name, "--executor", "local", "--models", catalog, "--profile", "rtx3090-wsl", "--set", "gpu_layers=0",
+                        "--set", "parallel=\(parallel)", "--concurrency", String(level), "--no-cache",
+                    ],
+                    environment: environment
+                )
+            )
+            // Warm: the model loaded, not timed.
+            _ = try await throughWorker(queue, requests: 1, tag: "warm-\(level)")
+        }
+        _ = try await direct(client, base: base, inFlight: 1, requests: 2, tag: "warm")
+
+        var directRuns: [Int: SlotsRun] = [:]
+        var workerRuns: [Int: SlotsRun] = [:]
+        for round in 0..<2 {
+            for level in levels {
+                let d = try await direct(client, base: base, inFlight: level, requests: slotRequests, tag: "d\(round)-\(level)")
+                let w = try await throughWorker(queues[level]!, requests: slotRequests, tag: "w\(round)-\(level)")
+                directRuns[level, default: SlotsRun()].add(d)
+                workerRuns[level, default: SlotsRun()].add(w)
+            }
+        }
+
+        print("")
+        print(
+            "Generation on llama-server (rtx3090-wsl's argv, gpu_layers=0, --parallel \(parallel)): \(slotRequests) chat requests of up to \(slotTokens) tokens per run, two rounds"
+        )
+        print(pad("in flight", 12) + pad("direct tok/s", 15) + pad("worker tok/s", 15) + pad("worker/direct", 15) + "tokens (direct, worker)")
+        var out: [String: Any] = ["slots_parallel": parallel, "slots_requests": slotRequests, "slots_max_tokens": slotTokens]
+        for level in levels {
+            let d = directRuns[level]!
+            let w = workerRuns[level]!
+            let ratio = w.tokensPerSecond / max(d.tokensPerSecond, 0.001)
+            print(
+                pad("\(level)", 12) + pad(String(format: "%.0f", d.tokensPerSecond), 15) + pad(String(format: "%.0f", w.tokensPerSecond), 15)
+                    + pad(String(format: "%.3f", ratio), 15) + "\(d.tokens), \(w.tokens)"
+            )
+            out["slots_direct_tokens_per_s_\(level)"] = d.tokensPerSecond
+            out["slots_worker_tokens_per_s_\(level)"] = w.tokensPerSecond
+            out["slots_worker_vs_direct_\(level)"] = ratio
+        }
+        if levels.count == 2 {
+            let gain = directRuns[parallel]!.tokensPerSecond / max(directRuns[1]!.tokensPerSecond, 0.001)
+            let workerGain = workerRuns[parallel]!.tokensPerSecond / max(workerRuns[1]!.tokensPerSecond, 0.001)
+            print(
+                String(
+                    format: "%d in flight vs 1: %.2fx directly, %.2fx through the worker (target: worker within 5%% of direct at each level)",
+                    parallel,
+                    gain,
+                    workerGain
+                )
+            )
+            out["slots_gain_direct"] = gain
+            out["slots_gain_worker"] = workerGain
+        }
+        return out
+    }
+
+    private func chatBody(_ prompt: String) -> [UInt8] {
+        let body: [String: Any] = [
+            "model": "tiny", "messages": [["role": "user", "content": prompt]], "max_tokens": slotTokens, "temperature": 0,
+        ]
+        return Array((try? JSONSerialization.data(withJSONObject: body)) ?? Data())
+    }
+
+    /// `requests` distinct chat requests with `inFlight` at once, straight to the server.
+    private func direct(_ client: HTTPClient, base: String, inFlight: Int, requests: Int, tag: String) async throws -> SlotsRun {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let tokens = try await withThrowingTaskGroup(of: Int.self) { group in
+            var next = 0
+            var total = 0
+            func launch(_ i: Int) {
+                let body = chatBody("\(tag) request \(i)")
+                group.addTask {
+                    let response = try await client.execute(
+                        HTTPRequest(
+                            method: "POST",
+                            url: base + "/v1/chat/completions",
+                            headers: [("Content-Type", "application/json")],
+                            body: body,
+                            timeout: .seconds(120)
+                        )
+                    )
+                    guard response.status == 200, let reply = try? JSONValue.parse(response.body),
+                        let tokens = reply["usage"]?["completion_tokens"]?.number
+                    else {
+                        throw ValidationError(
+                            "llama-server answered \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))"
+                        )
+                    }
+                    return Int(tokens)
+                }
+            }
+            while next < min(inFlight, requests) {
+                launch(next)
+                next += 1
+            }
+            while let tokens = try await group.next() {
+                total += tokens
+                if next < requests {
+                    launch(next)
+                    next += 1
+                }
+            }
+            return total
+        }
+        return SlotsRun(tokens: tokens, requests: requests, seconds: seconds(clock.now - start))
+    }
+
+    /// `requests` distinct chat jobs pushed at once; the worker keeps its concurrency in flight.
+    private func throughWorker(_ queue: JobQueue, requests: Int, tag: String) async throws -> SlotsRun {
+        let jobs = (0..<requests).map { i in
+            Job(
+                kind: .chat,
+                model: "tiny",
+                input: JobInput(
+                    messages: [ChatMessage(role: "user", content: "\(tag) request \(i)")],
+                    parameters: ["max_tokens": .number(Double(slotTokens)), "temperature": .number(0)]
+                )
+            )
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        _ = try await queue.push(jobs)
+        let deadline = clock.now + .seconds(600)
+        var results: [JobResult] = []
+        while true {
+            results = try await queue.results(of: jobs.map(\.id)).compactMap { $0 }
+            if results.count == jobs.count { break }
+            if clock.now > deadline { throw ValidationError("\(tag): \(results.count) of \(jobs.count) jobs finished in 10 minutes") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        let elapsed = clock.now - start
+        if let failed = results.first(where: { $0.status != .succeeded }) {
+            throw ValidationError("\(tag): a job failed: \(failed.error?.message ?? "")")
+        }
+        return SlotsRun(tokens: results.compactMap { $0.usage?.completionTokens }.reduce(0, +), requests: requests, seconds: seconds(elapsed))
+    }
+
+    private func waitForHealth(_ client: HTTPClient, base: String, process: ChildProcess) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline, process.isRunning {
+            if let response = try? await client.execute(HTTPRequest(url: base + "/health", connectTimeout: .seconds(1), timeout: .seconds(2))),
+                response.status == 200
+            {
+                return true
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+}
+
+extension ModelsBench.SlotsRun {
+    mutating func add(_ other: Self) {
+        tokens += other.tokens
+        requests += other.requests
+        seconds += other.seconds
+    }
+}
