@@ -7,14 +7,18 @@ import Synchronization
 ///
 /// Every request becomes an easy handle added to one multi handle, whose connection cache keeps
 /// connections alive between requests (keep-alive per host, HTTP/2 multiplexing where the server
-/// offers it). Blocking never happens on Swift's cooperative pool: the thread waits in
-/// `curl_multi_poll`, and callers are resumed through continuations. Cancelling the calling task
-/// removes its transfer at once.
+/// offers it). Blocking never happens on Swift's cooperative pool: the thread waits in epoll
+/// (kqueue on macOS) for the sockets and the timer libcurl asks for, runs
+/// `curl_multi_socket_action` on whatever is ready, and resumes callers through continuations.
+/// Cancelling the calling task removes its transfer at once.
 public final class HTTPClient: @unchecked Sendable {
     public let configuration: HTTPClientConfiguration
     private let logger: Logger
-    /// Used from the loop thread only, except curl_multi_wakeup, which is thread-safe.
+    /// Used from the loop thread only.
     private let multi: UnsafeMutableRawPointer
+    /// The poller around `multi` (loop.c in CCurlShim). Used from the loop thread only, except
+    /// `sy_curl_loop_wake`, which is thread-safe.
+    private let loop: OpaquePointer
     private let shared = Mutex(Shared())
     private let stats = Mutex(HTTPClientStatistics())
 
@@ -23,7 +27,7 @@ public final class HTTPClient: @unchecked Sendable {
         var toAdd: [Transfer] = []
         var toCancel: [UInt64] = []
         var stopping = false
-        /// The loop thread is (about to be) asleep in curl_multi_poll: new work must wake it.
+        /// The loop thread is (about to be) asleep in its poller: new work must wake it.
         /// While it is awake it picks new work up by itself, so callers skip the wake-up syscall.
         var polling = false
     }
@@ -38,6 +42,10 @@ public final class HTTPClient: @unchecked Sendable {
         sy_curl_multi_setopt_long(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, configuration.maxConnections)
         sy_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, configuration.connectionCacheSize)
         sy_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, configuration.http2 ? 2 : 0)  // CURLPIPE_MULTIPLEX
+        guard let loop = sy_curl_loop_create(multi) else {
+            fatalError("cannot make the HTTP client's poller: \(String(cString: strerror(errno)))")
+        }
+        self.loop = loop
         let thread = Thread { [self] in self.runLoop() }
         thread.name = "switchyard http"
         thread.start()
@@ -88,7 +96,7 @@ public final class HTTPClient: @unchecked Sendable {
             s.stopping = true
             return s.polling
         }
-        if wake { curl_multi_wakeup(multi) }
+        if wake { sy_curl_loop_wake(loop) }
     }
 
     private func submit(_ transfer: Transfer) {
@@ -98,7 +106,7 @@ public final class HTTPClient: @unchecked Sendable {
             return (true, s.polling)
         }
         if accepted {
-            if wake { curl_multi_wakeup(multi) }
+            if wake { sy_curl_loop_wake(loop) }
         } else {
             transfer.fail(HTTPClientError(.closed, "the HTTP client is shut down", mayHaveReachedServer: false))
         }
@@ -109,7 +117,7 @@ public final class HTTPClient: @unchecked Sendable {
             s.toCancel.append(id)
             return s.polling
         }
-        if wake { curl_multi_wakeup(multi) }
+        if wake { sy_curl_loop_wake(loop) }
     }
 
     // MARK: - The loop thread
@@ -118,7 +126,6 @@ public final class HTTPClient: @unchecked Sendable {
         var active: [UInt64: Transfer] = [:]
         // Cancellations that arrived before their transfer reached the loop.
         var cancelledEarly: Set<UInt64> = []
-        var running: Int32 = 0
         while true {
             let (adds, cancels, stopping) = shared.withLock { s -> ([Transfer], [UInt64], Bool) in
                 defer {
@@ -148,7 +155,7 @@ public final class HTTPClient: @unchecked Sendable {
             if cancelledEarly.count > 10_000 { cancelledEarly.removeAll() }
             // The statistics change before a cancelled caller resumes, so it never sees its own
             // transfer still in flight.
-            stats.withLock { $0.inFlight = active.count }
+            if !adds.isEmpty || !cancels.isEmpty { stats.withLock { $0.inFlight = active.count } }
             for transfer in cancelled { transfer.fail(CancellationError()) }
             if stopping {
                 for transfer in active.values {
@@ -159,38 +166,51 @@ public final class HTTPClient: @unchecked Sendable {
                     transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: false))
                 }
                 curl_multi_cleanup(multi)
+                sy_curl_loop_destroy(loop)
                 return
             }
-            curl_multi_perform(multi, &running)
-            var left: Int32 = 0
-            while let message = curl_multi_info_read(multi, &left) {
-                guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
-                let result = message.pointee.data.result
-                var raw: UnsafeMutableRawPointer?
-                sy_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &raw)
-                curl_multi_remove_handle(multi, easy)
-                guard let raw else { continue }
-                let id = Unmanaged<Transfer>.fromOpaque(raw).takeUnretainedValue().id
-                guard let transfer = active.removeValue(forKey: id) else { continue }
-                let opened = transfer.connectCount
-                stats.withLock { s in
-                    s.connectionsOpened += opened
-                    if opened == 0 { s.reusedConnections += 1 }
-                    s.completed += 1
-                    s.inFlight = active.count
-                }
-                transfer.finish(result)
-            }
+            // Adding a handle sets curl's timer to "now": this starts the new transfers (sends
+            // their requests on idle connections) before the thread waits.
+            sy_curl_loop_timers(loop)
+            finishTransfers(&active)
             // Sleep only if nothing arrived meanwhile; from here on, callers must wake us.
             let sleep = shared.withLock { s -> Bool in
                 guard s.toAdd.isEmpty, s.toCancel.isEmpty, !s.stopping else { return false }
                 s.polling = true
                 return true
             }
-            if sleep {
-                curl_multi_poll(multi, nil, 0, 1000, nil)
-                shared.withLock { $0.polling = false }
+            if sy_curl_loop_wait(loop, sleep ? 1 : 0) < 0 {
+                // Only a broken poller gets here (EBADF, ENOMEM); do not spin on it.
+                logger.error("the HTTP client's poller failed: \(String(cString: strerror(errno)))")
+                usleep(10_000)
             }
+            if sleep { shared.withLock { $0.polling = false } }
+            finishTransfers(&active)
+        }
+    }
+
+    /// Hands every finished transfer its outcome. Each resumes its caller's continuation, which
+    /// schedules the caller on its executor; the loop goes on without waiting for it.
+    private func finishTransfers(_ active: inout [UInt64: Transfer]) {
+        var left: Int32 = 0
+        while let message = curl_multi_info_read(multi, &left) {
+            guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
+            let result = message.pointee.data.result
+            var raw: UnsafeMutableRawPointer?
+            sy_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &raw)
+            curl_multi_remove_handle(multi, easy)
+            guard let raw else { continue }
+            let id = Unmanaged<Transfer>.fromOpaque(raw).takeUnretainedValue().id
+            guard let transfer = active.removeValue(forKey: id) else { continue }
+            let opened = transfer.connectCount
+            let inFlight = active.count
+            stats.withLock { s in
+                s.connectionsOpened += opened
+                if opened == 0 { s.reusedConnections += 1 }
+                s.completed += 1
+                s.inFlight = inFlight
+            }
+            transfer.finish(result)
         }
     }
 }
@@ -309,17 +329,32 @@ final class Transfer: @unchecked Sendable {
         }
     }
 
-    fileprivate func receiveHeader(_ line: String) {
-        if line.hasPrefix("HTTP/") {
+    /// Takes one header line as libcurl delivers it (with its CR LF), as bytes: no String is
+    /// made for the status line or the blank line, and a header's name and value are cut out
+    /// before they are decoded.
+    fileprivate func receiveHeader(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.starts(with: [0x48, 0x54, 0x54, 0x50, 0x2F]) {  // "HTTP/"
             // A new response starts (after 100 Continue, say): forget the last one's headers.
-            let parts = line.split(separator: " ", maxSplits: 2)
-            status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            // "HTTP/1.1 200 OK", "HTTP/2 200": the status is the digits after the first space.
+            status = 0
+            if let space = bytes.firstIndex(of: 0x20) {
+                for byte in bytes[(space + 1)...] {
+                    guard byte >= 0x30 && byte <= 0x39 else { break }
+                    status = status &* 10 &+ Int(byte - 0x30)
+                }
+            }
             headers.removeAll()
-        } else if let colon = line.firstIndex(of: ":") {
-            let name = String(line[..<colon])
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        } else if let colon = bytes.firstIndex(of: 0x3A) {  // ":"
+            // Optional whitespace around the value, and the line's CR LF, are not part of it.
+            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
+            var start = colon + 1
+            var end = bytes.endIndex
+            while start < end && isSpace(bytes[start]) { start += 1 }
+            while end > start && isSpace(bytes[end - 1]) { end -= 1 }
+            let name = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[..<colon]), as: UTF8.self)
+            let value = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
             headers.append((name, value))
-        } else if line == "\r\n" || line == "\n", status >= 200 {
+        } else if bytes.allSatisfy({ $0 == 0x0D || $0 == 0x0A }), !bytes.isEmpty, status >= 200 {
             deliverHead()
         }
     }
@@ -446,8 +481,7 @@ private func transferWriteBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int
 
 private func transferWriteHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
     guard let data, let context else { return 0 }
-    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
-    Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().receiveHeader(line)
+    Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().receiveHeader(UnsafeRawBufferPointer(start: data, count: size * count))
     return size * count
 }
 

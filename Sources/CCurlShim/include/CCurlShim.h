@@ -35,4 +35,30 @@ const char *sy_curl_version(void);
 /// 1 when the linked libcurl was built with the named feature (CURL_VERSION_HTTP2, CURL_VERSION_LIBZ, ...).
 int sy_curl_has_feature(int feature_bit);
 
+/// The event loop under HTTPClient's thread (loop.c): libcurl's multi_socket API on epoll (Linux)
+/// or kqueue (macOS), with curl's socket and timer callbacks and a wake-up channel for other
+/// threads. Only sy_curl_loop_wake may be called from another thread than the loop's.
+typedef struct sy_curl_loop sy_curl_loop;
+
+/// Makes the poller and the wake-up channel and sets `multi`'s CURLMOPT_SOCKETFUNCTION and
+/// CURLMOPT_TIMERFUNCTION to feed them. NULL when the system refuses (errno says why).
+sy_curl_loop *sy_curl_loop_create(CURLM *multi);
+
+/// Closes the poller and the wake-up channel. Call after curl_multi_cleanup, which may still call
+/// the socket and timer callbacks.
+void sy_curl_loop_destroy(sy_curl_loop *loop);
+
+/// Makes a waiting (or the next) sy_curl_loop_wait return at once. Thread-safe.
+void sy_curl_loop_wake(sy_curl_loop *loop);
+
+/// Runs curl_multi_socket_action(CURL_SOCKET_TIMEOUT) when curl's timer is due (as it is at once
+/// after curl_multi_add_handle, which is how a new transfer starts). 1 when it ran, else 0.
+int sy_curl_loop_timers(sy_curl_loop *loop);
+
+/// Waits until a watched socket is ready, curl's timer is due or sy_curl_loop_wake is called
+/// (`block` 1), or only looks (`block` 0); then runs curl_multi_socket_action for every ready
+/// socket and for the timer when it is due. 1 when woken by sy_curl_loop_wake, 0 when not, -1 when
+/// the poller failed. Finished transfers are then in curl_multi_info_read.
+int sy_curl_loop_wait(sy_curl_loop *loop, int block);
+
 #endif
