@@ -22,6 +22,9 @@
 #error "sy_curl_loop needs epoll or kqueue"
 #endif
 
+/// At most this many ready events are taken from one wait; the rest come with the next.
+enum { SY_MAX_EVENTS = 64 };
+
 struct sy_curl_loop {
     CURLM *multi;
     /// The epoll or kqueue descriptor.
@@ -32,10 +35,17 @@ struct sy_curl_loop {
 #endif
     /// When curl's timer is due (CLOCK_MONOTONIC, ns), or -1 when it has none.
     int64_t deadline;
+    /// While the loop waits in the poller: when it will wake by itself (ns; INT64_MAX when only
+    /// an event wakes it). -1 while it is awake.
+    int64_t sleep_until;
+    /// What the last sy_curl_loop_poll found, for sy_curl_loop_dispatch.
+    int ready_count;
+#if defined(__linux__)
+    struct epoll_event ready[SY_MAX_EVENTS];
+#else
+    struct kevent ready[SY_MAX_EVENTS];
+#endif
 };
-
-/// At most this many ready events are taken from one wait; the rest come with the next.
-enum { SY_MAX_EVENTS = 64 };
 
 static int64_t sy_now_ns(void) {
     struct timespec t;
@@ -89,6 +99,7 @@ sy_curl_loop *sy_curl_loop_create(CURLM *multi) {
     if (!loop) return NULL;
     loop->multi = multi;
     loop->deadline = -1;
+    loop->sleep_until = -1;
 #if defined(__linux__)
     loop->poller = epoll_create1(EPOLL_CLOEXEC);
     loop->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -147,51 +158,85 @@ int sy_curl_loop_timers(sy_curl_loop *loop) {
     return 1;
 }
 
-int sy_curl_loop_wait(sy_curl_loop *loop, int block) {
-    int wait_ms = 0;
-    if (block && loop->deadline < 0) {
-        wait_ms = -1;
-    } else if (block) {
-        // Rounded up: waking before the deadline would only wait again.
-        int64_t left = loop->deadline - sy_now_ns();
-        wait_ms = left <= 0 ? 0 : (left / 1000000 >= INT_MAX ? INT_MAX : (int)((left + 999999) / 1000000));
+int sy_curl_loop_prepare_wait(sy_curl_loop *loop, int block, int max_wait_ms) {
+    if (!block) {
+        loop->sleep_until = -1;
+        return 0;
     }
-    int woken = 0, running = 0;
+    int64_t now = sy_now_ns();
+    int64_t until = max_wait_ms < 0 ? INT64_MAX : now + (int64_t)max_wait_ms * 1000000;
+    if (loop->deadline >= 0 && loop->deadline < until) until = loop->deadline;
+    loop->sleep_until = until;
+    if (until == INT64_MAX) return -1;
+    // Rounded up: waking before the deadline would only wait again.
+    int64_t left = until - now;
+    return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+}
+
+int sy_curl_loop_needs_wake(sy_curl_loop *loop) {
+    return loop->sleep_until >= 0 && loop->deadline >= 0 && loop->deadline < loop->sleep_until;
+}
+
+int sy_curl_loop_poll(sy_curl_loop *loop, int wait_ms) {
+    int woken = 0;
 #if defined(__linux__)
-    struct epoll_event events[SY_MAX_EVENTS];
-    int n = epoll_wait(loop->poller, events, SY_MAX_EVENTS, wait_ms);
-    if (n < 0 && errno != EINTR) return -1;
+    int n = epoll_wait(loop->poller, loop->ready, SY_MAX_EVENTS, wait_ms);
+    if (n < 0) {
+        loop->ready_count = 0;
+        return errno == EINTR ? 0 : -1;
+    }
+    // The wake-up is read here, so the events left for dispatch are sockets only.
+    int kept = 0;
     for (int i = 0; i < n; i++) {
-        int fd = events[i].data.fd;
-        uint32_t ready = events[i].events;
-        if (fd == loop->wake) {
+        if (loop->ready[i].data.fd == loop->wake) {
             uint64_t count;
             ssize_t got = read(loop->wake, &count, sizeof count);
             (void)got;
             woken = 1;
-            continue;
+        } else {
+            loop->ready[kept++] = loop->ready[i];
         }
+    }
+    loop->ready_count = kept;
+#else
+    struct timespec timeout = {wait_ms / 1000, (long)(wait_ms % 1000) * 1000000};
+    int n = kevent(loop->poller, NULL, 0, loop->ready, SY_MAX_EVENTS, wait_ms < 0 ? NULL : &timeout);
+    if (n < 0) {
+        loop->ready_count = 0;
+        return errno == EINTR ? 0 : -1;
+    }
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (loop->ready[i].filter == EVFILT_USER) {
+            woken = 1;  // EV_CLEAR: reading the event reset it
+        } else {
+            loop->ready[kept++] = loop->ready[i];
+        }
+    }
+    loop->ready_count = kept;
+#endif
+    return woken;
+}
+
+void sy_curl_loop_dispatch(sy_curl_loop *loop) {
+    loop->sleep_until = -1;
+    int running = 0;
+    for (int i = 0; i < loop->ready_count; i++) {
+#if defined(__linux__)
+        uint32_t ready = loop->ready[i].events;
         // A hang-up is reported as readable so that curl reads and meets the end or the error.
         int flags = ((ready & (EPOLLIN | EPOLLHUP)) ? CURL_CSELECT_IN : 0) | ((ready & EPOLLOUT) ? CURL_CSELECT_OUT : 0)
                     | ((ready & EPOLLERR) ? CURL_CSELECT_ERR : 0);
-        curl_multi_socket_action(loop->multi, fd, flags, &running);
-    }
+        curl_socket_t s = loop->ready[i].data.fd;
 #else
-    struct kevent events[SY_MAX_EVENTS];
-    struct timespec timeout = {wait_ms / 1000, (long)(wait_ms % 1000) * 1000000};
-    int n = kevent(loop->poller, NULL, 0, events, SY_MAX_EVENTS, wait_ms < 0 ? NULL : &timeout);
-    if (n < 0 && errno != EINTR) return -1;
-    for (int i = 0; i < n; i++) {
-        if (events[i].filter == EVFILT_USER) {
-            woken = 1;
-            continue;
-        }
-        int flags = events[i].filter == EVFILT_READ ? CURL_CSELECT_IN : CURL_CSELECT_OUT;
-        if (events[i].flags & EV_EOF) flags |= CURL_CSELECT_IN;
-        if (events[i].flags & EV_ERROR) flags |= CURL_CSELECT_ERR;
-        curl_multi_socket_action(loop->multi, (curl_socket_t)events[i].ident, flags, &running);
-    }
+        int flags = loop->ready[i].filter == EVFILT_READ ? CURL_CSELECT_IN : CURL_CSELECT_OUT;
+        if (loop->ready[i].flags & EV_EOF) flags |= CURL_CSELECT_IN;
+        curl_socket_t s = (curl_socket_t)loop->ready[i].ident;
 #endif
+        // A socket closed since the poll (by an earlier action here) is unknown to curl, which
+        // then does nothing.
+        curl_multi_socket_action(loop->multi, s, flags, &running);
+    }
+    loop->ready_count = 0;
     sy_curl_loop_timers(loop);
-    return woken;
 }

@@ -8,22 +8,41 @@ import Synchronization
 /// Every request becomes an easy handle added to one multi handle, whose connection cache keeps
 /// connections alive between requests (keep-alive per host, HTTP/2 multiplexing where the server
 /// offers it). Blocking never happens on Swift's cooperative pool: the thread waits in epoll
-/// (kqueue on macOS) for the sockets and the timer libcurl asks for, runs
-/// `curl_multi_socket_action` on whatever is ready, and resumes callers through continuations.
+/// (kqueue on macOS) for the sockets and the timer libcurl asks for and runs
+/// `curl_multi_socket_action` on whatever is ready. A caller that finds curl free starts its
+/// transfer itself, without waking the thread; callers are resumed through continuations.
 /// Cancelling the calling task removes its transfer at once.
 public final class HTTPClient: @unchecked Sendable {
     public let configuration: HTTPClientConfiguration
     private let logger: Logger
-    /// Used from the loop thread only.
+    /// Touched only by whoever holds `driver`.
     private let multi: UnsafeMutableRawPointer
-    /// The poller around `multi` (loop.c in CCurlShim). Used from the loop thread only, except
-    /// `sy_curl_loop_wake`, which is thread-safe.
+    /// The poller around `multi` (loop.c in CCurlShim). Touched only by whoever holds `driver`,
+    /// except `sy_curl_loop_poll` (the loop thread's wait) and `sy_curl_loop_wake` (any thread).
     private let loop: OpaquePointer
+    /// Held by whoever drives curl: the loop thread, except while it waits in the poller, or a
+    /// caller that found it free (`withLockIfAvailable`, never a wait on the cooperative pool).
+    private let driver = Mutex(Driver())
+    /// Work for the loop thread from callers that found `driver` taken.
     private let shared = Mutex(Shared())
     private let stats = Mutex(HTTPClientStatistics())
+    /// Set by `shutdown`; requests after it are refused before they start.
+    private let stopping = Atomic<Bool>(false)
+
+    /// The longest the loop thread waits without an event. It bounds how far ahead of a waiting
+    /// loop a caller can set curl's timer without waking it: a transfer's own timeout (120 s by
+    /// default) lies beyond it, so starting a request never costs a wake-up.
+    private static let maxWaitMilliseconds: Int32 = 1000
+
+    private struct Driver: ~Copyable {
+        var active: [UInt64: Transfer] = [:]
+        /// Cancellations that arrived before their transfer reached curl.
+        var cancelledEarly: Set<UInt64> = []
+        /// The multi handle is gone: the loop thread has ended.
+        var closed = false
+    }
 
     private struct Shared: Sendable {
-        var nextID: UInt64 = 0
         var toAdd: [Transfer] = []
         var toCancel: [UInt64] = []
         var stopping = false
@@ -92,6 +111,7 @@ public final class HTTPClient: @unchecked Sendable {
 
     /// Fails transfers in flight with `closed` and stops the thread.
     public func shutdown() {
+        stopping.store(true, ordering: .releasing)
         let wake = shared.withLock { s -> Bool in
             s.stopping = true
             return s.polling
@@ -99,7 +119,23 @@ public final class HTTPClient: @unchecked Sendable {
         if wake { sy_curl_loop_wake(loop) }
     }
 
+    /// Starts the transfer on this thread when curl is free: its request goes out at once and
+    /// the loop thread, asleep in the poller, is not woken (it wakes when the answer arrives).
+    /// When curl is busy, the transfer waits in `shared` for the loop thread, which is either
+    /// awake and takes it before it next waits, or asleep and woken.
     private func submit(_ transfer: Transfer) {
+        if stopping.load(ordering: .acquiring) {
+            transfer.fail(HTTPClientError(.closed, "the HTTP client is shut down", mayHaveReachedServer: false))
+            return
+        }
+        let started = driver.withLockIfAvailable { d -> Bool in
+            guard !d.closed else { return false }
+            start([transfer], cancelled: [], in: &d)
+            drive(&d)
+            if sy_curl_loop_needs_wake(loop) != 0 { sy_curl_loop_wake(loop) }
+            return true
+        }
+        if started == true { return }
         let (accepted, wake) = shared.withLock { s -> (Bool, Bool) in
             if s.stopping { return (false, false) }
             s.toAdd.append(transfer)
@@ -113,6 +149,13 @@ public final class HTTPClient: @unchecked Sendable {
     }
 
     private func cancel(_ id: UInt64) {
+        let done = driver.withLockIfAvailable { d -> Bool in
+            guard !d.closed else { return true }
+            start([], cancelled: [id], in: &d)
+            drive(&d)
+            return true
+        }
+        if done == true { return }
         let wake = shared.withLock { s -> Bool in
             s.toCancel.append(id)
             return s.polling
@@ -120,78 +163,46 @@ public final class HTTPClient: @unchecked Sendable {
         if wake { sy_curl_loop_wake(loop) }
     }
 
-    // MARK: - The loop thread
+    // MARK: - Driving curl (with `driver` held)
 
-    private func runLoop() {
-        var active: [UInt64: Transfer] = [:]
-        // Cancellations that arrived before their transfer reached the loop.
-        var cancelledEarly: Set<UInt64> = []
-        while true {
-            let (adds, cancels, stopping) = shared.withLock { s -> ([Transfer], [UInt64], Bool) in
-                defer {
-                    s.toAdd.removeAll()
-                    s.toCancel.removeAll()
-                }
-                return (s.toAdd, s.toCancel, s.stopping)
+    /// Adds new transfers' handles and removes cancelled ones'.
+    private func start(_ adds: [Transfer], cancelled cancels: [UInt64], in d: inout Driver) {
+        var cancelled: [Transfer] = []
+        for id in cancels {
+            if let transfer = d.active.removeValue(forKey: id) {
+                curl_multi_remove_handle(multi, transfer.easy)
+                cancelled.append(transfer)
+            } else {
+                d.cancelledEarly.insert(id)
             }
-            var cancelled: [Transfer] = []
-            for id in cancels {
-                if let transfer = active.removeValue(forKey: id) {
-                    curl_multi_remove_handle(multi, transfer.easy)
-                    cancelled.append(transfer)
-                } else {
-                    cancelledEarly.insert(id)
-                }
-            }
-            for transfer in adds {
-                if cancelledEarly.remove(transfer.id) != nil {
-                    cancelled.append(transfer)
-                    continue
-                }
-                active[transfer.id] = transfer
-                curl_multi_add_handle(multi, transfer.easy)
-            }
-            // Ids cancelled after they finished are never claimed; keep the set small.
-            if cancelledEarly.count > 10_000 { cancelledEarly.removeAll() }
-            // The statistics change before a cancelled caller resumes, so it never sees its own
-            // transfer still in flight.
-            if !adds.isEmpty || !cancels.isEmpty { stats.withLock { $0.inFlight = active.count } }
-            for transfer in cancelled { transfer.fail(CancellationError()) }
-            if stopping {
-                for transfer in active.values {
-                    curl_multi_remove_handle(multi, transfer.easy)
-                    transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: true))
-                }
-                for transfer in adds where active[transfer.id] == nil {
-                    transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: false))
-                }
-                curl_multi_cleanup(multi)
-                sy_curl_loop_destroy(loop)
-                return
-            }
-            // Adding a handle sets curl's timer to "now": this starts the new transfers (sends
-            // their requests on idle connections) before the thread waits.
-            sy_curl_loop_timers(loop)
-            finishTransfers(&active)
-            // Sleep only if nothing arrived meanwhile; from here on, callers must wake us.
-            let sleep = shared.withLock { s -> Bool in
-                guard s.toAdd.isEmpty, s.toCancel.isEmpty, !s.stopping else { return false }
-                s.polling = true
-                return true
-            }
-            if sy_curl_loop_wait(loop, sleep ? 1 : 0) < 0 {
-                // Only a broken poller gets here (EBADF, ENOMEM); do not spin on it.
-                logger.error("the HTTP client's poller failed: \(String(cString: strerror(errno)))")
-                usleep(10_000)
-            }
-            if sleep { shared.withLock { $0.polling = false } }
-            finishTransfers(&active)
         }
+        for transfer in adds {
+            if d.cancelledEarly.remove(transfer.id) != nil {
+                cancelled.append(transfer)
+                continue
+            }
+            d.active[transfer.id] = transfer
+            curl_multi_add_handle(multi, transfer.easy)
+        }
+        // Ids cancelled after they finished are never claimed; keep the set small.
+        if d.cancelledEarly.count > 10_000 { d.cancelledEarly.removeAll() }
+        // The statistics change before a cancelled caller resumes, so it never sees its own
+        // transfer still in flight.
+        let inFlight = d.active.count
+        stats.withLock { $0.inFlight = inFlight }
+        for transfer in cancelled { transfer.fail(CancellationError()) }
+    }
+
+    /// Runs curl's timer when it is due (adding a handle makes it due at once, so this is what
+    /// sends a new request on an idle connection), then hands finished transfers their outcome.
+    private func drive(_ d: inout Driver) {
+        sy_curl_loop_timers(loop)
+        finishTransfers(&d)
     }
 
     /// Hands every finished transfer its outcome. Each resumes its caller's continuation, which
-    /// schedules the caller on its executor; the loop goes on without waiting for it.
-    private func finishTransfers(_ active: inout [UInt64: Transfer]) {
+    /// schedules the caller on its executor; curl's driver goes on without waiting for it.
+    private func finishTransfers(_ d: inout Driver) {
         var left: Int32 = 0
         while let message = curl_multi_info_read(multi, &left) {
             guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
@@ -201,9 +212,9 @@ public final class HTTPClient: @unchecked Sendable {
             curl_multi_remove_handle(multi, easy)
             guard let raw else { continue }
             let id = Unmanaged<Transfer>.fromOpaque(raw).takeUnretainedValue().id
-            guard let transfer = active.removeValue(forKey: id) else { continue }
+            guard let transfer = d.active.removeValue(forKey: id) else { continue }
             let opened = transfer.connectCount
-            let inFlight = active.count
+            let inFlight = d.active.count
             stats.withLock { s in
                 s.connectionsOpened += opened
                 if opened == 0 { s.reusedConnections += 1 }
@@ -211,6 +222,71 @@ public final class HTTPClient: @unchecked Sendable {
                 s.inFlight = inFlight
             }
             transfer.finish(result)
+        }
+    }
+
+    // MARK: - The loop thread
+
+    /// Takes queued work, drives curl, then waits in the poller without holding `driver`, so
+    /// callers can start transfers meanwhile; runs the ready sockets' actions when it wakes.
+    private func runLoop() {
+        while true {
+            let (adds, cancels, stopping) = shared.withLock { s -> ([Transfer], [UInt64], Bool) in
+                defer {
+                    s.toAdd.removeAll()
+                    s.toCancel.removeAll()
+                }
+                return (s.toAdd, s.toCancel, s.stopping)
+            }
+            let wait = driver.withLock { d -> (sleep: Bool, milliseconds: Int32)? in
+                if stopping {
+                    // Queued requests never started: they certainly did not reach the server.
+                    start([], cancelled: cancels, in: &d)
+                    for transfer in adds {
+                        transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: false))
+                    }
+                    for transfer in d.active.values {
+                        curl_multi_remove_handle(multi, transfer.easy)
+                        transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: true))
+                    }
+                    d.active.removeAll()
+                    stats.withLock { $0.inFlight = 0 }
+                    d.closed = true
+                    curl_multi_cleanup(multi)
+                    sy_curl_loop_destroy(loop)
+                    return nil
+                }
+                if !adds.isEmpty || !cancels.isEmpty { start(adds, cancelled: cancels, in: &d) }
+                drive(&d)
+                // Sleep only if nothing arrived meanwhile; from here on, callers must wake us.
+                let sleep = shared.withLock { s -> Bool in
+                    guard s.toAdd.isEmpty, s.toCancel.isEmpty, !s.stopping else { return false }
+                    s.polling = true
+                    return true
+                }
+                return (sleep, sy_curl_loop_prepare_wait(loop, sleep ? 1 : 0, Self.maxWaitMilliseconds))
+            }
+            guard let wait else {
+                // Requests that queued up behind the last pass.
+                let late = shared.withLock { s -> [Transfer] in
+                    defer { s.toAdd.removeAll() }
+                    return s.toAdd
+                }
+                for transfer in late {
+                    transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: false))
+                }
+                return
+            }
+            if sy_curl_loop_poll(loop, wait.milliseconds) < 0 {
+                // Only a broken poller gets here (EBADF, ENOMEM); do not spin on it.
+                logger.error("the HTTP client's poller failed: \(String(cString: strerror(errno)))")
+                usleep(10_000)
+            }
+            if wait.sleep { shared.withLock { $0.polling = false } }
+            driver.withLock { d in
+                sy_curl_loop_dispatch(loop)
+                finishTransfers(&d)
+            }
         }
     }
 }
