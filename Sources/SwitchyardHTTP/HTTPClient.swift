@@ -70,6 +70,12 @@ public final class HTTPClient: @unchecked Sendable {
         thread.start()
     }
 
+    /// Runs once the loop thread has ended (it holds the client until then), so no wake-up can
+    /// reach a closed poller.
+    deinit {
+        sy_curl_loop_destroy(loop)
+    }
+
     public var statistics: HTTPClientStatistics { stats.withLock { $0 } }
 
     /// Sends a request and returns the whole response. A status of 4xx or 5xx is a response, not
@@ -252,8 +258,8 @@ public final class HTTPClient: @unchecked Sendable {
                     d.active.removeAll()
                     stats.withLock { $0.inFlight = 0 }
                     d.closed = true
+                    // The poller stays until deinit: a caller may still wake it after this.
                     curl_multi_cleanup(multi)
-                    sy_curl_loop_destroy(loop)
                     return nil
                 }
                 if !adds.isEmpty || !cancels.isEmpty { start(adds, cancelled: cancels, in: &d) }
