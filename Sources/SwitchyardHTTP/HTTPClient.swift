@@ -297,7 +297,8 @@ public final class HTTPClient: @unchecked Sendable {
     }
 }
 
-/// One request in flight. Touched by the loop thread only, after it is submitted.
+/// One request in flight. After it is submitted, touched only by whoever drives curl (holds the
+/// client's driver lock): the loop thread, or a caller that found the lock free.
 final class Transfer: @unchecked Sendable {
     enum Mode {
         case none
@@ -473,7 +474,7 @@ final class Transfer: @unchecked Sendable {
         headDelivered = true
         mode = .streaming(head: nil, body: bodyContinuation)
         let responseHead = HTTPResponseHead(status: status, headers: headers)
-        // An event stream is held to maxEventBytes here, on the loop thread, so that a huge line
+        // An event stream is held to maxEventBytes here, as curl delivers it, so that a huge line
         // stops the transfer at once instead of piling up in the body's buffer ahead of a slower
         // reader. Other streamed bodies may have lines of any length.
         if responseHead.header("content-type")?.lowercased().hasPrefix("text/event-stream") == true {
