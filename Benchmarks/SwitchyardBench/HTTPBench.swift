@@ -31,48 +31,57 @@ struct HTTPBench: AsyncParsableCommand {
         defer { nginx.terminate(grace: .seconds(2)) }
         let url = "https://127.0.0.1:\(port)/v1/models"
 
-        var rows: [(String, Measurement)] = []
+        let curlLoop = try compileCurlLoop(in: directory)
+        let caFile = directory.appendingPathComponent("cert.pem").path
+
+        var rows: [Row] = []
         var ratios: [String: Double] = [:]
         for inFlight in [1, concurrency] {
-            var round: [(String, Measurement)] = []
+            var round: [Row] = []
             let variants = [
                 ("pooled, HTTP/1.1 keep-alive", false, false), ("pooled, HTTP/2", true, false), ("new connection per request", false, true),
             ]
             for (name, http2, fresh) in variants {
-                let client = HTTPClient(
-                    configuration: HTTPClientConfiguration(
-                        maxConnectionsPerHost: inFlight,
-                        http2: http2,
-                        caFile: directory.appendingPathComponent("cert.pem").path
-                    )
-                )
+                let client = HTTPClient(configuration: HTTPClientConfiguration(maxConnectionsPerHost: inFlight, http2: http2, caFile: caFile))
                 var request = HTTPRequest(url: url)
                 request.freshConnection = fresh
                 for _ in 0..<50 { _ = try await client.execute(request) }  // warm up
-                round.append(("c=\(inFlight) \(name)", try await measure(client: client, request: request, inFlight: inFlight)))
+                round.append(Row(name: "c=\(inFlight) \(name)", result: try await measure(client: client, request: request, inFlight: inFlight)))
                 client.shutdown()
             }
-            round.append(("c=\(inFlight) wrk -t1 (ceiling, HTTP/1.1)", try wrk(url: url, connections: inFlight)))
-            ratios["c\(inFlight)_pooled_vs_new_connection"] = round[0].1.opsPerSecond / round[2].1.opsPerSecond
-            ratios["c\(inFlight)_ceiling_vs_pooled"] = round[3].1.opsPerSecond / round[0].1.opsPerSecond
+            round.append(
+                Row(name: "c=\(inFlight) libcurl multi loop in C", result: try runCurlLoop(curlLoop, url: url, caFile: caFile, inFlight: inFlight))
+            )
+            round.append(Row(name: "c=\(inFlight) wrk -t1 (ceiling, HTTP/1.1)", result: try wrk(url: url, connections: inFlight)))
+            let pooled = round[0].result.opsPerSecond
+            let loop = round[3].result.opsPerSecond
+            let ceiling = round[4].result.opsPerSecond
+            ratios["c\(inFlight)_pooled_vs_new_connection"] = pooled / round[2].result.opsPerSecond
+            ratios["c\(inFlight)_ceiling_vs_pooled"] = ceiling / pooled
+            ratios["c\(inFlight)_curl_loop_vs_pooled"] = loop / pooled
+            ratios["c\(inFlight)_ceiling_vs_curl_loop"] = ceiling / loop
             rows += round
         }
 
-        print("HTTP client over TLS to a local nginx, \(seconds) s each; c = requests in flight")
-        print(pad("measurement", 44) + pad("req/s", 10) + pad("p50 ms", 10) + "p99 ms")
-        for (name, m) in rows {
+        print("HTTP client over TLS to a local nginx, \(seconds) s each; c = requests in flight; CPU = the client's own CPU time per request")
+        print(pad("measurement", 44) + pad("req/s", 10) + pad("p50 ms", 10) + pad("p99 ms", 10) + "CPU µs/req")
+        for row in rows {
+            let m = row.result.measurement
             print(
-                pad(name, 44) + pad(String(format: "%.0f", m.opsPerSecond), 10) + pad(String(format: "%.3f", m.p50 ?? 0), 10)
-                    + String(format: "%.3f", m.p99 ?? 0)
+                pad(row.name, 44) + pad(String(format: "%.0f", m.opsPerSecond), 10) + pad(String(format: "%.3f", m.p50 ?? 0), 10)
+                    + pad(String(format: "%.3f", m.p99 ?? 0), 10) + String(format: "%.1f", row.result.cpuPerRequest)
             )
         }
         for inFlight in [1, concurrency] {
             print(
                 String(
-                    format: "c=%d: pooled is %.2fx a new connection per request (target >= 3x); wrk is %.2fx pooled (target <= 1.5x)",
+                    format: "c=%d: pooled is %.2fx a new connection per request (target >= 3x); wrk is %.2fx pooled (target <= 1.5x); "
+                        + "the C loop is %.2fx pooled (the client's part) and wrk %.2fx the C loop (libcurl's part)",
                     inFlight,
                     ratios["c\(inFlight)_pooled_vs_new_connection"]!,
-                    ratios["c\(inFlight)_ceiling_vs_pooled"]!
+                    ratios["c\(inFlight)_ceiling_vs_pooled"]!,
+                    ratios["c\(inFlight)_curl_loop_vs_pooled"]!,
+                    ratios["c\(inFlight)_ceiling_vs_curl_loop"]!
                 )
             )
         }
@@ -80,7 +89,7 @@ struct HTTPBench: AsyncParsableCommand {
             "benchmark": "http",
             "seconds": seconds,
             "concurrency": concurrency,
-            "results": Dictionary(uniqueKeysWithValues: rows.map { ($0.0, $0.1.json) }),
+            "results": Dictionary(uniqueKeysWithValues: rows.map { ($0.name, $0.result.json) }),
             "ratios": ratios,
         ]
         let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
@@ -88,8 +97,25 @@ struct HTTPBench: AsyncParsableCommand {
         if let json { try data.write(to: URL(fileURLWithPath: json)) }
     }
 
-    private func measure(client: HTTPClient, request: HTTPRequest, inFlight: Int) async throws -> Measurement {
+    /// One row: its rate and latencies, and the CPU time its client spent per request.
+    struct Row {
+        var name: String
+        var result: Result
+    }
+
+    struct Result {
+        var measurement: Measurement
+        /// User + system CPU time of the requesting process (this one, the C loop or wrk) per
+        /// request, in µs. nginx's share is not in it.
+        var cpuPerRequest: Double
+
+        var opsPerSecond: Double { measurement.opsPerSecond }
+        var json: [String: Double] { measurement.json.merging(["cpu_us_per_request": cpuPerRequest]) { $1 } }
+    }
+
+    private func measure(client: HTTPClient, request: HTTPRequest, inFlight: Int) async throws -> Result {
         let clock = ContinuousClock()
+        let cpuBefore = cpuSeconds(.process)
         let start = clock.now
         let end = start + .milliseconds(Int64(seconds * 1000))
         let samples = try await withThrowingTaskGroup(of: [Double].self) { group in
@@ -105,13 +131,52 @@ struct HTTPBench: AsyncParsableCommand {
                     return mine
                 }
             }
-            return try await group.reduce(into: [Double]()) { $0 += $1 }.sorted()
+            return try await group.reduce(into: [Double]()) { $0 += $1 }
         }
         let total = milliseconds(clock.now - start)
-        return Measurement(
-            opsPerSecond: Double(samples.count) / (total / 1000),
-            p50: percentile(samples, 50),
-            p99: percentile(samples, 99)
+        let cpu = cpuSeconds(.process) - cpuBefore
+        let sorted = samples.sorted()
+        return Result(
+            measurement: Measurement(
+                opsPerSecond: Double(samples.count) / (total / 1000),
+                p50: percentile(sorted, 50),
+                p99: percentile(sorted, 99)
+            ),
+            cpuPerRequest: cpu * 1e6 / Double(max(samples.count, 1))
+        )
+    }
+
+    /// Compiles the C loop (`curlMultiLoopSource`) with the system's C compiler and libcurl.
+    private func compileCurlLoop(in directory: URL) throws -> String {
+        let source = directory.appendingPathComponent("curl-multi-loop.c")
+        let binary = directory.appendingPathComponent("curl-multi-loop").path
+        try curlMultiLoopSource.write(to: source, atomically: true, encoding: .utf8)
+        let log = directory.appendingPathComponent("cc.log").path
+        let cc = try ChildProcess(executable: "cc", arguments: ["-O2", "-o", binary, source.path, "-lcurl"], outputPath: log)
+        guard cc.waitForExit() == 0 else {
+            let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            throw ValidationError("cc could not build the libcurl loop (needs a C compiler and libcurl's headers):\n\(output)")
+        }
+        return binary
+    }
+
+    private func runCurlLoop(_ binary: String, url: String, caFile: String, inFlight: Int) throws -> Result {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("curl-loop-\(UUID().uuidString).txt").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let process = try ChildProcess(executable: binary, arguments: [url, caFile, "\(inFlight)", "\(seconds)"], outputPath: out)
+        let status = process.waitForExit()
+        let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        guard status == 0 else { throw ValidationError("the libcurl loop failed: \(text)") }
+        // "requests <n> seconds <s> p50_ms <x> p99_ms <y> cpu_us <z>"
+        let words = text.split(whereSeparator: \.isWhitespace)
+        var fields: [String: Double] = [:]
+        for i in stride(from: 0, to: words.count - 1, by: 2) { fields[String(words[i])] = Double(words[i + 1]) }
+        guard let requests = fields["requests"], let elapsed = fields["seconds"], requests > 0, elapsed > 0 else {
+            throw ValidationError("the libcurl loop printed no figures: \(words.joined(separator: " "))")
+        }
+        return Result(
+            measurement: Measurement(opsPerSecond: requests / elapsed, p50: fields["p50_ms"], p99: fields["p99_ms"]),
+            cpuPerRequest: (fields["cpu_us"] ?? 0) / requests
         )
     }
 
@@ -169,9 +234,12 @@ struct HTTPBench: AsyncParsableCommand {
         throw ValidationError("nginx did not answer on port \(port)")
     }
 
-    private func wrk(url: String, connections: Int) throws -> Measurement {
+    private func wrk(url: String, connections: Int) throws -> Result {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("wrk-\(UUID().uuidString).txt").path
         defer { try? FileManager.default.removeItem(atPath: out) }
+        // wrk's CPU: what reaped children used, before and after it is reaped (no other child
+        // ends meanwhile; nginx runs on). Its whole run, connection set-up included.
+        let childrenBefore = cpuSeconds(.children)
         let process = try ChildProcess(
             executable: "wrk",
             arguments: ["-t1", "-c\(connections)", "-d\(Int(seconds.rounded(.up)))s", "--latency", url],
@@ -180,6 +248,7 @@ struct HTTPBench: AsyncParsableCommand {
         guard process.waitForExit() == 0, let text = try? String(contentsOfFile: out, encoding: .utf8) else {
             throw ValidationError("wrk failed (apt-get install wrk)")
         }
+        let cpu = cpuSeconds(.children) - childrenBefore
         func value(after label: String) -> Double? {
             guard let line = text.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix(label) }) else {
                 return nil
@@ -191,6 +260,31 @@ struct HTTPBench: AsyncParsableCommand {
             if field.hasSuffix("s") { return Double(field.dropLast(1)).map { $0 * 1000 } }
             return Double(field)
         }
-        return Measurement(opsPerSecond: value(after: "Requests/sec:") ?? 0, p50: value(after: "50%"), p99: value(after: "99%"))
+        // "123456 requests in 3.00s, ..."
+        let requests = text.split(separator: "\n").first { $0.contains(" requests in ") }.flatMap { Double($0.split(separator: " ").first ?? "") }
+        return Result(
+            measurement: Measurement(opsPerSecond: value(after: "Requests/sec:") ?? 0, p50: value(after: "50%"), p99: value(after: "99%")),
+            cpuPerRequest: cpu * 1e6 / max(requests ?? 0, 1)
+        )
     }
+}
+
+/// Whose CPU time `cpuSeconds` reads.
+private enum Usage {
+    /// This process, all its threads.
+    case process
+    /// Its children that have ended and been reaped.
+    case children
+}
+
+/// User + system CPU time, in seconds, from getrusage.
+private func cpuSeconds(_ usage: Usage) -> Double {
+    #if canImport(Glibc)
+    let who = __rusage_who_t(truncatingIfNeeded: (usage == .process ? RUSAGE_SELF : RUSAGE_CHILDREN).rawValue)
+    #else
+    let who = usage == .process ? RUSAGE_SELF : RUSAGE_CHILDREN
+    #endif
+    var r = rusage()
+    getrusage(who, &r)
+    return Double(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + Double(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6
 }

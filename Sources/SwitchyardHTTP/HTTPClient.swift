@@ -7,23 +7,46 @@ import Synchronization
 ///
 /// Every request becomes an easy handle added to one multi handle, whose connection cache keeps
 /// connections alive between requests (keep-alive per host, HTTP/2 multiplexing where the server
-/// offers it). Blocking never happens on Swift's cooperative pool: the thread waits in
-/// `curl_multi_poll`, and callers are resumed through continuations. Cancelling the calling task
-/// removes its transfer at once.
+/// offers it). Blocking never happens on Swift's cooperative pool: the thread waits in epoll
+/// (kqueue on macOS) for the sockets and the timer libcurl asks for and runs
+/// `curl_multi_socket_action` on whatever is ready. A caller that finds curl free starts its
+/// transfer itself, without waking the thread; callers are resumed through continuations.
+/// Cancelling the calling task removes its transfer at once.
 public final class HTTPClient: @unchecked Sendable {
     public let configuration: HTTPClientConfiguration
     private let logger: Logger
-    /// Used from the loop thread only, except curl_multi_wakeup, which is thread-safe.
+    /// Touched only by whoever holds `driver`.
     private let multi: UnsafeMutableRawPointer
+    /// The poller around `multi` (loop.c in CCurlShim). Touched only by whoever holds `driver`,
+    /// except `sy_curl_loop_poll` (the loop thread's wait) and `sy_curl_loop_wake` (any thread).
+    private let loop: OpaquePointer
+    /// Held by whoever drives curl: the loop thread, except while it waits in the poller, or a
+    /// caller that found it free (`withLockIfAvailable`, never a wait on the cooperative pool).
+    private let driver = Mutex(Driver())
+    /// Work for the loop thread from callers that found `driver` taken.
     private let shared = Mutex(Shared())
     private let stats = Mutex(HTTPClientStatistics())
+    /// Set by `shutdown`; requests after it are refused before they start.
+    private let stopping = Atomic<Bool>(false)
+
+    /// The longest the loop thread waits without an event. It bounds how far ahead of a waiting
+    /// loop a caller can set curl's timer without waking it: a transfer's own timeout (120 s by
+    /// default) lies beyond it, so starting a request never costs a wake-up.
+    private static let maxWaitMilliseconds: Int32 = 1000
+
+    private struct Driver: ~Copyable {
+        var active: [UInt64: Transfer] = [:]
+        /// Cancellations that arrived before their transfer reached curl.
+        var cancelledEarly: Set<UInt64> = []
+        /// The multi handle is gone: the loop thread has ended.
+        var closed = false
+    }
 
     private struct Shared: Sendable {
-        var nextID: UInt64 = 0
         var toAdd: [Transfer] = []
         var toCancel: [UInt64] = []
         var stopping = false
-        /// The loop thread is (about to be) asleep in curl_multi_poll: new work must wake it.
+        /// The loop thread is (about to be) asleep in its poller: new work must wake it.
         /// While it is awake it picks new work up by itself, so callers skip the wake-up syscall.
         var polling = false
     }
@@ -38,9 +61,19 @@ public final class HTTPClient: @unchecked Sendable {
         sy_curl_multi_setopt_long(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, configuration.maxConnections)
         sy_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, configuration.connectionCacheSize)
         sy_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, configuration.http2 ? 2 : 0)  // CURLPIPE_MULTIPLEX
+        guard let loop = sy_curl_loop_create(multi) else {
+            fatalError("cannot make the HTTP client's poller: \(String(cString: strerror(errno)))")
+        }
+        self.loop = loop
         let thread = Thread { [self] in self.runLoop() }
         thread.name = "switchyard http"
         thread.start()
+    }
+
+    /// Runs once the loop thread has ended (it holds the client until then), so no wake-up can
+    /// reach a closed poller.
+    deinit {
+        sy_curl_loop_destroy(loop)
     }
 
     public var statistics: HTTPClientStatistics { stats.withLock { $0 } }
@@ -84,41 +117,125 @@ public final class HTTPClient: @unchecked Sendable {
 
     /// Fails transfers in flight with `closed` and stops the thread.
     public func shutdown() {
+        stopping.store(true, ordering: .releasing)
         let wake = shared.withLock { s -> Bool in
             s.stopping = true
             return s.polling
         }
-        if wake { curl_multi_wakeup(multi) }
+        if wake { sy_curl_loop_wake(loop) }
     }
 
+    /// Starts the transfer on this thread when curl is free: its request goes out at once and
+    /// the loop thread, asleep in the poller, is not woken (it wakes when the answer arrives).
+    /// When curl is busy, the transfer waits in `shared` for the loop thread, which is either
+    /// awake and takes it before it next waits, or asleep and woken.
     private func submit(_ transfer: Transfer) {
+        if stopping.load(ordering: .acquiring) {
+            transfer.fail(HTTPClientError(.closed, "the HTTP client is shut down", mayHaveReachedServer: false))
+            return
+        }
+        let started = driver.withLockIfAvailable { d -> Bool in
+            guard !d.closed else { return false }
+            start([transfer], cancelled: [], in: &d)
+            drive(&d)
+            if sy_curl_loop_needs_wake(loop) != 0 { sy_curl_loop_wake(loop) }
+            return true
+        }
+        if started == true { return }
         let (accepted, wake) = shared.withLock { s -> (Bool, Bool) in
             if s.stopping { return (false, false) }
             s.toAdd.append(transfer)
             return (true, s.polling)
         }
         if accepted {
-            if wake { curl_multi_wakeup(multi) }
+            if wake { sy_curl_loop_wake(loop) }
         } else {
             transfer.fail(HTTPClientError(.closed, "the HTTP client is shut down", mayHaveReachedServer: false))
         }
     }
 
     private func cancel(_ id: UInt64) {
+        let done = driver.withLockIfAvailable { d -> Bool in
+            guard !d.closed else { return true }
+            start([], cancelled: [id], in: &d)
+            drive(&d)
+            return true
+        }
+        if done == true { return }
         let wake = shared.withLock { s -> Bool in
             s.toCancel.append(id)
             return s.polling
         }
-        if wake { curl_multi_wakeup(multi) }
+        if wake { sy_curl_loop_wake(loop) }
+    }
+
+    // MARK: - Driving curl (with `driver` held)
+
+    /// Adds new transfers' handles and removes cancelled ones'.
+    private func start(_ adds: [Transfer], cancelled cancels: [UInt64], in d: inout Driver) {
+        var cancelled: [Transfer] = []
+        for id in cancels {
+            if let transfer = d.active.removeValue(forKey: id) {
+                curl_multi_remove_handle(multi, transfer.easy)
+                cancelled.append(transfer)
+            } else {
+                d.cancelledEarly.insert(id)
+            }
+        }
+        for transfer in adds {
+            if d.cancelledEarly.remove(transfer.id) != nil {
+                cancelled.append(transfer)
+                continue
+            }
+            d.active[transfer.id] = transfer
+            curl_multi_add_handle(multi, transfer.easy)
+        }
+        // Ids cancelled after they finished are never claimed; keep the set small.
+        if d.cancelledEarly.count > 10_000 { d.cancelledEarly.removeAll() }
+        // The statistics change before a cancelled caller resumes, so it never sees its own
+        // transfer still in flight.
+        let inFlight = d.active.count
+        stats.withLock { $0.inFlight = inFlight }
+        for transfer in cancelled { transfer.fail(CancellationError()) }
+    }
+
+    /// Runs curl's timer when it is due (adding a handle makes it due at once, so this is what
+    /// sends a new request on an idle connection), then hands finished transfers their outcome.
+    private func drive(_ d: inout Driver) {
+        sy_curl_loop_timers(loop)
+        finishTransfers(&d)
+    }
+
+    /// Hands every finished transfer its outcome. Each resumes its caller's continuation, which
+    /// schedules the caller on its executor; curl's driver goes on without waiting for it.
+    private func finishTransfers(_ d: inout Driver) {
+        var left: Int32 = 0
+        while let message = curl_multi_info_read(multi, &left) {
+            guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
+            let result = message.pointee.data.result
+            var raw: UnsafeMutableRawPointer?
+            sy_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &raw)
+            curl_multi_remove_handle(multi, easy)
+            guard let raw else { continue }
+            let id = Unmanaged<Transfer>.fromOpaque(raw).takeUnretainedValue().id
+            guard let transfer = d.active.removeValue(forKey: id) else { continue }
+            let opened = transfer.connectCount
+            let inFlight = d.active.count
+            stats.withLock { s in
+                s.connectionsOpened += opened
+                if opened == 0 { s.reusedConnections += 1 }
+                s.completed += 1
+                s.inFlight = inFlight
+            }
+            transfer.finish(result)
+        }
     }
 
     // MARK: - The loop thread
 
+    /// Takes queued work, drives curl, then waits in the poller without holding `driver`, so
+    /// callers can start transfers meanwhile; runs the ready sockets' actions when it wakes.
     private func runLoop() {
-        var active: [UInt64: Transfer] = [:]
-        // Cancellations that arrived before their transfer reached the loop.
-        var cancelledEarly: Set<UInt64> = []
-        var running: Int32 = 0
         while true {
             let (adds, cancels, stopping) = shared.withLock { s -> ([Transfer], [UInt64], Bool) in
                 defer {
@@ -127,75 +244,61 @@ public final class HTTPClient: @unchecked Sendable {
                 }
                 return (s.toAdd, s.toCancel, s.stopping)
             }
-            var cancelled: [Transfer] = []
-            for id in cancels {
-                if let transfer = active.removeValue(forKey: id) {
-                    curl_multi_remove_handle(multi, transfer.easy)
-                    cancelled.append(transfer)
-                } else {
-                    cancelledEarly.insert(id)
+            let wait = driver.withLock { d -> (sleep: Bool, milliseconds: Int32)? in
+                if stopping {
+                    // Queued requests never started: they certainly did not reach the server.
+                    start([], cancelled: cancels, in: &d)
+                    for transfer in adds {
+                        transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: false))
+                    }
+                    for transfer in d.active.values {
+                        curl_multi_remove_handle(multi, transfer.easy)
+                        transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: true))
+                    }
+                    d.active.removeAll()
+                    stats.withLock { $0.inFlight = 0 }
+                    d.closed = true
+                    // The poller stays until deinit: a caller may still wake it after this.
+                    curl_multi_cleanup(multi)
+                    return nil
                 }
+                if !adds.isEmpty || !cancels.isEmpty { start(adds, cancelled: cancels, in: &d) }
+                drive(&d)
+                // Sleep only if nothing arrived meanwhile; from here on, callers must wake us.
+                let sleep = shared.withLock { s -> Bool in
+                    guard s.toAdd.isEmpty, s.toCancel.isEmpty, !s.stopping else { return false }
+                    s.polling = true
+                    return true
+                }
+                return (sleep, sy_curl_loop_prepare_wait(loop, sleep ? 1 : 0, Self.maxWaitMilliseconds))
             }
-            for transfer in adds {
-                if cancelledEarly.remove(transfer.id) != nil {
-                    cancelled.append(transfer)
-                    continue
+            guard let wait else {
+                // Requests that queued up behind the last pass.
+                let late = shared.withLock { s -> [Transfer] in
+                    defer { s.toAdd.removeAll() }
+                    return s.toAdd
                 }
-                active[transfer.id] = transfer
-                curl_multi_add_handle(multi, transfer.easy)
-            }
-            // Ids cancelled after they finished are never claimed; keep the set small.
-            if cancelledEarly.count > 10_000 { cancelledEarly.removeAll() }
-            // The statistics change before a cancelled caller resumes, so it never sees its own
-            // transfer still in flight.
-            stats.withLock { $0.inFlight = active.count }
-            for transfer in cancelled { transfer.fail(CancellationError()) }
-            if stopping {
-                for transfer in active.values {
-                    curl_multi_remove_handle(multi, transfer.easy)
-                    transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: true))
-                }
-                for transfer in adds where active[transfer.id] == nil {
+                for transfer in late {
                     transfer.fail(HTTPClientError(.closed, "the HTTP client was shut down", mayHaveReachedServer: false))
                 }
-                curl_multi_cleanup(multi)
                 return
             }
-            curl_multi_perform(multi, &running)
-            var left: Int32 = 0
-            while let message = curl_multi_info_read(multi, &left) {
-                guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
-                let result = message.pointee.data.result
-                var raw: UnsafeMutableRawPointer?
-                sy_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &raw)
-                curl_multi_remove_handle(multi, easy)
-                guard let raw else { continue }
-                let id = Unmanaged<Transfer>.fromOpaque(raw).takeUnretainedValue().id
-                guard let transfer = active.removeValue(forKey: id) else { continue }
-                let opened = transfer.connectCount
-                stats.withLock { s in
-                    s.connectionsOpened += opened
-                    if opened == 0 { s.reusedConnections += 1 }
-                    s.completed += 1
-                    s.inFlight = active.count
-                }
-                transfer.finish(result)
+            if sy_curl_loop_poll(loop, wait.milliseconds) < 0 {
+                // Only a broken poller gets here (EBADF, ENOMEM); do not spin on it.
+                logger.error("the HTTP client's poller failed: \(String(cString: strerror(errno)))")
+                usleep(10_000)
             }
-            // Sleep only if nothing arrived meanwhile; from here on, callers must wake us.
-            let sleep = shared.withLock { s -> Bool in
-                guard s.toAdd.isEmpty, s.toCancel.isEmpty, !s.stopping else { return false }
-                s.polling = true
-                return true
-            }
-            if sleep {
-                curl_multi_poll(multi, nil, 0, 1000, nil)
-                shared.withLock { $0.polling = false }
+            if wait.sleep { shared.withLock { $0.polling = false } }
+            driver.withLock { d in
+                sy_curl_loop_dispatch(loop)
+                finishTransfers(&d)
             }
         }
     }
 }
 
-/// One request in flight. Touched by the loop thread only, after it is submitted.
+/// One request in flight. After it is submitted, touched only by whoever drives curl (holds the
+/// client's driver lock): the loop thread, or a caller that found the lock free.
 final class Transfer: @unchecked Sendable {
     enum Mode {
         case none
@@ -309,17 +412,32 @@ final class Transfer: @unchecked Sendable {
         }
     }
 
-    fileprivate func receiveHeader(_ line: String) {
-        if line.hasPrefix("HTTP/") {
+    /// Takes one header line as libcurl delivers it (with its CR LF), as bytes: no String is
+    /// made for the status line or the blank line, and a header's name and value are cut out
+    /// before they are decoded.
+    fileprivate func receiveHeader(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.starts(with: [0x48, 0x54, 0x54, 0x50, 0x2F]) {  // "HTTP/"
             // A new response starts (after 100 Continue, say): forget the last one's headers.
-            let parts = line.split(separator: " ", maxSplits: 2)
-            status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            // "HTTP/1.1 200 OK", "HTTP/2 200": the status is the digits after the first space.
+            status = 0
+            if let space = bytes.firstIndex(of: 0x20) {
+                for byte in bytes[(space + 1)...] {
+                    guard byte >= 0x30 && byte <= 0x39 else { break }
+                    status = status &* 10 &+ Int(byte - 0x30)
+                }
+            }
             headers.removeAll()
-        } else if let colon = line.firstIndex(of: ":") {
-            let name = String(line[..<colon])
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        } else if let colon = bytes.firstIndex(of: 0x3A) {  // ":"
+            // Optional whitespace around the value, and the line's CR LF, are not part of it.
+            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
+            var start = colon + 1
+            var end = bytes.endIndex
+            while start < end && isSpace(bytes[start]) { start += 1 }
+            while end > start && isSpace(bytes[end - 1]) { end -= 1 }
+            let name = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[..<colon]), as: UTF8.self)
+            let value = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
             headers.append((name, value))
-        } else if line == "\r\n" || line == "\n", status >= 200 {
+        } else if bytes.allSatisfy({ $0 == 0x0D || $0 == 0x0A }), !bytes.isEmpty, status >= 200 {
             deliverHead()
         }
     }
@@ -356,7 +474,7 @@ final class Transfer: @unchecked Sendable {
         headDelivered = true
         mode = .streaming(head: nil, body: bodyContinuation)
         let responseHead = HTTPResponseHead(status: status, headers: headers)
-        // An event stream is held to maxEventBytes here, on the loop thread, so that a huge line
+        // An event stream is held to maxEventBytes here, as curl delivers it, so that a huge line
         // stops the transfer at once instead of piling up in the body's buffer ahead of a slower
         // reader. Other streamed bodies may have lines of any length.
         if responseHead.header("content-type")?.lowercased().hasPrefix("text/event-stream") == true {
@@ -446,8 +564,7 @@ private func transferWriteBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int
 
 private func transferWriteHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
     guard let data, let context else { return 0 }
-    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
-    Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().receiveHeader(line)
+    Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().receiveHeader(UnsafeRawBufferPointer(start: data, count: size * count))
     return size * count
 }
 

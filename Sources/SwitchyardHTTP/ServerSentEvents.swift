@@ -19,7 +19,7 @@ public struct ServerSentEvent: Sendable, Hashable {
 /// The sizes `maxEventBytes` bounds in an event stream, counted byte by byte as they arrive:
 /// the open line, and the open event, that is its lines from the first to the blank line that
 /// ends it, without their line ends. Comment lines (`: keep-alive`) count toward the line bound
-/// only, since nothing keeps them. The HTTP client's loop thread and
+/// only, since nothing keeps them. The HTTP client's write callback and
 /// `ServerSentEventParser` count the same way.
 struct EventSizeCounter: Sendable {
     let limit: Int
