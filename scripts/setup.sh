@@ -14,8 +14,8 @@ if [ "$(uname -s)" = "Darwin" ]; then
     brew list cmake >/dev/null 2>&1 || brew install cmake
 else
     # prometheus brings promtool (the /metrics test); chromium the dashboard's browser test.
-    # cmake and g++ build llama.cpp's llama-server (below).
-    for pkg in redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config prometheus chromium cmake g++; do
+    # cmake, make and g++ build llama.cpp's llama-server (below); cmake only recommends make.
+    for pkg in redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config prometheus chromium cmake make g++; do
         have_pkg "$pkg" || need_apt+=("$pkg")
     done
     if [ ${#need_apt[@]} -gt 0 ]; then
@@ -55,24 +55,39 @@ fi
 server_dir="${SWITCHYARD_LLAMA_SERVER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/llama-server-0.3.36}"
 if [ ! -x "$server_dir/bin/llama-server" ]; then
     echo "setup: building llama.cpp's llama-server into $server_dir (one time; about 30 minutes on 2 cores)"
-    rm -rf "$server_dir/src" "$server_dir/build"
-    mkdir -p "$server_dir/src" "$server_dir/bin"
+    mkdir -p "$server_dir/bin"
+    # A build directory of its own, so two setups at once do not share one; the binary is moved
+    # into place whole, once it runs.
+    work="$(mktemp -d "$server_dir/build.XXXXXX")"
+    trap 'rm -rf "$work"' EXIT
     "$venv/bin/pip" download -q --progress-bar off --no-deps --no-binary llama-cpp-python 'llama-cpp-python==0.3.36' \
-        -d "$server_dir/src" 2>&1 | sed 's/^/setup: /' | tail -n 5
-    tar -xzf "$server_dir/src/llama_cpp_python-0.3.36.tar.gz" -C "$server_dir/src"
-    llama_src="$server_dir/src/llama_cpp_python-0.3.36/vendor/llama.cpp"
+        -d "$work" 2>&1 | sed 's/^/setup: /' | tail -n 5
+    tar -xzf "$work/llama_cpp_python-0.3.36.tar.gz" -C "$work"
+    llama_src="$work/llama_cpp_python-0.3.36/vendor/llama.cpp"
     [ -f "$llama_src/tools/server/CMakeLists.txt" ] || { echo "setup: the sdist has no llama.cpp server sources" >&2; exit 1; }
     # Static, so the binary stands alone; no web UI (it would be downloaded), no curl, no OpenSSL.
-    cmake -S "$llama_src" -B "$server_dir/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    # Tuned for this CPU (GGML_NATIVE): the cache belongs to the machine.
+    if ! cmake -S "$llama_src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON \
         -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
-        2>&1 | sed 's/^/setup: /' | tail -n 3
-    cmake --build "$server_dir/build" --target llama-server -j "$(nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)" \
-        2>&1 | grep -E 'error|warning: unused|Linking|Built target llama-server' | sed 's/^/setup: /' | tail -n 20
-    cp "$server_dir/build/bin/llama-server" "$server_dir/bin/llama-server.tmp"
-    mv "$server_dir/bin/llama-server.tmp" "$server_dir/bin/llama-server"
-    "$server_dir/bin/llama-server" --version >/dev/null 2>&1 || { echo "setup: llama-server did not build" >&2; exit 1; }
-    rm -rf "$server_dir/src" "$server_dir/build"
+        >"$work/configure.log" 2>&1; then
+        tail -n 30 "$work/configure.log" | sed 's/^/setup: /' >&2
+        echo "setup: configuring llama-server failed" >&2
+        exit 1
+    fi
+    if ! cmake --build "$work/build" --target llama-server -j "$(nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)" \
+        >"$work/build.log" 2>&1; then
+        grep -E 'error' "$work/build.log" | tail -n 20 | sed 's/^/setup: /' >&2
+        tail -n 10 "$work/build.log" | sed 's/^/setup: /' >&2
+        echo "setup: building llama-server failed" >&2
+        exit 1
+    fi
+    "$work/build/bin/llama-server" --version >/dev/null 2>&1 || { echo "setup: the llama-server built does not run" >&2; exit 1; }
+    cp "$work/build/bin/llama-server" "$server_dir/bin/llama-server.$$"
+    mv -f "$server_dir/bin/llama-server.$$" "$server_dir/bin/llama-server"
+    rm -rf "$work"
+    trap - EXIT
+    echo "setup: built $server_dir/bin/llama-server"
 fi
 # The OpenAI-compatible front is tested with the official openai package, in the same venv.
 if ! "$venv/bin/python" -c 'import openai' >/dev/null 2>&1; then

@@ -14,7 +14,10 @@ extension ModelsBench {
         var tokens = 0
         var requests = 0
         var seconds = 0.0
+        /// Seconds the requests took in all, each from its send (or its job's start) to its answer.
+        var requestSeconds = 0.0
         var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
+        var msPerRequest: Double { requests > 0 ? requestSeconds * 1000 / Double(requests) : 0 }
     }
 
     func slots() async throws -> [String: Any] {
@@ -28,6 +31,8 @@ extension ModelsBench {
         // Straight to a server started with the profile's argv.
         var argvProfile = profile
         argvProfile.serverCommand[0] = binary
+        let threads = slotThreads > 0 ? ["--threads", String(slotThreads)] : []
+        argvProfile.serverCommand += threads
         let port = try LoopbackPort.free()
         let argv = argvProfile.command(model: model, port: port, contextSize: 256)
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("bench-llama-server-\(port).log").path
@@ -43,7 +48,9 @@ extension ModelsBench {
         // Through workers: one per level, each with that many jobs in flight, on queues of their own.
         let redis = try RedisServer()
         defer { redis.stop() }
-        let catalog = try LlamaServer.catalogFile(models: ["tiny"], server: .llamaServer)
+        let catalog = FileManager.default.temporaryDirectory.appendingPathComponent("bench-slots-\(port).json").path
+        let entry: [String: Any] = ["file": model, "framework": "llama.cpp", "memory_mb": 64, "context_size": 256, "extra_arguments": threads]
+        try JSONSerialization.data(withJSONObject: ["models": ["tiny": entry]]).write(to: URL(fileURLWithPath: catalog))
         defer { try? FileManager.default.removeItem(atPath: catalog) }
         var pools: [RedisConnectionPool] = []
         defer { for pool in pools { pool.shutDown() } }
@@ -89,21 +96,29 @@ extension ModelsBench {
 
         print("")
         print(
-            "Generation on llama-server (rtx3090-wsl's argv, gpu_layers=0, --parallel \(parallel)): \(slotRequests) chat requests of up to \(slotTokens) tokens per run, two rounds"
+            "Generation on llama-server (rtx3090-wsl's argv, gpu_layers=0, --parallel \(parallel)\(slotThreads > 0 ? ", --threads \(slotThreads)" : "")): \(slotRequests) chat requests of up to \(slotTokens) tokens per run, two rounds"
         )
-        print(pad("in flight", 12) + pad("direct tok/s", 15) + pad("worker tok/s", 15) + pad("worker/direct", 15) + "tokens (direct, worker)")
-        var out: [String: Any] = ["slots_parallel": parallel, "slots_requests": slotRequests, "slots_max_tokens": slotTokens]
+        print(
+            pad("in flight", 12) + pad("direct tok/s", 15) + pad("worker tok/s", 15) + pad("worker/direct", 15)
+                + pad("ms/request (direct, job run)", 30) + "tokens (direct, worker)"
+        )
+        var out: [String: Any] = [
+            "slots_parallel": parallel, "slots_requests": slotRequests, "slots_max_tokens": slotTokens, "slots_threads": slotThreads,
+        ]
         for level in levels {
             let d = directRuns[level]!
             let w = workerRuns[level]!
             let ratio = w.tokensPerSecond / max(d.tokensPerSecond, 0.001)
             print(
                 pad("\(level)", 12) + pad(String(format: "%.0f", d.tokensPerSecond), 15) + pad(String(format: "%.0f", w.tokensPerSecond), 15)
-                    + pad(String(format: "%.3f", ratio), 15) + "\(d.tokens), \(w.tokens)"
+                    + pad(String(format: "%.3f", ratio), 15) + pad(String(format: "%.1f, %.1f", d.msPerRequest, w.msPerRequest), 30)
+                    + "\(d.tokens), \(w.tokens)"
             )
             out["slots_direct_tokens_per_s_\(level)"] = d.tokensPerSecond
             out["slots_worker_tokens_per_s_\(level)"] = w.tokensPerSecond
             out["slots_worker_vs_direct_\(level)"] = ratio
+            out["slots_direct_ms_per_request_\(level)"] = d.msPerRequest
+            out["slots_worker_job_run_ms_\(level)"] = w.msPerRequest
         }
         if levels.count == 2 {
             let gain = directRuns[parallel]!.tokensPerSecond / max(directRuns[1]!.tokensPerSecond, 0.001)
@@ -133,12 +148,14 @@ extension ModelsBench {
     private func direct(_ client: HTTPClient, base: String, inFlight: Int, requests: Int, tag: String) async throws -> SlotsRun {
         let clock = ContinuousClock()
         let start = clock.now
-        let tokens = try await withThrowingTaskGroup(of: Int.self) { group in
+        let (tokens, requestSeconds) = try await withThrowingTaskGroup(of: (Int, Double).self) { group in
             var next = 0
             var total = 0
+            var busy = 0.0
             func launch(_ i: Int) {
                 let body = chatBody("\(tag) request \(i)")
                 group.addTask {
+                    let sent = ContinuousClock.now
                     let response = try await client.execute(
                         HTTPRequest(
                             method: "POST",
@@ -155,23 +172,24 @@ extension ModelsBench {
                             "llama-server answered \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))"
                         )
                     }
-                    return Int(tokens)
+                    return (Int(tokens), seconds(ContinuousClock.now - sent))
                 }
             }
             while next < min(inFlight, requests) {
                 launch(next)
                 next += 1
             }
-            while let tokens = try await group.next() {
+            while let (tokens, took) = try await group.next() {
                 total += tokens
+                busy += took
                 if next < requests {
                     launch(next)
                     next += 1
                 }
             }
-            return total
+            return (total, busy)
         }
-        return SlotsRun(tokens: tokens, requests: requests, seconds: seconds(clock.now - start))
+        return SlotsRun(tokens: tokens, requests: requests, seconds: seconds(clock.now - start), requestSeconds: requestSeconds)
     }
 
     /// `requests` distinct chat jobs pushed at once; the worker keeps its concurrency in flight.
@@ -186,22 +204,33 @@ extension ModelsBench {
                 )
             )
         }
+        // Waiting reads one counter every 5 ms (cheap beside the jobs, which share the CPU), and
+        // the results once at the end.
+        func finished() async throws -> Int {
+            let counts = try await queue.redis.send("HMGET", queue.keys.stats, "succeeded", "dead").array ?? []
+            return counts.compactMap { $0.string.flatMap { Int($0) } }.reduce(0, +)
+        }
+        let before = try await finished()
         let clock = ContinuousClock()
         let start = clock.now
         _ = try await queue.push(jobs)
         let deadline = clock.now + .seconds(600)
-        var results: [JobResult] = []
-        while true {
-            results = try await queue.results(of: jobs.map(\.id)).compactMap { $0 }
-            if results.count == jobs.count { break }
-            if clock.now > deadline { throw ValidationError("\(tag): \(results.count) of \(jobs.count) jobs finished in 10 minutes") }
-            try await Task.sleep(for: .milliseconds(2))
+        while try await finished() < before + jobs.count {
+            if clock.now > deadline { throw ValidationError("\(tag): not every job finished in 10 minutes") }
+            try await Task.sleep(for: .milliseconds(5))
         }
         let elapsed = clock.now - start
+        let results = try await queue.results(of: jobs.map(\.id)).compactMap { $0 }
         if let failed = results.first(where: { $0.status != .succeeded }) {
             throw ValidationError("\(tag): a job failed: \(failed.error?.message ?? "")")
         }
-        return SlotsRun(tokens: results.compactMap { $0.usage?.completionTokens }.reduce(0, +), requests: requests, seconds: seconds(elapsed))
+        let running = results.compactMap { r in r.timings.finished.flatMap { f in r.timings.started.map { f - $0 } } }.reduce(0, +)
+        return SlotsRun(
+            tokens: results.compactMap { $0.usage?.completionTokens }.reduce(0, +),
+            requests: requests,
+            seconds: seconds(elapsed),
+            requestSeconds: running
+        )
     }
 
     private func waitForHealth(_ client: HTTPClient, base: String, process: ChildProcess) async throws -> Bool {
@@ -223,5 +252,6 @@ extension ModelsBench.SlotsRun {
         tokens += other.tokens
         requests += other.requests
         seconds += other.seconds
+        requestSeconds += other.requestSeconds
     }
 }

@@ -40,6 +40,12 @@ struct ModelsBench: AsyncParsableCommand {
     @Option(help: "max_tokens of each request in the slots part.")
     var slotTokens = 64
 
+    @Option(
+        help:
+            "llama-server's --threads in the slots part (0: its default, every core). One leaves a core to the worker, Redis and the bench, as a GPU host's idle CPU does."
+    )
+    var slotThreads = 1
+
     @Option(help: "Also write the JSON report to this file.")
     var json: String?
 

@@ -106,6 +106,10 @@ struct SoakBench: AsyncParsableCommand {
             Set((try await pool.send("KEYS", "*").array ?? []).compactMap(\.string))
         }
         let baselineKeys = try await keyNames()
+        func finalCount() async throws -> Int {
+            let counters = try await queue.status().counters
+            return ["succeeded", "failed", "dead", "cancelled"].map { counters[$0] ?? 0 }.reduce(0, +)
+        }
         let baseline = try await sample()
         var samples = [baseline]
         print(
@@ -134,7 +138,14 @@ struct SoakBench: AsyncParsableCommand {
             }
             _ = try await queue.push(batch)
             pushed += count
-            while (try await queue.status().counters["succeeded"] ?? 0) + (try await queue.status().counters["dead"] ?? 0) < pushed {
+            // Every final status counts; a wave that does not drain within 10 minutes ends the soak.
+            let waveDeadline = clock.now + .seconds(600)
+            while try await finalCount() < pushed {
+                if clock.now > waveDeadline {
+                    throw ValidationError(
+                        "a wave did not drain in 10 minutes (\(try await finalCount()) of \(pushed) jobs final); see \(processes.map(\.logPath))"
+                    )
+                }
                 if clock.now >= nextSample {
                     let s = try await sample()
                     samples.append(s)
@@ -248,6 +259,8 @@ struct SoakBench: AsyncParsableCommand {
                 + pad(s.fds.map(String.init).joined(separator: " "), 14) + pad(String(format: "%.2f", Double(s.usedMemory) / 1_048_576), 12)
                 + "\(s.keys)"
         )
+        // A soak runs for long: each row shows when it is sampled, also when piped to a file.
+        fflush(nil)
     }
 }
 

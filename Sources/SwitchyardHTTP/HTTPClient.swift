@@ -159,6 +159,9 @@ public final class HTTPClient: @unchecked Sendable {
             guard !d.closed else { return true }
             start([], cancelled: [id], in: &d)
             drive(&d)
+            // Removing a handle can let a transfer waiting for a connection start, with curl's
+            // timer due at once: the sleeping loop must not wait out its own deadline first.
+            if sy_curl_loop_needs_wake(loop) != 0 { sy_curl_loop_wake(loop) }
             return true
         }
         if done == true { return }

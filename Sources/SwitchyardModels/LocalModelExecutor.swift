@@ -32,7 +32,7 @@ public struct LocalModelExecutor: JobExecutor, WarmModelReporting, CacheTargetRe
         // Everything the server is started with can change its answers.
         let command = (entry.command ?? manager.profile.serverCommand) + entry.extraArguments
         let settings =
-            "ctx=\(entry.contextSize) gpu=\(manager.profile.gpuLayers) batch=\(manager.profile.batchSize) cmd=\(command.joined(separator: " "))"
+            "ctx=\(entry.contextSize) gpu=\(manager.profile.gpuLayers) batch=\(manager.profile.batchSize) parallel=\(manager.profile.parallel) cmd=\(command.joined(separator: " "))"
         return "local:\(job.model)@\(entry.file) \(size) \(Int64(modified * 1000)) \(settings)"
     }
 

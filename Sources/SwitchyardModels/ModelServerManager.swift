@@ -105,6 +105,8 @@ public actor ModelServerManager: Service {
     private var servers: [String: Server] = [:]
     private var starting: [String: Task<Server, any Error>] = [:]
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    /// Callers waiting for a free slot of a model's server, by model: that server is busy too.
+    private var slotWaiters: [String: Int] = [:]
     /// The token of each model's start in progress.
     private var startTokens: [String: UInt64] = [:]
     /// Starts that failed, by token, for a minute: every caller that waited for one gets its error
@@ -259,8 +261,13 @@ public actor ModelServerManager: Service {
             if let token = awaited, let failure = failedStarts[token] { throw failure.error }
             if var server = servers[model] {
                 if server.process.isRunning {
-                    // Every slot busy: wait for one rather than queue inside the server.
+                    // Every slot busy: wait for one rather than queue inside the server. While
+                    // callers wait for its slots, the server is not evicted (`makeRoom`).
                     if server.inFlight >= profile.parallel {
+                        slotWaiters[model, default: 0] += 1
+                        defer {
+                            if let n = slotWaiters[model], n > 1 { slotWaiters[model] = n - 1 } else { slotWaiters[model] = nil }
+                        }
                         try await waitForChange()
                         continue
                     }
@@ -398,7 +405,7 @@ public actor ModelServerManager: Service {
             return count < profile.modelCacheSize && memory + entry.memoryMB <= profile.memoryBudgetMB
         }
         while !fits() {
-            let candidates = servers.filter { $0.value.inFlight == 0 && !catalog.pinned.contains($0.key) }
+            let candidates = servers.filter { $0.value.inFlight == 0 && slotWaiters[$0.key] == nil && !catalog.pinned.contains($0.key) }
             guard let victim = candidates.min(by: { $0.value.lastUsed < $1.value.lastUsed })?.key else {
                 // Everything is busy (or pinned): a model bigger than the whole budget never fits.
                 return servers.isEmpty && starting.isEmpty

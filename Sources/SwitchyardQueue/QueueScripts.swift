@@ -349,7 +349,10 @@ enum QueueScripts {
         local lanes = tonumber(ARGV[3])
         local n = (#KEYS - 2 - lanes) / 4
         -- Counted and deleted once per call, not per job: fewer commands for the same effect.
+        -- A command that fails part-way (out of memory) still leaves the jobs before it whole:
+        -- their counts and deletions are written before the error is raised again.
         local counts, deleted = {}, {}
+        local ok, failure = pcall(function()
         for j = 0, n - 1 do
           local a = 4 + j * 9
           local lane = KEYS[2 + tonumber(ARGV[a])]
@@ -379,10 +382,12 @@ enum QueueScripts {
           table.insert(deleted[lane], ARGV[a + 1])
           if not reclaimed and ARGV[a + 5] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[a + 5]) end
         end
+        end)
         for status, count in pairs(counts) do redis.call('HINCRBY', KEYS[1], status, count) end
         for lane, ids in pairs(deleted) do
           for i = 1, #ids, 500 do redis.call('XDEL', lane, unpack(ids, i, math.min(i + 499, #ids))) end
         end
+        if not ok then error(failure) end
         local out = {written}
         for _, id in ipairs(fenced) do out[#out + 1] = id end
         return out

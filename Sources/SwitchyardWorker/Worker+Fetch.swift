@@ -138,8 +138,14 @@ extension Worker {
             var block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
             // Jobs this worker could not load for now become takeable when a running job ends,
             // which no new entry announces: look again soon.
-            // So do the jobs of a warm model whose slots are all busy.
-            if busy >= source.modelCacheSize || slots.free.values.contains(0) { block = min(block, .milliseconds(100)) }
+            if busy >= source.modelCacheSize { block = min(block, .milliseconds(100)) }
+            if slots.free.values.contains(0) {
+                // A warm model's slots are all busy, and its jobs wait for one: what frees one is a
+                // job ending here, which no new entry announces. Look again when one ends (or
+                // after 100 ms, for new entries of other models).
+                _ = await jobEnded.wait(timeout: min(block, .milliseconds(100)))
+                return
+            }
             let (after, wait) = (take.lastEntryIDs, block)
             _ = try await cancellableRead { try await self.queue.waitForNewEntries(on: self.blocking, after: after, block: wait) }
         }

@@ -92,26 +92,38 @@ struct LlamaServerManagerTests {
     }
 
     /// llama-server listens before its model is loaded and answers /health with 503 until then.
+    /// The tiny model loads in tens of milliseconds, so a busy machine can miss the window: a large
+    /// context (a KV cache of about 130 MB to allocate) widens it, and up to five starts are tried.
     @Test func llamaServerAnswers503WhileLoadingThen200() async throws {
         let profile = try Self.profile()
-        let port = try LoopbackPort.free()
-        let argv = profile.command(model: try LlamaServer.tinyModel(), port: port, contextSize: 256)
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("llama-server-\(port).log").path
-        let process = try ChildProcess(executable: argv[0], arguments: Array(argv.dropFirst()), outputPath: log)
-        defer { process.terminate(grace: .seconds(3)) }
         let client = HTTPClient()
         defer { client.shutdown() }
-        var seen: [Int] = []
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline, process.isRunning, seen.last != 200 {
-            if let response = try? await client.execute(
-                HTTPRequest(url: "http://127.0.0.1:\(port)/health", connectTimeout: .seconds(1), timeout: .seconds(2))
-            ) {
-                if seen.last != response.status { seen.append(response.status) }
+        var runs: [[Int]] = []
+        for _ in 0..<5 {
+            let port = try LoopbackPort.free()
+            let argv = profile.command(model: try LlamaServer.tinyModel(), port: port, contextSize: 65_536)
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent("llama-server-\(port).log").path
+            let process = try ChildProcess(executable: argv[0], arguments: Array(argv.dropFirst()), outputPath: log)
+            defer { process.terminate(grace: .seconds(3)) }
+            var seen: [Int] = []
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline, process.isRunning, seen.last != 200 {
+                if let response = try? await client.execute(
+                    HTTPRequest(url: "http://127.0.0.1:\(port)/health", connectTimeout: .seconds(1), timeout: .seconds(2))
+                ) {
+                    if seen.last != response.status { seen.append(response.status) }
+                }
+                try await Task.sleep(for: .milliseconds(1))
             }
-            try await Task.sleep(for: .milliseconds(2))
+            runs.append(seen)
+            // Never anything but 503 then 200; once 503 was seen, that is the behaviour shown.
+            #expect(
+                seen == [503, 200] || seen == [200],
+                "statuses seen: \(seen); \(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(600))"
+            )
+            if seen == [503, 200] { break }
         }
-        #expect(seen == [503, 200], "statuses seen: \(seen); \(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(600))")
+        #expect(runs.contains([503, 200]), "no start was seen loading: \(runs)")
     }
 
     @Test func leastRecentlyUsedIsEvictedAndItsProcessStops() async throws {
