@@ -50,11 +50,11 @@ if ! "$venv/bin/python" -c 'import llama_cpp.server, gguf' >/dev/null 2>&1; then
 fi
 # llama.cpp's own server, llama-server (the GPU profiles' model server), built for the CPU from the
 # llama.cpp sources that the same llama-cpp-python release vendors (its source distribution on
-# PyPI), into a cache shared by every checkout on the machine (like pip's): about 30 minutes on two
+# PyPI), into a cache shared by every checkout on the machine (like pip's): about 20 minutes on two
 # cores the first time.
 server_dir="${SWITCHYARD_LLAMA_SERVER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/llama-server-0.3.36}"
 if [ ! -x "$server_dir/bin/llama-server" ]; then
-    echo "setup: building llama.cpp's llama-server into $server_dir (one time; about 30 minutes on 2 cores)"
+    echo "setup: building llama.cpp's llama-server into $server_dir (one time; about 20 minutes on 2 cores)"
     mkdir -p "$server_dir/bin"
     # A build directory of its own, so two setups at once do not share one; the binary is moved
     # into place whole, once it runs.
