@@ -96,6 +96,11 @@ struct QueueBench: AsyncParsableCommand {
             pad("one Redis core's ceiling at that cost", 44)
                 + String(format: "%.0f jobs/s   (measured %.0f)", 1e6 / max(direct.redisCPUPerJob, 1e-9), direct.processingPerSecond)
         )
+        let split = try await scriptSplit(pool: pool, jobs: min(jobs, 20000))
+        print(
+            pad("  by script: push / take / finish", 44)
+                + String(format: "%.1f / %.1f / %.1f µs   (%d jobs, no worker)", split.push, split.take, split.finish, split.jobs)
+        )
         print("Redis commands per job (INFO commandstats; a script's own calls count inside evalsha too):")
         for command in direct.commands.prefix(8) {
             print("  " + pad(command.name, 42) + String(format: "%.2f calls  %.1f µs", command.callsPerJob, command.usPerJob))
@@ -112,6 +117,7 @@ struct QueueBench: AsyncParsableCommand {
             "redis_cpu_us_per_job": direct.redisCPUPerJob,
             "redis_cpu_us_per_job_push": direct.redisCPUPushPerJob,
             "redis_core_ceiling_jobs_per_second": 1e6 / max(direct.redisCPUPerJob, 1e-9),
+            "redis_cpu_us_per_job_by_script": ["push": split.push, "take": split.take, "finish": split.finish, "jobs": Double(split.jobs)],
             "redis_commands_per_job": Dictionary(
                 uniqueKeysWithValues: direct.commands.map { ($0.name, ["calls": $0.callsPerJob, "us": $0.usPerJob]) }
             ),
@@ -256,6 +262,47 @@ struct QueueBench: AsyncParsableCommand {
 }
 
 extension QueueBench {
+    /// Redis CPU per job of each script on its own, through the queue's own calls and no worker:
+    /// `jobs` pushed (64 per script call, as `push` does), taken 64 at a time, and finished 64
+    /// per call with a small result, each phase between two `INFO cpu` readings.
+    func scriptSplit(pool: RedisConnectionPool, jobs: Int) async throws -> (push: Double, take: Double, finish: Double, jobs: Int) {
+        let queue = JobQueue(configuration: QueueConfiguration(name: "bench-split-\(UUID().uuidString.prefix(6))"), redis: pool)
+        try await queue.ensureGroups()
+        let batch = (0..<jobs).map { i in
+            Job(kind: .chat, model: "noop", input: JobInput(messages: [ChatMessage(role: "user", content: "job \(i)")]), maxAttempts: 3)
+        }
+        let start = try await RedisCost(pool)
+        _ = try await queue.push(batch)
+        let pushed = try await RedisCost(pool)
+        var deliveries: [Delivery] = []
+        while deliveries.count < jobs {
+            let taken = try await queue.take(consumer: "bench-split", count: 64)
+            if taken.isEmpty { throw ValidationError("the split run took \(deliveries.count) of \(jobs) jobs") }
+            deliveries += taken
+        }
+        let took = try await RedisCost(pool)
+        let now = Date().timeIntervalSince1970
+        for chunk in stride(from: 0, to: deliveries.count, by: 64) {
+            let completions = deliveries[chunk..<min(chunk + 64, deliveries.count)].map { d in
+                Completion(
+                    delivery: d,
+                    result: JobResult(
+                        id: d.jobID,
+                        status: .succeeded,
+                        output: .object(["text": .string("ok")]),
+                        attempts: d.attempt,
+                        worker: "bench-split",
+                        timings: .init(queued: now, started: now, finished: now)
+                    )
+                )
+            }
+            _ = try await queue.finish(completions)
+        }
+        let finished = try await RedisCost(pool)
+        func perJob(_ a: RedisCost, _ b: RedisCost) -> Double { (b.cpuSeconds - a.cpuSeconds) * 1e6 / Double(jobs) }
+        return (perJob(start, pushed), perJob(pushed, took), perJob(took, finished), jobs)
+    }
+
     /// Push to start, in ms, sorted: one job at a time to idle workers, after 20 warm-up jobs.
     /// `idleGap`: the pause after each result, so the workers are back in their blocking read.
     func dispatchLatencies(_ queue: JobQueue, samples: Int, idleGap: Duration = .milliseconds(2)) async throws -> [Double] {

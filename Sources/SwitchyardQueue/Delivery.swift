@@ -39,6 +39,20 @@ public struct Delivery: Sendable, Hashable {
         self.payload = []
     }
 
+    /// From a take's compact form of an entry in the push's own layout: its id, attempt, max,
+    /// batch and job values in that order (`QueueScripts.deliveryOf`).
+    init?(lane: JobPriority, entryID: String, values: ArraySlice<RESPValue>) {
+        guard values.count == 5 else { return nil }
+        let v = Array(values)
+        self.lane = lane
+        self.entryID = entryID
+        self.jobID = v[0].string ?? ""
+        self.attempt = v[1].int ?? 1
+        self.maxAttempts = v[2].int ?? 1
+        self.batch = v[3].string ?? ""
+        self.payload = v[4].bytes ?? []
+    }
+
     init?(lane: JobPriority, entryID: String, fields: [RESPValue]) {
         var id = ""
         var attempt = 1

@@ -81,7 +81,7 @@ public final class JobQueue: Sendable {
             do {
                 let replies = try await pipelineScripts(calls.map(\.command) + waitForReplicas, scripts: [QueueScripts.push])
                 for (call, reply) in zip(calls, replies) {
-                    outcomes += try QueueScripts.Push.outcomes(reply, expected: call.count)
+                    outcomes += try QueueScripts.Push.outcomes(reply, ids: call.ids)
                 }
                 if case .replicated(let wanted, let timeout) = configuration.durability {
                     let confirmed = replies.last?.int ?? 0

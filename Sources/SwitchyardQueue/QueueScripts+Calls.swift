@@ -35,7 +35,9 @@ extension QueueScripts {
         static let jobsPerCall = 64
         var keys: [any RedisArgument]
         var arguments: [any RedisArgument]
-        private(set) var count = 0
+        /// The ids of the jobs appended, in order.
+        private(set) var ids: [String] = []
+        var count: Int { ids.count }
 
         init(keys k: QueueKeys, configuration: QueueConfiguration, nowMs: Int64) {
             keys = k.lanes + [k.delayed, k.stats, k.batches]
@@ -54,23 +56,35 @@ extension QueueScripts {
                 ? DelayedMember(lane: job.priority, jobID: job.id, attempt: 1, maxAttempts: job.maxAttempts, batch: batch, payload: json).bytes
                 : []
             let lane = 1 + (JobPriority.inOrder.firstIndex(of: job.priority) ?? 1)
-            keys += [k.idempotency(idempotencyKey), k.batch(batch), k.batchJobs(batch), k.job(job.id), k.result(job.id)]
-            arguments += [job.id, json, job.maxAttempts, batch, idempotencyKey, dueMs, member, job.model, lane]
-            count += 1
+            // Most jobs: due now, no batch, no idempotency key, and so no extra.
+            var extra: [UInt8] = []
+            if !batch.isEmpty || !idempotencyKey.isEmpty || !member.isEmpty {
+                extra = Array(batch.utf8) + [31] + Array(idempotencyKey.utf8) + [31] + Array(String(dueMs).utf8) + [31] + member
+            }
+            arguments += [job.id, json, job.maxAttempts, job.model, lane, extra]
+            ids.append(job.id)
             return json.count + member.count
         }
 
         /// Per job: queued, a duplicate idempotency key (the first job's id), or an id pushed already.
-        static func outcomes(_ reply: RESPValue, expected: Int) throws -> [PushOutcome] {
+        /// The reply is {flags, existing ids...} (see `QueueScripts.push`).
+        static func outcomes(_ reply: RESPValue, ids: [String]) throws -> [PushOutcome] {
             try reply.throwingServerError()
-            guard let pairs = reply.array, pairs.count == expected else {
-                throw RedisError(.unexpectedReply, "push returned \(reply.array?.count ?? 0) outcomes for \(expected) jobs")
+            guard let parts = reply.array, let flags = parts.first?.string.map(Array.init), flags.count == ids.count else {
+                throw RedisError(.unexpectedReply, "push returned \(reply) for \(ids.count) jobs")
             }
-            return try pairs.map { pair in
-                guard let items = pair.array, items.count == 2, let flag = items[0].int, let id = items[1].string else {
-                    throw RedisError(.unexpectedReply, "push returned \(pair)")
+            var existing = parts.dropFirst().makeIterator()
+            return try zip(flags, ids).map { flag, id in
+                switch flag {
+                case "1": return .queued(id: id)
+                case "2": return .duplicate(existingID: id)
+                case "0":
+                    guard let first = existing.next()?.string else {
+                        throw RedisError(.unexpectedReply, "push returned too few existing ids: \(reply)")
+                    }
+                    return .duplicate(existingID: first)
+                default: throw RedisError(.unexpectedReply, "push returned the flag \(flag)")
                 }
-                return flag == 1 ? .queued(id: id) : .duplicate(existingID: id)
             }
         }
     }
@@ -141,13 +155,17 @@ extension QueueScripts {
         }
     }
 
-    /// `{{lane index, entry id, fields}, ...}` as both takes return them.
+    /// `{{lane index, entry id, fields} or {lane index, entry id, id, attempt, max, batch, job}, ...}`
+    /// as both takes return them (`QueueScripts.deliveryOf`).
     static func deliveries(_ reply: RESPValue) -> [Delivery] {
         (reply.array ?? []).compactMap { item in
-            guard let parts = item.array, parts.count == 3, let index = parts[0].int, JobPriority.inOrder.indices.contains(index - 1),
-                let entry = parts[1].string, let fields = parts[2].array
+            guard let parts = item.array, parts.count >= 3, let index = parts[0].int, JobPriority.inOrder.indices.contains(index - 1),
+                let entry = parts[1].string
             else { return nil }
-            return Delivery(lane: JobPriority.inOrder[index - 1], entryID: entry, fields: fields)
+            let lane = JobPriority.inOrder[index - 1]
+            if parts.count == 7 { return Delivery(lane: lane, entryID: entry, values: parts[2...]) }
+            guard parts.count == 3, let fields = parts[2].array else { return nil }
+            return Delivery(lane: lane, entryID: entry, fields: fields)
         }
     }
 
@@ -164,14 +182,18 @@ extension QueueScripts {
 
         mutating func append(_ completion: Completion, keys k: QueueKeys, json: [UInt8]) {
             let d = completion.delivery
-            keys += [k.result(d.jobID), k.batch(d.batch), k.failedJob(d.jobID), k.attempts(d.jobID)]
             // What `retry <id>` needs, for a job that failed (rare: nothing for the others).
             let failed =
                 completion.result.status == .failed && !d.payload.isEmpty
                 ? FailedJobRecord(lane: d.lane, maxAttempts: d.maxAttempts, payload: d.payload).bytes : []
+            let notify = completion.notify && !d.jobID.isEmpty
+            // Most jobs: no batch, nobody waiting, not failed, and so no extra.
+            var extra: [UInt8] = []
+            if notify || !d.batch.isEmpty || !failed.isEmpty {
+                extra = Array((notify ? "1" : "0").utf8) + Array(String(d.batch.utf8.count).utf8) + [UInt8(ascii: ":")] + Array(d.batch.utf8) + failed
+            }
             arguments += [
-                JobPriority.inOrder.firstIndex(of: d.lane)! + 1, d.entryID, completion.result.status.rawValue, json, d.batch.isEmpty ? "0" : "1",
-                completion.notify && !d.jobID.isEmpty ? d.jobID : "", failed, d.jobID, d.attempt,
+                JobPriority.inOrder.firstIndex(of: d.lane)! + 1, d.entryID, completion.result.status.rawValue, json, d.jobID, d.attempt, extra,
             ]
         }
     }

@@ -21,67 +21,102 @@ enum QueueScripts {
 
     /// Push up to `Push.jobsPerCall` jobs in one call: one script call per many jobs, since a
     /// call's own cost in Redis (about 20 µs) was most of a push's.
-    /// KEYS: the lanes in order, delayed, stats, batches index, then per job: idempotency, batch,
-    /// batch jobs, job record, result.
-    /// ARGV: now ms, result ttl s, idempotency ttl s, then per job: id, json, max, batch,
-    /// idempotency key, due ms, delayed-set member ('' when the job is due now), model, lane (the
-    /// index of its lane in KEYS).
+    /// KEYS: the lanes in order, delayed, stats, batches index.
+    /// ARGV: now ms, result ttl s, idempotency ttl s, then per job: id, json, max, model, lane
+    /// (the index of its lane in KEYS), extra: '' for a job due now with no batch and no
+    /// idempotency key, else batch, idempotency key, due ms and the delayed-set member ('' when
+    /// due now) joined by the unit separator (31; none of them but the last may hold one).
+    /// A job's keys (record, result, idempotency, batch, batch jobs) are named by the script from
+    /// the queue's prefix and the job's id, so they share the queue's slot: every argument costs
+    /// Redis about half a microsecond, and most jobs need only two of the five keys.
     /// Every key about a job lives until its result could have expired: its TTL is counted from
     /// its due time, so a job delayed for days keeps its idempotency key, batch and record until
     /// it runs and its result's TTL has passed.
-    /// Returns, per job in order, {1, id} when queued, {0, existing id} for a duplicate
-    /// idempotency key, {2, id} when a job with this id was pushed already (its record or its
-    /// result lives): nothing is queued or counted twice. `pushed` is counted once per call, at
-    /// the end: a script that fails part way (a key of the wrong type) leaves the jobs before the
-    /// failure queued but not counted.
+    /// Returns {flags, existing ids...}: flags has one character per job in order, `1` queued,
+    /// `0` a duplicate idempotency key (its existing id follows, in order), `2` a job with this id
+    /// was pushed already (its record or its result lives): nothing is queued or counted twice.
+    /// `pushed` is counted once per call, at the end. A job that cannot be queued (its lane is a
+    /// key of the wrong type) fails the call: the jobs before it stay queued and counted, and its
+    /// own record and idempotency key are removed, so pushing it again is safe.
+    /// Cost: the results of a call are checked with one `EXISTS` (none live, as a rule), and a
+    /// job without an idempotency key claims its record with `SET NX`, which is the duplicate
+    /// check too: two commands per queued job besides its `XADD`, not three.
     static let push = RedisScript(
-        """
-        local now, resultTTL, idemTTL = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-        local out, pushed = {}, 0
-        for j = 0, (#KEYS - 6) / 5 - 1 do
-          local k, a = 6 + j * 5, 3 + j * 9
-          local id, json, max, batch, idem = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-          local due, member, model, lane = tonumber(ARGV[a + 6]), ARGV[a + 7], ARGV[a + 8], KEYS[tonumber(ARGV[a + 9])]
-          local idemKey, batchKey, batchJobs, record = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-          local flag, answer = 1, id
-          if redis.call('EXISTS', record, KEYS[k + 5]) > 0 then
-            flag = 2
-          else
-            local wait = 0
-            if due > now then wait = math.ceil((due - now) / 1000) end
-            local ttl = resultTTL + wait
-            local existing = false
-            if idem ~= '' then existing = redis.call('GET', idemKey) end
-            if existing then
-              flag, answer = 0, existing
-            else
-              if idem ~= '' then redis.call('SET', idemKey, id, 'EX', idemTTL + wait) end
-              if member ~= '' then
-                redis.call('ZADD', KEYS[4], due, member)
+        keyPrefix + """
+            if slotMigrating(KEYS[4]) then return redis.error_reply(migratingReply) end
+            local now, resultTTL, idemTTL = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+            local n = (#ARGV - 3) / 6
+            local prefix = prefixOf(KEYS[4])
+            local flags, existingIDs, pushed = {}, {}, 0
+            local results = {}
+            for j = 1, n do results[j] = prefix .. 'result:' .. ARGV[4 + (j - 1) * 6] end
+            -- Whether any job's result lives: then each is asked on its own.
+            local someFinal = n > 0 and redis.call('EXISTS', unpack(results)) > 0
+            for j = 1, n do
+              local a = 3 + (j - 1) * 6
+              local id, json, max, model, lane, extra = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], KEYS[tonumber(ARGV[a + 5])], ARGV[a + 6]
+              local batch, idem, due, member = '', '', now, ''
+              if extra ~= '' then
+                batch, idem, due, member = string.match(extra, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')
+                due = tonumber(due)
+              end
+              local record = prefix .. 'job:' .. id
+              local idemKey = idem ~= '' and prefix .. 'idem:' .. idem
+              local wait = 0
+              if due > now then wait = math.ceil((due - now) / 1000) end
+              local ttl = resultTTL + wait
+              local flag = '1'
+              if someFinal and redis.call('EXISTS', results[j]) == 1 then
+                flag = '2'
+              elseif idem == '' then
+                if not redis.call('SET', record, batch, 'NX', 'EX', ttl) then flag = '2' end
+              elseif redis.call('EXISTS', record) == 1 then
+                flag = '2'
               else
-                redis.call('XADD', lane, '*', 'id', id, 'attempt', '1', 'max', max, 'batch', batch, 'model', model, 'job', json)
-              end
-              redis.call('SET', record, batch, 'EX', ttl)
-              if batch ~= '' then
-                if redis.call('HINCRBY', batchKey, 'total', 1) == 1 then
-                  -- A new batch: listed for `switchyard batches`, the newest 10,000 kept.
-                  redis.call('ZADD', KEYS[6], 'NX', now, batch)
-                  redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -10001)
-                end
-                redis.call('RPUSH', batchJobs, id)
-                -- The batch lives as long as its longest-lived job: a TTL is raised, never lowered.
-                for _, key in ipairs({batchKey, batchJobs}) do
-                  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+                local existing = redis.call('GET', idemKey)
+                if existing then
+                  flag = '0'
+                  existingIDs[#existingIDs + 1] = existing
+                else
+                  redis.call('SET', idemKey, id, 'EX', idemTTL + wait)
+                  redis.call('SET', record, batch, 'EX', ttl)
                 end
               end
-              pushed = pushed + 1
+              if flag == '1' then
+                local queued
+                if member ~= '' then
+                  queued = redis.pcall('ZADD', KEYS[4], due, member)
+                else
+                  queued = redis.pcall('XADD', lane, '*', 'id', id, 'attempt', '1', 'max', max, 'batch', batch, 'model', model, 'job', json)
+                end
+                -- Not queued (a lane of the wrong type): the job's record and idempotency key go
+                -- again, so pushing it once more queues it rather than calling it a duplicate.
+                if type(queued) == 'table' and queued.err then
+                  redis.call('DEL', record)
+                  if idem ~= '' then redis.call('DEL', idemKey) end
+                  if pushed > 0 then redis.call('HINCRBY', KEYS[5], 'pushed', pushed) end
+                  return redis.error_reply(queued.err)
+                end
+                if batch ~= '' then
+                  local batchKey, batchJobs = prefix .. 'batch:' .. batch, prefix .. 'batchjobs:' .. batch
+                  if redis.call('HINCRBY', batchKey, 'total', 1) == 1 then
+                    -- A new batch: listed for `switchyard batches`, the newest 10,000 kept.
+                    redis.call('ZADD', KEYS[6], 'NX', now, batch)
+                    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -10001)
+                  end
+                  redis.call('RPUSH', batchJobs, id)
+                  -- The batch lives as long as its longest-lived job: a TTL is raised, never lowered.
+                  for _, key in ipairs({batchKey, batchJobs}) do
+                    if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+                  end
+                end
+                pushed = pushed + 1
+              end
+              flags[j] = flag
             end
-          end
-          out[#out + 1] = {flag, answer}
-        end
-        if pushed > 0 then redis.call('HINCRBY', KEYS[5], 'pushed', pushed) end
-        return out
-        """
+            if pushed > 0 then redis.call('HINCRBY', KEYS[5], 'pushed', pushed) end
+            return {table.concat(flags), unpack(existingIDs)}
+            """
     )
 
     /// Lua: `paused` maps the names of the paused lanes (and `*` for the whole queue) to true,
@@ -109,6 +144,21 @@ enum QueueScripts {
 
         """
 
+    /// Lua: `deliveryOf(lane index, entry id, fields)` is an entry as a take returns it. An entry
+    /// in the push's own layout (id, attempt, max, batch, model, job) goes as {lane index, entry
+    /// id, id, attempt, max, batch, job}: half the strings of {lane index, entry id, fields}, and
+    /// turning Lua strings into a reply is most of what a take costs Redis. Any other entry goes
+    /// whole.
+    static let deliveryOf = """
+        local function deliveryOf(i, entry, f)
+          if #f == 12 and f[1] == 'id' and f[3] == 'attempt' and f[5] == 'max' and f[7] == 'batch' and f[9] == 'model' and f[11] == 'job' then
+            return {i, entry, f[2], f[4], f[6], f[8], f[12]}
+          end
+          return {i, entry, f}
+        end
+
+        """
+
     static let pausedLanes = """
         local pausedFields = redis.call('HKEYS', KEYS[1])
         local paused = {}
@@ -122,9 +172,9 @@ enum QueueScripts {
     /// skipped.
     /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, then the lane names in
     /// order.
-    /// Returns {{{lane index, entry id, fields}, ...}, {paused lane names (and '*')}}.
+    /// Returns {{delivery (`deliveryOf`), ...}, {paused lane names (and '*')}}.
     static let take = RedisScript(
-        keyPrefix + pausedLanes + """
+        keyPrefix + deliveryOf + pausedLanes + """
             if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 4, prefixOf(KEYS[1]))
             local out = {}
@@ -136,15 +186,21 @@ enum QueueScripts {
               if not isPaused(ARGV[4 + i]) then
               local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', lane, '>')
               if r then
-                for _, e in ipairs(r[1][2]) do
+                local ids, resultKeys = {}, {}
+                for n, e in ipairs(r[1][2]) do
                   local f = e[2]
-                  local id = nil
-                  for k = 1, #f, 2 do if f[k] == 'id' then id = f[k + 1] end end
-                  if id and redis.call('EXISTS', ARGV[4] .. 'result:' .. id) == 1 then
+                  for k = 1, #f, 2 do if f[k] == 'id' then ids[n] = f[k + 1] end end
+                  if ids[n] then resultKeys[#resultKeys + 1] = ARGV[4] .. 'result:' .. ids[n] end
+                end
+                -- One EXISTS for all: as a rule no result lives, and only then is each asked.
+                local someFinal = #resultKeys > 0 and redis.call('EXISTS', unpack(resultKeys)) > 0
+                for n, e in ipairs(r[1][2]) do
+                  local id = ids[n]
+                  if someFinal and id and redis.call('EXISTS', ARGV[4] .. 'result:' .. id) == 1 then
                     redis.call('XACK', lane, ARGV[1], e[1])
                     redis.call('XDEL', lane, e[1])
                   else
-                    out[#out + 1] = {i, e[1], f}
+                    out[#out + 1] = deliveryOf(i, e[1], e[2])
                     want = want - 1
                   end
                 end
@@ -174,10 +230,10 @@ enum QueueScripts {
     /// limit), then n, n warm models (most recently used first) and their n free slot counts (-1:
     /// no limit), then m and m models no longer warm here
     /// (`QueueScripts.TakeWarm` builds them), then the lane names in order.
-    /// Returns {{{lane index, entry id, fields}, ...}, {last entry id per lane}, wake in ms or -1,
+    /// Returns {{delivery (`deliveryOf`), ...}, {last entry id per lane}, wake in ms or -1,
     /// model claimed or '', {paused lane names (and '*')}}.
     static let takeWarm = RedisScript(
-        keyPrefix + modelOfJSON + pausedLanes + """
+        keyPrefix + deliveryOf + modelOfJSON + pausedLanes + """
             if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
             table.insert(ARGV, 4, prefixOf(KEYS[1]))
             local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -268,7 +324,7 @@ enum QueueScripts {
               end
               local function take(c)
                 redis.call('XCLAIM', lane, group, me, 0, c[1], 'JUSTID')
-                out[#out + 1] = {i, c[1], c[2]}
+                out[#out + 1] = deliveryOf(i, c[1], c[2])
                 want = want - 1
                 if c[4] and room[c[4]] then room[c[4]] = room[c[4]] - 1 end
               end
@@ -337,61 +393,76 @@ enum QueueScripts {
     /// that asked to be announced (`Job.notify`) has its id published on the done channel, written
     /// or not (unless fenced off): either way its result key now holds its final result.
     /// A job that failed keeps what `switchyard retry` needs (`QueueKeys.failedJob`).
-    /// KEYS: stats, done channel, the lanes in order, then per job: result key, batch key, failed
-    /// job key, attempts key.
+    /// KEYS: stats, done channel, the lanes in order.
     /// ARGV: group, ttl, number of lanes, then per job: lane index (from 1), entry id, status,
-    /// result json, has batch (0/1), job id to publish ('' for none), the failed job's record
-    /// ('' unless it failed), job id, attempt. Returns {results written, job ids whose result was fenced off...}.
+    /// result json, job id, attempt, extra: '' for a job with no batch that nobody waits for and
+    /// that did not fail, else `1` to publish its id (`0` not), its batch's length, `:`, its
+    /// batch, and the failed job's record ('' unless it failed).
+    /// A job's keys (result, batch, failed job, attempts) are named by the script from the
+    /// queue's prefix and the job's id, like the push's: every argument costs.
+    /// Returns {results written, job ids whose result was fenced off...}.
     static let finish = RedisScript(
-        """
-        local written = 0
-        local fenced = {}
-        local lanes = tonumber(ARGV[3])
-        local n = (#KEYS - 2 - lanes) / 4
-        -- Counted and deleted once per call, not per job: fewer commands for the same effect.
-        -- A command that fails part-way (out of memory) still leaves the jobs before it whole:
-        -- their counts and deletions are written before the error is raised again.
-        local counts, deleted = {}, {}
-        local ok, failure = pcall(function()
-        for j = 0, n - 1 do
-          local a = 4 + j * 9
-          local lane = KEYS[2 + tonumber(ARGV[a])]
-          local rkey, bkey = KEYS[3 + lanes + j * 4], KEYS[4 + lanes + j * 4]
-          -- Not pending: reclaimed, handed back, finished by a call whose reply was lost, or
-          -- gone with a Redis that restarted empty. Only the reclaim fences the result off: it
-          -- recorded this attempt as lease_expired when it gave the job to the next attempt.
-          local pending = redis.call('XACK', lane, ARGV[1], ARGV[a + 1]) == 1
-          local reclaimed = false
-          if not pending then
-            for _, r in ipairs(redis.call('LRANGE', KEYS[6 + lanes + j * 4], -20, -1)) do
-              local ok, record = pcall(cjson.decode, r)
-              if ok and type(record) == 'table' and record['outcome'] == 'lease_expired' and tostring(record['attempt']) == ARGV[a + 8] then
-                reclaimed = true
+        keyPrefix + """
+            if slotMigrating(KEYS[1]) then return redis.error_reply(migratingReply) end
+            local written = 0
+            local fenced = {}
+            local lanes = tonumber(ARGV[3])
+            local n = (#ARGV - 3) / 7
+            local prefix = prefixOf(KEYS[1])
+            -- Counted and deleted once per call, not per job: fewer commands for the same effect.
+            -- A command that fails part-way (out of memory) still leaves the jobs before it whole:
+            -- their counts and deletions are written before the error is raised again.
+            local counts, deleted = {}, {}
+            local ok, failure = pcall(function()
+            for j = 0, n - 1 do
+              local a = 4 + j * 7
+              local lane = KEYS[2 + tonumber(ARGV[a])]
+              local entry, status, json, id, attempt, extra = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+              local notify, batch, failedRecord = false, '', ''
+              if extra ~= '' then
+                local flag, length, rest = string.match(extra, '^(.)(%d+):(.*)$')
+                notify = flag == '1'
+                batch = string.sub(rest, 1, tonumber(length))
+                failedRecord = string.sub(rest, tonumber(length) + 1)
               end
+              -- Not pending: reclaimed, handed back, finished by a call whose reply was lost, or
+              -- gone with a Redis that restarted empty. Only the reclaim fences the result off: it
+              -- recorded this attempt as lease_expired when it gave the job to the next attempt.
+              local pending = redis.call('XACK', lane, ARGV[1], entry) == 1
+              local reclaimed = false
+              if not pending then
+                for _, r in ipairs(redis.call('LRANGE', prefix .. 'attempts:' .. id, -20, -1)) do
+                  local ok, record = pcall(cjson.decode, r)
+                  if ok and type(record) == 'table' and record['outcome'] == 'lease_expired' and tostring(record['attempt']) == attempt then
+                    reclaimed = true
+                  end
+                end
+              end
+              if reclaimed then
+                fenced[#fenced + 1] = id
+              elseif redis.call('SET', prefix .. 'result:' .. id, json, 'NX', 'EX', ARGV[2]) then
+                written = written + 1
+                counts[status] = (counts[status] or 0) + 1
+                if batch ~= '' then
+                  local bkey = prefix .. 'batch:' .. batch
+                  if redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, status, 1) end
+                end
+                if failedRecord ~= '' then redis.call('SET', prefix .. 'failed:' .. id, failedRecord, 'EX', ARGV[2]) end
+              end
+              deleted[lane] = deleted[lane] or {}
+              table.insert(deleted[lane], entry)
+              if not reclaimed and notify then redis.call('PUBLISH', KEYS[2], id) end
             end
-          end
-          if reclaimed then
-            fenced[#fenced + 1] = ARGV[a + 7]
-          elseif redis.call('SET', rkey, ARGV[a + 3], 'NX', 'EX', ARGV[2]) then
-            written = written + 1
-            counts[ARGV[a + 2]] = (counts[ARGV[a + 2]] or 0) + 1
-            if ARGV[a + 4] == '1' and redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, ARGV[a + 2], 1) end
-            if ARGV[a + 6] ~= '' then redis.call('SET', KEYS[5 + lanes + j * 4], ARGV[a + 6], 'EX', ARGV[2]) end
-          end
-          deleted[lane] = deleted[lane] or {}
-          table.insert(deleted[lane], ARGV[a + 1])
-          if not reclaimed and ARGV[a + 5] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[a + 5]) end
-        end
-        end)
-        for status, count in pairs(counts) do redis.call('HINCRBY', KEYS[1], status, count) end
-        for lane, ids in pairs(deleted) do
-          for i = 1, #ids, 500 do redis.call('XDEL', lane, unpack(ids, i, math.min(i + 499, #ids))) end
-        end
-        if not ok then error(failure) end
-        local out = {written}
-        for _, id in ipairs(fenced) do out[#out + 1] = id end
-        return out
-        """
+            end)
+            for status, count in pairs(counts) do redis.call('HINCRBY', KEYS[1], status, count) end
+            for lane, ids in pairs(deleted) do
+              for i = 1, #ids, 500 do redis.call('XDEL', lane, unpack(ids, i, math.min(i + 499, #ids))) end
+            end
+            if not ok then error(failure) end
+            local out = {written}
+            for _, id in ipairs(fenced) do out[#out + 1] = id end
+            return out
+            """
     )
 
     /// Schedule a failed attempt's retry, and record the attempt in the job's history. The job's

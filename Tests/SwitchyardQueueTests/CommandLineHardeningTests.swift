@@ -280,7 +280,7 @@ struct CommandLineHardeningTests {
         defer { try? FileManager.default.removeItem(at: file) }
         // The connection drops after some chunks of 500 jobs have gone out (the first is sent
         // twice: once before Redis has the push script, once after loading it).
-        let proxy = try FaultProxy(target: f.server.port, faults: ["--drop-request-after", "900000"])
+        let proxy = try FaultProxy(target: f.server.port, faults: ["--drop-request-after", "500000"])
         let arguments = ["--queue", "test", "--model", "m", "--file", file.path]
         let (code, output) = try runSwitchyard(["push", "--redis-url", "redis://127.0.0.1:\(proxy.port)"] + arguments)
         #expect(code == 2, "\(output)")
