@@ -24,6 +24,29 @@ struct QueueHardeningTests {
         #expect(try await f.queue.status().counters["pushed"] == nil)
     }
 
+    /// A job whose lane cannot take it (a key of the wrong type) fails the push, and leaves
+    /// neither its record nor its idempotency key behind: pushed again once the lane is whole, it
+    /// is queued, not called a duplicate. The jobs before it in the call stay queued and counted.
+    @Test func aJobThatCouldNotBeQueuedIsNotADuplicateWhenPushedAgain() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let first = chatJob("first")
+        var blocked = chatJob("blocked")
+        blocked.priority = .high
+        blocked.idempotencyKey = "once"
+        _ = try await f.pool.send("SET", f.queue.keys.lane(.high), "not a stream")
+        await #expect(throws: (any Error).self) { _ = try await f.queue.push([first, blocked]) }
+        #expect(try await f.pool.send("EXISTS", f.queue.keys.job(blocked.id), f.queue.keys.idempotency("once")).int == 0)
+        #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.default)).int == 1)
+        #expect(try await f.queue.status().counters["pushed"] == 1)
+        _ = try await f.pool.send("DEL", f.queue.keys.lane(.high))
+        try await f.queue.ensureGroups()
+        #expect(try await f.queue.push([first, blocked]) == [.duplicate(existingID: first.id), .queued(id: blocked.id)])
+        #expect(try await f.pool.send("XLEN", f.queue.keys.lane(.high)).int == 1)
+        #expect(try await f.queue.status().counters["pushed"] == 2)
+    }
+
     @Test func anIdPushedAgainIsNeitherQueuedNorCountedTwice() async throws {
         let f = try QueueFixture()
         defer { f.close() }
