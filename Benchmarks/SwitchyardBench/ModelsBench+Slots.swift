@@ -52,6 +52,7 @@ extension ModelsBench {
     }
 
     func slots() async throws -> [String: Any] {
+        guard ["notify", "poll"].contains(slotWait) else { throw ValidationError("--slot-wait: notify or poll, not '\(slotWait)'") }
         var profile = try LlamaServer.gpuProfileOnCPU()
         if let slots { try profile.apply(overrides: ["parallel": String(slots)]) }
         let parallel = profile.parallel
@@ -138,7 +139,7 @@ extension ModelsBench {
 
         print("")
         print(
-            "Generation on llama-server (rtx3090-wsl's argv, gpu_layers=0, --parallel \(parallel)\(slotThreads > 0 ? ", --threads \(slotThreads)" : "")): \(slotRequests) chat requests of up to \(slotTokens) tokens per run, two rounds"
+            "Generation on llama-server (rtx3090-wsl's argv, gpu_layers=0, --parallel \(parallel)\(slotThreads > 0 ? ", --threads \(slotThreads)" : "")): \(slotRequests) chat requests of up to \(slotTokens) tokens per run, two rounds; the bench learns of the worker's results by \(slotWait == "notify" ? "the done channel" : "polling every 5 ms")"
         )
         print(
             pad("in flight", 12) + pad("direct tok/s", 15) + pad("worker tok/s", 15) + pad("worker/direct", 15)
@@ -146,6 +147,7 @@ extension ModelsBench {
         )
         var out: [String: Any] = [
             "slots_parallel": parallel, "slots_requests": slotRequests, "slots_max_tokens": slotTokens, "slots_threads": slotThreads,
+            "slots_wait": slotWait,
         ]
         for level in levels {
             let d = directRuns[level]!
@@ -267,7 +269,7 @@ extension ModelsBench {
 
     /// `requests` distinct chat jobs pushed at once; the worker keeps its concurrency in flight.
     private func throughWorker(_ queue: JobQueue, requests: Int, tag: String) async throws -> SlotsRun {
-        let jobs = (0..<requests).map { i in
+        var jobs = (0..<requests).map { i in
             Job(
                 kind: .chat,
                 model: "tiny",
@@ -277,24 +279,47 @@ extension ModelsBench {
                 )
             )
         }
-        // Waiting reads one counter every 5 ms (cheap beside the jobs, which share the CPU), and
-        // the results once at the end.
+        // The finished counter says that every job is done (and is read before and after).
         func finished() async throws -> Int {
             let counts = try await queue.redis.send("HMGET", queue.keys.stats, "succeeded", "dead").array ?? []
             return counts.compactMap { $0.string.flatMap { Int($0) } }.reduce(0, +)
         }
         let before = try await finished()
         let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(600)
+        // Waiting: by default as the coordinator waits, told of each result on the queue's done
+        // channel (the jobs ask for it), so the bench sleeps until the last result is written,
+        // as the direct side sleeps until its last answer. `--slot-wait poll` reads the counter
+        // every 5 ms instead: up to 5 ms late at the end, and 200 wake-ups a second of the bench
+        // and Redis that the direct side does not have, on a CPU the jobs share.
+        let listener = RedisConnection(configuration: queue.redis.configuration)
+        defer { listener.close() }
+        if slotWait == "notify" {
+            _ = try await listener.send(RedisCommand("SUBSCRIBE", queue.keys.done))
+            for i in jobs.indices { jobs[i].notify = true }
+        }
         let start = clock.now
         let pushedAt = Date().timeIntervalSince1970
         _ = try await queue.push(jobs)
-        let deadline = clock.now + .seconds(600)
-        while try await finished() < before + jobs.count {
-            if clock.now > deadline { throw ValidationError("\(tag): not every job finished in 10 minutes") }
-            try await Task.sleep(for: .milliseconds(5))
+        if slotWait == "notify" {
+            var waiting = Set(jobs.map(\.id))
+            while !waiting.isEmpty {
+                let left = deadline - clock.now
+                guard left > .zero else { throw ValidationError("\(tag): not every job finished in 10 minutes") }
+                let message = try await listener.receive(timeout: .after(left))
+                if let parts = message.array, parts.count == 3, parts[0].string == "message", let id = parts[2].string {
+                    waiting.remove(id)
+                }
+            }
+        } else {
+            while try await finished() < before + jobs.count {
+                if clock.now > deadline { throw ValidationError("\(tag): not every job finished in 10 minutes") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
         }
         let elapsed = clock.now - start
         let seenAt = Date().timeIntervalSince1970
+        guard try await finished() == before + jobs.count else { throw ValidationError("\(tag): the finished count does not add up") }
         let results = try await queue.results(of: jobs.map(\.id)).compactMap { $0 }
         if let failed = results.first(where: { $0.status != .succeeded }) {
             throw ValidationError("\(tag): a job failed: \(failed.error?.message ?? "")")
