@@ -16,11 +16,43 @@ extension ModelsBench {
         var seconds = 0.0
         /// Seconds the requests took in all, each from its send (or its job's start) to its answer.
         var requestSeconds = 0.0
+        /// CPU seconds (user + system) over the run: the bench process, the llama-server that
+        /// answered, and the worker (0 for direct runs).
+        var benchCPU = 0.0
+        var serverCPU = 0.0
+        var workerCPU = 0.0
+        /// Worker runs: from the push to the first job's start, and from the last job's finish to
+        /// the bench seeing the count (both in seconds, summed over runs).
+        var firstStart = 0.0
+        var tail = 0.0
+        var runs = 0
         var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
         var msPerRequest: Double { requests > 0 ? requestSeconds * 1000 / Double(requests) : 0 }
+        /// Requests in flight on average: the time they took in all over the run's time.
+        var meanInFlight: Double { seconds > 0 ? requestSeconds / seconds : 0 }
+        func perRequestMs(_ value: Double) -> Double { requests > 0 ? value * 1000 / Double(requests) : 0 }
+    }
+
+    /// CPU seconds of the processes a run involves, read before and after it.
+    struct SlotsCPU {
+        var server: Int32
+        var worker: Int32?
+        func read() -> (bench: Double, server: Double, worker: Double) {
+            (ProcessCPU.seconds(of: getpid()), ProcessCPU.seconds(of: server), worker.map { ProcessCPU.seconds(of: $0) } ?? 0)
+        }
+        func measure(_ run: () async throws -> ModelsBench.SlotsRun) async rethrows -> ModelsBench.SlotsRun {
+            let before = read()
+            var result = try await run()
+            let after = read()
+            result.benchCPU = after.bench - before.bench
+            result.serverCPU = after.server - before.server
+            result.workerCPU = after.worker - before.worker
+            return result
+        }
     }
 
     func slots() async throws -> [String: Any] {
+        guard ["notify", "poll"].contains(slotWait) else { throw ValidationError("--slot-wait: notify or poll, not '\(slotWait)'") }
         var profile = try LlamaServer.gpuProfileOnCPU()
         if let slots { try profile.apply(overrides: ["parallel": String(slots)]) }
         let parallel = profile.parallel
@@ -56,6 +88,7 @@ extension ModelsBench {
         defer { for pool in pools { pool.shutDown() } }
         var queues: [Int: JobQueue] = [:]
         var workers: [WorkerProcess] = []
+        var workerByLevel: [Int: WorkerProcess] = [:]
         defer { for worker in workers { _ = worker.terminate() } }
         let environment = try LlamaServer.environmentWithLlamaServer()
         for level in levels {
@@ -78,8 +111,14 @@ extension ModelsBench {
                     environment: environment
                 )
             )
+            workerByLevel[level] = workers.last
             // Warm: the model loaded, not timed.
             _ = try await throughWorker(queue, requests: 1, tag: "warm-\(level)")
+        }
+        // The llama-server each worker started (its child), for CPU time.
+        var workerServer: [Int: Int32] = [:]
+        for (level, worker) in workerByLevel {
+            workerServer[level] = ProcessMemory.children(of: worker.process.pid).first ?? 0
         }
         _ = try await direct(client, base: base, inFlight: 1, requests: 2, tag: "warm")
 
@@ -87,8 +126,12 @@ extension ModelsBench {
         var workerRuns: [Int: SlotsRun] = [:]
         for round in 0..<2 {
             for level in levels {
-                let d = try await direct(client, base: base, inFlight: level, requests: slotRequests, tag: "d\(round)-\(level)")
-                let w = try await throughWorker(queues[level]!, requests: slotRequests, tag: "w\(round)-\(level)")
+                let d = try await SlotsCPU(server: server.pid).measure {
+                    try await direct(client, base: base, inFlight: level, requests: slotRequests, tag: "d\(round)-\(level)")
+                }
+                let w = try await SlotsCPU(server: workerServer[level]!, worker: workerByLevel[level]!.process.pid).measure {
+                    try await throughWorker(queues[level]!, requests: slotRequests, tag: "w\(round)-\(level)")
+                }
                 directRuns[level, default: SlotsRun()].add(d)
                 workerRuns[level, default: SlotsRun()].add(w)
             }
@@ -96,7 +139,7 @@ extension ModelsBench {
 
         print("")
         print(
-            "Generation on llama-server (rtx3090-wsl's argv, gpu_layers=0, --parallel \(parallel)\(slotThreads > 0 ? ", --threads \(slotThreads)" : "")): \(slotRequests) chat requests of up to \(slotTokens) tokens per run, two rounds"
+            "Generation on llama-server (rtx3090-wsl's argv, gpu_layers=0, --parallel \(parallel)\(slotThreads > 0 ? ", --threads \(slotThreads)" : "")): \(slotRequests) chat requests of up to \(slotTokens) tokens per run, two rounds; the bench learns of the worker's results by \(slotWait == "notify" ? "the done channel" : "polling every 5 ms")"
         )
         print(
             pad("in flight", 12) + pad("direct tok/s", 15) + pad("worker tok/s", 15) + pad("worker/direct", 15)
@@ -104,6 +147,7 @@ extension ModelsBench {
         )
         var out: [String: Any] = [
             "slots_parallel": parallel, "slots_requests": slotRequests, "slots_max_tokens": slotTokens, "slots_threads": slotThreads,
+            "slots_wait": slotWait,
         ]
         for level in levels {
             let d = directRuns[level]!
@@ -119,6 +163,37 @@ extension ModelsBench {
             out["slots_worker_vs_direct_\(level)"] = ratio
             out["slots_direct_ms_per_request_\(level)"] = d.msPerRequest
             out["slots_worker_job_run_ms_\(level)"] = w.msPerRequest
+        }
+        print("")
+        print("Where the time goes (per request, both rounds; CPU from /proc in 10 ms ticks, so rough):")
+        print(
+            pad("in flight", 12) + pad("mean in flight (d, w)", 24) + pad("idle slot ms (d, w)", 22) + pad("first start, tail ms", 23)
+                + pad("CPU ms: bench (d, w)", 23) + pad("llama (d, w)", 16) + "worker"
+        )
+        for level in levels {
+            let d = directRuns[level]!
+            let w = workerRuns[level]!
+            // A slot is idle when fewer than `level` requests are in flight.
+            let idle = { (r: SlotsRun) in r.perRequestMs(Double(level) * r.seconds - r.requestSeconds) }
+            print(
+                pad("\(level)", 12) + pad(String(format: "%.2f, %.2f", d.meanInFlight, w.meanInFlight), 24)
+                    + pad(String(format: "%.2f, %.2f", idle(d), idle(w)), 22)
+                    + pad(String(format: "%.1f, %.1f", w.firstStart * 1000 / Double(max(w.runs, 1)), w.tail * 1000 / Double(max(w.runs, 1))), 23)
+                    + pad(String(format: "%.2f, %.2f", d.perRequestMs(d.benchCPU), w.perRequestMs(w.benchCPU)), 23)
+                    + pad(String(format: "%.1f, %.1f", d.perRequestMs(d.serverCPU), w.perRequestMs(w.serverCPU)), 16)
+                    + String(format: "%.2f", w.perRequestMs(w.workerCPU))
+            )
+            out["slots_direct_mean_in_flight_\(level)"] = d.meanInFlight
+            out["slots_worker_mean_in_flight_\(level)"] = w.meanInFlight
+            out["slots_direct_idle_slot_ms_\(level)"] = idle(d)
+            out["slots_worker_idle_slot_ms_\(level)"] = idle(w)
+            out["slots_worker_first_start_ms_\(level)"] = w.firstStart * 1000 / Double(max(w.runs, 1))
+            out["slots_worker_tail_ms_\(level)"] = w.tail * 1000 / Double(max(w.runs, 1))
+            out["slots_direct_bench_cpu_ms_\(level)"] = d.perRequestMs(d.benchCPU)
+            out["slots_worker_bench_cpu_ms_\(level)"] = w.perRequestMs(w.benchCPU)
+            out["slots_direct_server_cpu_ms_\(level)"] = d.perRequestMs(d.serverCPU)
+            out["slots_worker_server_cpu_ms_\(level)"] = w.perRequestMs(w.serverCPU)
+            out["slots_worker_cpu_ms_per_job_\(level)"] = w.perRequestMs(w.workerCPU)
         }
         if levels.count == 2 {
             let gain = directRuns[parallel]!.tokensPerSecond / max(directRuns[1]!.tokensPerSecond, 0.001)
@@ -194,7 +269,7 @@ extension ModelsBench {
 
     /// `requests` distinct chat jobs pushed at once; the worker keeps its concurrency in flight.
     private func throughWorker(_ queue: JobQueue, requests: Int, tag: String) async throws -> SlotsRun {
-        let jobs = (0..<requests).map { i in
+        var jobs = (0..<requests).map { i in
             Job(
                 kind: .chat,
                 model: "tiny",
@@ -204,22 +279,47 @@ extension ModelsBench {
                 )
             )
         }
-        // Waiting reads one counter every 5 ms (cheap beside the jobs, which share the CPU), and
-        // the results once at the end.
+        // The finished counter says that every job is done (and is read before and after).
         func finished() async throws -> Int {
             let counts = try await queue.redis.send("HMGET", queue.keys.stats, "succeeded", "dead").array ?? []
             return counts.compactMap { $0.string.flatMap { Int($0) } }.reduce(0, +)
         }
         let before = try await finished()
         let clock = ContinuousClock()
-        let start = clock.now
-        _ = try await queue.push(jobs)
         let deadline = clock.now + .seconds(600)
-        while try await finished() < before + jobs.count {
-            if clock.now > deadline { throw ValidationError("\(tag): not every job finished in 10 minutes") }
-            try await Task.sleep(for: .milliseconds(5))
+        // Waiting: by default as the coordinator waits, told of each result on the queue's done
+        // channel (the jobs ask for it), so the bench sleeps until the last result is written,
+        // as the direct side sleeps until its last answer. `--slot-wait poll` reads the counter
+        // every 5 ms instead: up to 5 ms late at the end, and 200 wake-ups a second of the bench
+        // and Redis that the direct side does not have, on a CPU the jobs share.
+        let listener = RedisConnection(configuration: queue.redis.configuration)
+        defer { listener.close() }
+        if slotWait == "notify" {
+            _ = try await listener.send(RedisCommand("SUBSCRIBE", queue.keys.done))
+            for i in jobs.indices { jobs[i].notify = true }
+        }
+        let start = clock.now
+        let pushedAt = Date().timeIntervalSince1970
+        _ = try await queue.push(jobs)
+        if slotWait == "notify" {
+            var waiting = Set(jobs.map(\.id))
+            while !waiting.isEmpty {
+                let left = deadline - clock.now
+                guard left > .zero else { throw ValidationError("\(tag): not every job finished in 10 minutes") }
+                let message = try await listener.receive(timeout: .after(left))
+                if let parts = message.array, parts.count == 3, parts[0].string == "message", let id = parts[2].string {
+                    waiting.remove(id)
+                }
+            }
+        } else {
+            while try await finished() < before + jobs.count {
+                if clock.now > deadline { throw ValidationError("\(tag): not every job finished in 10 minutes") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
         }
         let elapsed = clock.now - start
+        let seenAt = Date().timeIntervalSince1970
+        guard try await finished() == before + jobs.count else { throw ValidationError("\(tag): the finished count does not add up") }
         let results = try await queue.results(of: jobs.map(\.id)).compactMap { $0 }
         if let failed = results.first(where: { $0.status != .succeeded }) {
             throw ValidationError("\(tag): a job failed: \(failed.error?.message ?? "")")
@@ -229,7 +329,10 @@ extension ModelsBench {
             tokens: results.compactMap { $0.usage?.completionTokens }.reduce(0, +),
             requests: requests,
             seconds: seconds(elapsed),
-            requestSeconds: running
+            requestSeconds: running,
+            firstStart: (results.compactMap(\.timings.started).min() ?? pushedAt) - pushedAt,
+            tail: seenAt - (results.compactMap(\.timings.finished).max() ?? seenAt),
+            runs: 1
         )
     }
 
@@ -253,5 +356,11 @@ extension ModelsBench.SlotsRun {
         requests += other.requests
         seconds += other.seconds
         requestSeconds += other.requestSeconds
+        benchCPU += other.benchCPU
+        serverCPU += other.serverCPU
+        workerCPU += other.workerCPU
+        firstStart += other.firstStart
+        tail += other.tail
+        runs += other.runs
     }
 }

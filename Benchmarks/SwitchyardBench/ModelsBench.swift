@@ -46,6 +46,12 @@ struct ModelsBench: AsyncParsableCommand {
     )
     var slotThreads = 1
 
+    @Option(
+        help:
+            "How the slots part learns that the worker's jobs are done: notify (the jobs ask to be announced and the bench waits on the queue's done channel, as the coordinator does) or poll (the finished counter, read every 5 ms)."
+    )
+    var slotWait = "notify"
+
     @Option(help: "Also write the JSON report to this file.")
     var json: String?
 

@@ -280,19 +280,15 @@ enum QueueScripts {
               local lane = KEYS[i + 1]
               if want <= 0 then break end
               if not isPaused(ARGV[firstLaneName + i - 1]) then
-              local cands = {}
-              local held = redis.call('XPENDING', lane, group, '-', '+', lookahead, parked)
-              for _, p in ipairs(held) do
-                local r = redis.call('XRANGE', lane, p[1], p[1])
-                if r[1] then cands[#cands + 1] = {p[1], r[1][2], tonumber(p[3])} else redis.call('XACK', lane, group, p[1]) end
-              end
-              if #held < lookahead then
-                local r = redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', lookahead - #held, 'STREAMS', lane, '>')
-                if r then for _, e in ipairs(r[1][2]) do cands[#cands + 1] = {e[1], e[2], 0} end end
-              end
               local warm, cold, away, others = {}, {}, {}, {}
               local oldestWarm = nil
-              for _, c in ipairs(cands) do
+              -- Warm candidates found so far that this take can start (their model's free slots
+              -- counted). Once they cover the free slots, the candidates after them cannot change
+              -- what is taken: each is younger than every warm one found, so none is starving,
+              -- and with the warm ones filling the take no cold or shared step runs. The look
+              -- stops there, so a take costs what it takes, not the lookahead.
+              local startable, left = 0, {}
+              local function consider(c)
                 local id, model, json = nil, nil, nil
                 local f = c[2]
                 for k = 1, #f, 2 do
@@ -310,6 +306,15 @@ enum QueueScripts {
                 elseif model == nil or mine[model] then
                   warm[#warm + 1] = c
                   if oldestWarm == nil or queuedFor(c[1]) > oldestWarm then oldestWarm = queuedFor(c[1]) end
+                  if model == nil or room[model] == nil then
+                    startable = startable + 1
+                  else
+                    left[model] = left[model] or room[model]
+                    if left[model] > 0 then
+                      left[model] = left[model] - 1
+                      startable = startable + 1
+                    end
+                  end
                 elseif c[3] < maxWait and warmElsewhere(model) > 0 then
                   if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
                   away[model] = away[model] or {}
@@ -321,6 +326,16 @@ enum QueueScripts {
                   cold[#cold + 1] = c
                   others[#others + 1] = c
                 end
+              end
+              local held = redis.call('XPENDING', lane, group, '-', '+', lookahead, parked)
+              for _, p in ipairs(held) do
+                if startable >= want then break end
+                local r = redis.call('XRANGE', lane, p[1], p[1])
+                if r[1] then consider({p[1], r[1][2], tonumber(p[3])}) else redis.call('XACK', lane, group, p[1]) end
+              end
+              if #held < lookahead then
+                local r = redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', lookahead - #held, 'STREAMS', lane, '>')
+                if r then for _, e in ipairs(r[1][2]) do if startable < want then consider({e[1], e[2], 0}) end end end
               end
               local function take(c)
                 redis.call('XCLAIM', lane, group, me, 0, c[1], 'JUSTID')

@@ -19,7 +19,7 @@ extension Worker {
                     try await adoptOrphans(start: start)
                     reconcile = false
                 }
-                let free = configuration.concurrency - inFlightCount
+                let free = freeSlots
                 if free <= 0 {
                     _ = await slotFreed.wait()
                     continue
@@ -56,7 +56,7 @@ extension Worker {
         let known = state.withLock { Set($0.inFlight.keys) }
         let orphans = try await queue.orphans(consumer: configuration.id, known: known)
         if orphans.isEmpty { return }
-        let free = max(0, configuration.concurrency - inFlightCount)
+        let free = max(0, freeSlots)
         logger.info("found \(orphans.count) entries delivered to this worker that it never saw (a lost reply); running them")
         for delivery in orphans.prefix(free) { start(delivery) }
         if orphans.count > free { try await queue.handBack(Array(orphans.dropFirst(free))) }

@@ -102,6 +102,9 @@ extension Worker {
             outcomeReady.notify()
         }
         jobEnded.notify()
+        // The slot is free now: the fetch loop takes the next job while the flush loop writes
+        // this one's outcome (see `freeSlots`).
+        slotFreed.notify()
     }
 
     /// The attempt's numbers in the worker's metrics (`WorkerMetrics`): labels are the queue,

@@ -33,7 +33,7 @@ public final class Worker: Service, Sendable {
     let failureLog: FailureLog
     let blocking: RedisConnection
     let state = Mutex(State())
-    /// A job ended or its outcome was written: a slot may be free.
+    /// A job ended, or its outcome was written: a slot may be free.
     let slotFreed = Signal()
     /// An outcome is waiting to be written.
     let outcomeReady = Signal()
@@ -139,6 +139,17 @@ public final class Worker: Service, Sendable {
     /// Jobs this worker has finished (results written, retries scheduled, dead-lettered).
     public var processed: Int { state.withLock { $0.processed } }
     public var inFlightCount: Int { state.withLock { $0.inFlight.count } }
+    /// Slots free for new jobs: `concurrency` minus the jobs running. A job frees its slot when
+    /// its executor ends, not when its outcome is written, so the next job is taken while the
+    /// last one's outcome is on its way to Redis. Outcomes not yet written are bounded all the
+    /// same: at most `concurrency` of them beside a full set of running jobs (when Redis is slow
+    /// to take writes, the worker stops taking jobs rather than pile up results).
+    var freeSlots: Int {
+        state.withLock { s in
+            let running = s.inFlight.values.reduce(0) { $0 + ($1.running ? 1 : 0) }
+            return min(configuration.concurrency - running, 2 * configuration.concurrency - s.inFlight.count)
+        }
+    }
     var isDraining: Bool { state.withLock { $0.draining } }
 
     public func run() async throws {
