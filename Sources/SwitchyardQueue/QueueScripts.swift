@@ -40,7 +40,7 @@ enum QueueScripts {
     /// own record and idempotency key are removed, so pushing it again is safe.
     /// Cost: the results of a call are checked with one `EXISTS` (none live, as a rule), and a
     /// job without an idempotency key claims its record with `SET NX`, which is the duplicate
-    /// check too: two commands per queued job besides its `XADD`, not three.
+    /// check too: one command per queued job besides its `XADD`, not two, and one `EXISTS` per call.
     static let push = RedisScript(
         keyPrefix + """
             if slotMigrating(KEYS[4]) then return redis.error_reply(migratingReply) end
@@ -48,18 +48,24 @@ enum QueueScripts {
             local n = (#ARGV - 3) / 6
             local prefix = prefixOf(KEYS[4])
             local flags, existingIDs, pushed = {}, {}, 0
-            local results = {}
-            for j = 1, n do results[j] = prefix .. 'result:' .. ARGV[4 + (j - 1) * 6] end
+            -- Each job's result key, and its extra parsed before anything is written.
+            local results, extras = {}, {}
+            for j = 1, n do
+              local a = 3 + (j - 1) * 6
+              results[j] = prefix .. 'result:' .. ARGV[a + 1]
+              if ARGV[a + 6] ~= '' then
+                local batch, idem, due, member = string.match(ARGV[a + 6], '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')
+                if not batch or not tonumber(due) then return redis.error_reply('ERR push: job ' .. j .. ' of the call has a malformed extra argument') end
+                extras[j] = {batch, idem, tonumber(due), member}
+              end
+            end
             -- Whether any job's result lives: then each is asked on its own.
             local someFinal = n > 0 and redis.call('EXISTS', unpack(results)) > 0
             for j = 1, n do
               local a = 3 + (j - 1) * 6
-              local id, json, max, model, lane, extra = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], KEYS[tonumber(ARGV[a + 5])], ARGV[a + 6]
+              local id, json, max, model, lane = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], KEYS[tonumber(ARGV[a + 5])]
               local batch, idem, due, member = '', '', now, ''
-              if extra ~= '' then
-                batch, idem, due, member = string.match(extra, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')
-                due = tonumber(due)
-              end
+              if extras[j] then batch, idem, due, member = unpack(extras[j]) end
               local record = prefix .. 'job:' .. id
               local idemKey = idem ~= '' and prefix .. 'idem:' .. idem
               local wait = 0
@@ -192,8 +198,12 @@ enum QueueScripts {
                   for k = 1, #f, 2 do if f[k] == 'id' then ids[n] = f[k + 1] end end
                   if ids[n] then resultKeys[#resultKeys + 1] = ARGV[4] .. 'result:' .. ids[n] end
                 end
-                -- One EXISTS for all: as a rule no result lives, and only then is each asked.
-                local someFinal = #resultKeys > 0 and redis.call('EXISTS', unpack(resultKeys)) > 0
+                -- One EXISTS for all (in chunks: Lua's stack holds at most 8,000 values): as a rule
+                -- no result lives, and only then is each asked.
+                local someFinal = false
+                for c = 1, #resultKeys, 500 do
+                  if not someFinal and redis.call('EXISTS', unpack(resultKeys, c, math.min(c + 499, #resultKeys))) > 0 then someFinal = true end
+                end
                 for n, e in ipairs(r[1][2]) do
                   local id = ids[n]
                   if someFinal and id and redis.call('EXISTS', ARGV[4] .. 'result:' .. id) == 1 then

@@ -47,6 +47,20 @@ struct QueueHardeningTests {
         #expect(try await f.queue.status().counters["pushed"] == 2)
     }
 
+    /// A take of more entries than Lua's stack holds values (8,000) still works: the one `EXISTS`
+    /// over their results goes in chunks.
+    @Test func aTakeOfMoreThanEightThousandEntriesWorks() async throws {
+        let f = try QueueFixture()
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let jobs = (0..<8200).map { chatJob("job \($0)") }
+        _ = try await f.queue.push(jobs)
+        _ = try await f.queue.cancel(jobID: jobs[8100].id)
+        let taken = try await f.queue.take(consumer: "a", count: 8200)
+        #expect(taken.count == 8199)
+        #expect(Set(taken.map(\.jobID)) == Set(jobs.map(\.id)).subtracting([jobs[8100].id]))
+    }
+
     @Test func anIdPushedAgainIsNeitherQueuedNorCountedTwice() async throws {
         let f = try QueueFixture()
         defer { f.close() }
