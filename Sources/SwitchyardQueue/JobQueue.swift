@@ -129,8 +129,11 @@ public final class JobQueue: Sendable {
     /// by more than a quarter of the lease goes first (no starving); a worker with nothing else to
     /// do shares a model whose parked backlog exceeds `routing.shareAfter` jobs per worker holding
     /// it. With `slots`, no more jobs of a model are taken than there are free slots for it (jobs
-    /// of a warm model whose slots are busy stay parked). Keep `longestWait` at most a quarter of
-    /// the lease, as workers do.
+    /// of a warm model whose slots are busy stay parked). The first `busyModels` of `warm` (0 by
+    /// default) are the models of jobs running here: no more models run at once than `cacheSize`,
+    /// counting those and the ones this take starts, so with a cache of one a take never starts
+    /// two models that would evict each other. Keep `longestWait` at most a quarter of the lease,
+    /// as workers do.
     /// Also publishes `warm` (and withdraws `released`) in the warm-model index.
     /// See docs/ARCHITECTURE.md, "Warm-model routing".
     public func takeWarm(
@@ -139,7 +142,7 @@ public final class JobQueue: Sendable {
         warm: [String],
         released: [String] = [],
         cacheSize: Int,
-        mayLoad: Bool = true,
+        busyModels: Int = 0,
         slots: WarmSlots? = nil,
         routing: WarmRouting
     ) async throws -> WarmTake {
@@ -150,7 +153,7 @@ public final class JobQueue: Sendable {
             warm: warm,
             released: released,
             cacheSize: cacheSize,
-            mayLoad: mayLoad,
+            busyModels: busyModels,
             slots: slots,
             routing: routing,
             starveGapMs: configuration.lease.milliseconds / 4,

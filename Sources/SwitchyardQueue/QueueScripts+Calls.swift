@@ -121,7 +121,7 @@ extension QueueScripts {
             warm: [String],
             released: [String],
             cacheSize: Int,
-            mayLoad: Bool,
+            busyModels: Int,
             slots: WarmSlots?,
             routing: WarmRouting,
             starveGapMs: Int64,
@@ -133,7 +133,7 @@ extension QueueScripts {
             let fixed: [any RedisArgument] = [
                 QueueKeys.group, consumer, max(0, count), QueueKeys.parkedConsumer, routing.lookahead,
                 routing.longestWait.milliseconds, nowMs, nowMs + routing.claimTTL.milliseconds, max(1, cacheSize), routing.shareAfter,
-                mayLoad ? 1 : 0, max(1, starveGapMs), slots.map { max(1, $0.perServer) } ?? 0,
+                max(0, busyModels), max(1, starveGapMs), slots.map { max(1, $0.perServer) } ?? 0,
             ]
             let free: [any RedisArgument] = warm.map { model in slots.map { max(0, $0.free[model] ?? $0.perServer) } ?? -1 }
             arguments = fixed + [warm.count] + warm + free + [released.count] + released + JobPriority.inOrder.map(\.rawValue)

@@ -229,14 +229,17 @@ enum QueueScripts {
     /// one other model that have waited longer than the oldest warm one by more than the starve
     /// gap (its model claimed); then warm ones; then the cold ones of one model, the oldest's, whose model this worker
     /// claims; and a worker that found nothing else shares a model whose away backlog exceeds
-    /// `share after` jobs per worker holding it. A worker that may not load takes only warm ones.
+    /// `share after` jobs per worker holding it. No more models run at once than the cache holds
+    /// (counting those of running jobs and those this take starts): a worker whose running jobs
+    /// fill its cache takes only their models' jobs.
     /// Lanes are visited in priority order; paused ones are skipped. Final entries (cancelled) are
     /// dropped on the way. Slots: no more jobs of a model are taken than the worker has free slots
     /// for it (a warm model's free slots; all of a server's slots for a model it starts); the rest
     /// stay parked.
     /// KEYS: paused, then the lanes in order. ARGV: group, consumer, count, parked consumer, lookahead,
     /// longest wait ms, now ms, warm claim expiry ms, model cache size, share after (0: never),
-    /// may load ('1': the worker has room to load a model), starve gap ms, slots per server (0: no
+    /// busy (how many of the warm models, from the first, have jobs running here), starve gap ms,
+    /// slots per server (0: no
     /// limit), then n, n warm models (most recently used first) and their n free slot counts (-1:
     /// no limit), then m and m models no longer warm here
     /// (`QueueScripts.TakeWarm` builds them), then the lane names in order.
@@ -248,7 +251,7 @@ enum QueueScripts {
             table.insert(ARGV, 4, prefixOf(KEYS[1]))
             local group, me, want, prefix, parked = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
             local lookahead, maxWait, now, expiry = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-            local cacheSize, shareAfter, mayLoad, starveGap = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1', tonumber(ARGV[13])
+            local cacheSize, shareAfter, busy, starveGap = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
             local slots, nWarm = tonumber(ARGV[14]), tonumber(ARGV[15])
             -- room[m]: jobs for model m this take may still start (its free slots); no entry: no limit.
             local mine, order, room = {}, {}, {}
@@ -264,6 +267,13 @@ enum QueueScripts {
             for i = 17 + 2 * nWarm, 16 + 2 * nWarm + nReleased do redis.call('ZREM', prefix .. 'warm:' .. ARGV[i], me) end
             local firstLaneName = 17 + 2 * nWarm + nReleased
             local function hasRoom(m) return m == nil or room[m] == nil or room[m] > 0 end
+            -- active[m]: m has jobs running here, from before (the first `busy` warm models) or
+            -- started by this take. No more models run at once than the cache holds: a job for
+            -- another model would wait for one to end, and two models started side by side in
+            -- a cache of one would evict each other.
+            local active, nActive = {}, math.min(busy, nWarm)
+            for i = 1, nActive do active[order[i]] = true end
+            local function canStart(m) return m == nil or active[m] or nActive < cacheSize end
             -- A model this worker starts now gets a server of its own: all its slots are free.
             local function fresh(m) if slots > 0 and room[m] == nil then room[m] = slots end end
             -- Routing workers are alive: the reclaim keeps parked entries in place rather than hand them back.
@@ -298,6 +308,7 @@ enum QueueScripts {
               -- and with the warm ones filling the take no cold or shared step runs. The look
               -- stops there, so a take costs what it takes, not the lookahead.
               local startable, left = 0, {}
+              local counted, nCounted = {}, nActive
               local function consider(c)
                 local id, model, json = nil, nil, nil
                 local f = c[2]
@@ -316,14 +327,14 @@ enum QueueScripts {
                 elseif model == nil or mine[model] then
                   warm[#warm + 1] = c
                   if oldestWarm == nil or queuedFor(c[1]) > oldestWarm then oldestWarm = queuedFor(c[1]) end
-                  if model == nil or room[model] == nil then
+                  local ok = model == nil or room[model] == nil or (left[model] or room[model]) > 0
+                  if ok and model ~= nil and not active[model] and not counted[model] then
+                    ok = nCounted < cacheSize
+                    if ok then counted[model], nCounted = true, nCounted + 1 end
+                  end
+                  if ok then
+                    if model ~= nil and room[model] ~= nil then left[model] = (left[model] or room[model]) - 1 end
                     startable = startable + 1
-                  else
-                    left[model] = left[model] or room[model]
-                    if left[model] > 0 then
-                      left[model] = left[model] - 1
-                      startable = startable + 1
-                    end
                   end
                 elseif c[3] < maxWait and warmElsewhere(model) > 0 then
                   if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
@@ -351,12 +362,21 @@ enum QueueScripts {
                 redis.call('XCLAIM', lane, group, me, 0, c[1], 'JUSTID')
                 out[#out + 1] = deliveryOf(i, c[1], c[2])
                 want = want - 1
-                if c[4] and room[c[4]] then room[c[4]] = room[c[4]] - 1 end
+                local m = c[4]
+                if m and room[m] then room[m] = room[m] - 1 end
+                if m and not active[m] then active[m], nActive = true, nActive + 1 end
               end
               -- Claim model m for this worker at once, so other workers leave its jobs to it; with a
-              -- full cache the least recently used model's claim goes.
+              -- full cache the claim of the least recently used model that runs nothing goes.
               local function claim(m)
-                if #order >= cacheSize then redis.call('ZREM', prefix .. 'warm:' .. order[#order], me) end
+                if #order >= cacheSize then
+                  for k = #order, 1, -1 do
+                    if not active[order[k]] then
+                      redis.call('ZREM', prefix .. 'warm:' .. order[k], me)
+                      break
+                    end
+                  end
+                end
                 redis.call('ZADD', prefix .. 'warm:' .. m, expiry, me)
                 mine[m] = true
                 claimed = m
@@ -365,7 +385,7 @@ enum QueueScripts {
               -- one by more than the gap goes first (with the other starving jobs of its model), so
               -- a steady stream of warm jobs cannot hold it back for ever. Ages alone would not do:
               -- under a long queue every job is old.
-              if want > 0 and mayLoad and oldestWarm and claimed == '' then
+              if want > 0 and nActive < cacheSize and oldestWarm and claimed == '' then
                 local m = nil
                 for _, c in ipairs(others) do
                   if queuedFor(c[1]) > oldestWarm + starveGap and (m == nil or c[4] == m) and want > 0 then
@@ -378,9 +398,9 @@ enum QueueScripts {
               end
               -- A warm model whose slots are all busy leaves its jobs parked: for a worker with a free
               -- slot for it, or, after the longest wait, for any worker to load it too.
-              for _, c in ipairs(warm) do if want > 0 and hasRoom(c[4]) then take(c) end end
+              for _, c in ipairs(warm) do if want > 0 and hasRoom(c[4]) and canStart(c[4]) then take(c) end end
               -- At most one cold model per take, so one worker does not start loading several.
-              if want > 0 and #cold > 0 and claimed == '' and mayLoad then
+              if want > 0 and #cold > 0 and claimed == '' and nActive < cacheSize then
                 local m = cold[1][4]
                 fresh(m)
                 for _, c in ipairs(cold) do if want > 0 and c[4] == m and hasRoom(m) then take(c) end end
@@ -388,7 +408,7 @@ enum QueueScripts {
               end
               -- Nothing else to do here: share the model with the longest backlog set aside for other
               -- workers, when it exceeds shareAfter jobs per worker holding it warm.
-              if want > 0 and #out == 0 and claimed == '' and shareAfter > 0 and mayLoad then
+              if want > 0 and #out == 0 and claimed == '' and shareAfter > 0 and nActive < cacheSize then
                 local best, most = nil, 0
                 for m, list in pairs(away) do
                   if #list > warmElsewhere(m) * shareAfter and #list > most then best, most = m, #list end

@@ -121,8 +121,9 @@ extension Worker {
             warm: warm,
             released: released,
             cacheSize: source.modelCacheSize,
-            // Every slot of the cache serves a running job: taking a job for another model would only make it wait.
-            mayLoad: busy < source.modelCacheSize,
+            // The models of running jobs come first in `warm`. While they fill the cache, a job for
+            // another model would only wait for one of them to end.
+            busyModels: busy,
             slots: slots,
             routing: routing
         )

@@ -323,20 +323,55 @@ struct WarmRoutingTests {
         let cold = job("m3")
         let warm = job("m1")
         _ = try await f.queue.push([cold, warm])
-        let busy = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, mayLoad: false, routing: WarmRouting())
+        let busy = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, busyModels: 1, routing: WarmRouting())
         #expect(busy.deliveries.map(\.jobID) == [warm.id])
         #expect(busy.claimedModel == nil)
         #expect(try await f.queue.warmHolders(of: "m1") == ["a"])
-        let free = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, mayLoad: true, routing: WarmRouting())
+        let free = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
         #expect(free.deliveries.map(\.jobID) == [cold.id])
         // Jobs past the longest wait, for another model, wait for a worker that can load it.
         let noWait = WarmRouting(longestWait: .zero)
         try await claim(f, "b", ["m2"], routing: noWait)
         let overdue = job("m2")
         _ = try await f.queue.push(overdue)
-        #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, mayLoad: false, routing: noWait).deliveries.isEmpty)
-        let loads = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, mayLoad: true, routing: noWait)
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, busyModels: 1, routing: noWait).deliveries.isEmpty)
+        let loads = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: noWait)
         #expect(loads.deliveries.map(\.jobID) == [overdue.id])
+    }
+
+    @Test(arguments: Backend.allCases) func aTakeStartsNoMoreModelsThanTheCacheHolds(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        // A cache of one holding m1, nothing running: an m1 job and an older cold m2 job.
+        let cold = job("m2", "1")
+        let warm = job("m1", "2")
+        _ = try await f.queue.push([cold, warm])
+        // Taking both would run m1 and m2 side by side, and each would evict the other's server.
+        let one = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
+        #expect(one.deliveries.map(\.jobID) == [warm.id])
+        #expect(one.claimedModel == nil)
+        #expect(try await f.queue.warmHolders(of: "m1") == ["a"])
+        // The m1 job ended: m2 may load now.
+        let next = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
+        #expect(next.deliveries.map(\.jobID) == [cold.id])
+        #expect(next.claimedModel == "m2")
+
+        // A cache of two holding m1 (least recently used) and m3, nothing running: an m3 job and
+        // a cold m4 job both start, and the claim that goes is m1's, not that of m3, which now runs.
+        let m3 = job("m3", "3")
+        let m4 = job("m4", "4")
+        _ = try await f.queue.push([m3, m4])
+        let two = try await f.queue.takeWarm(consumer: "b", count: 2, warm: ["m3", "m1"], cacheSize: 2, routing: WarmRouting())
+        #expect(Set(two.deliveries.map(\.jobID)) == [m3.id, m4.id])
+        #expect(two.claimedModel == "m4")
+        #expect(try await f.queue.warmHolders(of: "m3") == ["b"])
+        #expect(try await f.queue.warmHolders(of: "m1").contains("b") == false)
+        // With m3's job running (busy 1) and m4's too, a new m1 job waits: both cache slots run.
+        let m1 = job("m1", "5")
+        _ = try await f.queue.push(m1)
+        let full = try await f.queue.takeWarm(consumer: "b", count: 2, warm: ["m3", "m4", "m1"], cacheSize: 2, busyModels: 2, routing: WarmRouting())
+        #expect(full.deliveries.isEmpty)
     }
 
     @Test(arguments: Backend.allCases) func waitingForNewEntriesIgnoresJobsSetAside(on backend: Backend) async throws {
