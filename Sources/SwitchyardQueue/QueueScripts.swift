@@ -231,7 +231,8 @@ enum QueueScripts {
     /// claims; and a worker that found nothing else shares a model whose away backlog exceeds
     /// `share after` jobs per worker holding it. No more models run at once than the cache holds
     /// (counting those of running jobs and those this take starts): a worker whose running jobs
-    /// fill its cache takes only their models' jobs.
+    /// fill its cache takes only their models' jobs, and none of those while a job of another
+    /// model starves (it drains).
     /// Lanes are visited in priority order; paused ones are skipped. Final entries (cancelled) are
     /// dropped on the way. Slots: no more jobs of a model are taken than the worker has free slots
     /// for it (a warm model's free slots; all of a server's slots for a model it starts); the rest
@@ -301,14 +302,25 @@ enum QueueScripts {
               if want <= 0 then break end
               if not isPaused(ARGV[firstLaneName + i - 1]) then
               local warm, cold, away, others = {}, {}, {}, {}
-              local oldestWarm = nil
+              local oldestWarm, oldestOther = nil, nil
+              -- A candidate of another model has waited longer than the oldest warm one by more
+              -- than the gap (see the starving step below).
+              local function starving() return oldestWarm ~= nil and oldestOther ~= nil and oldestOther > oldestWarm + starveGap end
               -- Warm candidates found so far that this take can start (their model's free slots
-              -- counted). Once they cover the free slots, the candidates after them cannot change
-              -- what is taken: each is younger than every warm one found, so none is starving,
-              -- and with the warm ones filling the take no cold or shared step runs. The look
-              -- stops there, so a take costs what it takes, not the lookahead.
-              local startable, left = 0, {}
+              -- and the cache's room counted). Once they cover the free slots, the candidates after
+              -- them cannot change what is taken: each is younger than every warm one found, so
+              -- none is starving, and with the warm ones filling the take no cold or shared step
+              -- runs. The look stops there, so a take costs what it takes, not the lookahead;
+              -- unless a starving candidate, read first as it is older, will take a cache slot.
+              local startable, startableFree, left = 0, 0, {}
               local counted, nCounted = {}, nActive
+              local function noteOther(c) if oldestOther == nil or queuedFor(c[1]) > oldestOther then oldestOther = queuedFor(c[1]) end end
+              -- A worker that drains (below) takes only the jobs without a model.
+              local function draining() return claimed == '' and nActive >= cacheSize and starving() end
+              local function lookDone()
+                if claimed == '' and nActive < cacheSize and starving() then return false end
+                return (draining() and startableFree or startable) >= want
+              end
               local function consider(c)
                 local id, model, json = nil, nil, nil
                 local f = c[2]
@@ -335,28 +347,31 @@ enum QueueScripts {
                   if ok then
                     if model ~= nil and room[model] ~= nil then left[model] = (left[model] or room[model]) - 1 end
                     startable = startable + 1
+                    if model == nil then startableFree = startableFree + 1 end
                   end
                 elseif c[3] < maxWait and warmElsewhere(model) > 0 then
                   if wake < 0 or maxWait - c[3] < wake then wake = maxWait - c[3] end
                   away[model] = away[model] or {}
                   table.insert(away[model], c)
                   others[#others + 1] = c
+                  noteOther(c)
                 else
                   -- No live worker holds it warm, or the one that does has not taken it within
                   -- the longest wait: any worker may load its model now.
                   cold[#cold + 1] = c
                   others[#others + 1] = c
+                  noteOther(c)
                 end
               end
               local held = redis.call('XPENDING', lane, group, '-', '+', lookahead, parked)
               for _, p in ipairs(held) do
-                if startable >= want then break end
+                if lookDone() then break end
                 local r = redis.call('XRANGE', lane, p[1], p[1])
                 if r[1] then consider({p[1], r[1][2], tonumber(p[3])}) else redis.call('XACK', lane, group, p[1]) end
               end
               if #held < lookahead then
                 local r = redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', lookahead - #held, 'STREAMS', lane, '>')
-                if r then for _, e in ipairs(r[1][2]) do if startable < want then consider({e[1], e[2], 0}) end end end
+                if r then for _, e in ipairs(r[1][2]) do if not lookDone() then consider({e[1], e[2], 0}) end end end
               end
               local function take(c)
                 redis.call('XCLAIM', lane, group, me, 0, c[1], 'JUSTID')
@@ -373,6 +388,8 @@ enum QueueScripts {
                   for k = #order, 1, -1 do
                     if not active[order[k]] then
                       redis.call('ZREM', prefix .. 'warm:' .. order[k], me)
+                      -- About to be evicted: its jobs are no longer warm here, in this lane or later ones.
+                      mine[order[k]] = nil
                       break
                     end
                   end
@@ -384,7 +401,8 @@ enum QueueScripts {
               -- No starving: a job for another model that has waited longer than the oldest warm
               -- one by more than the gap goes first (with the other starving jobs of its model), so
               -- a steady stream of warm jobs cannot hold it back for ever. Ages alone would not do:
-              -- under a long queue every job is old.
+              -- under a long queue every job is old. While running jobs fill the cache, the worker
+              -- takes no more jobs of their models (drains), so a slot frees for the starving one.
               if want > 0 and nActive < cacheSize and oldestWarm and claimed == '' then
                 local m = nil
                 for _, c in ipairs(others) do
@@ -398,7 +416,11 @@ enum QueueScripts {
               end
               -- A warm model whose slots are all busy leaves its jobs parked: for a worker with a free
               -- slot for it, or, after the longest wait, for any worker to load it too.
-              for _, c in ipairs(warm) do if want > 0 and hasRoom(c[4]) and canStart(c[4]) then take(c) end end
+              local drain = draining()
+              for _, c in ipairs(warm) do
+                local m = c[4]
+                if want > 0 and (m == nil or (mine[m] and not drain)) and hasRoom(m) and canStart(m) then take(c) end
+              end
               -- At most one cold model per take, so one worker does not start loading several.
               if want > 0 and #cold > 0 and claimed == '' and nActive < cacheSize then
                 local m = cold[1][4]

@@ -139,7 +139,7 @@ extension Worker {
             var block = min(configuration.blockTimeout, take.wakeAfter ?? configuration.blockTimeout)
             // Jobs this worker could not load for now become takeable when a running job ends,
             // which no new entry announces: look again soon.
-            if busy >= source.modelCacheSize { block = min(block, .milliseconds(100)) }
+            if busy >= max(1, source.modelCacheSize) { block = min(block, .milliseconds(100)) }
             if slots.free.values.contains(0) {
                 // A warm model's slots are all busy, and its jobs wait for one: what frees one is a
                 // job ending here, which no new entry announces. Look again when one ends (or

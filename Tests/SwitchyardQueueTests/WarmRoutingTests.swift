@@ -235,6 +235,67 @@ struct WarmRoutingTests {
         )
     }
 
+    @Test(arguments: Backend.allCases) func aWorkerWhoseRunningJobsFillItsCacheDrainsForAStarvingJob(on backend: Backend) async throws {
+        // The starve gap is a quarter of the lease: 250 ms here.
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(1) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let cold = job("m3")
+        _ = try await f.queue.push([cold, job("m1")])
+        // Concurrency 2, a cache of one: an m1 job runs (busy 1), the m3 job cannot load beside it.
+        #expect(try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1"], cacheSize: 1, routing: WarmRouting()).deliveries.count == 1)
+        try await Task.sleep(for: .milliseconds(400))
+        // Another m1 job comes while the first runs. Starting it would keep m1 busy; the m3 job has
+        // waited longer than the gap beyond it, so the worker takes nothing and lets m1 drain.
+        let fresh = job("m1", "fresh")
+        _ = try await f.queue.push(fresh)
+        let drained = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, busyModels: 1, routing: WarmRouting())
+        #expect(drained.deliveries.isEmpty)
+        // A job without a model takes no cache slot: it still runs.
+        var plain = job("", "no model")
+        plain.model = ""
+        _ = try await f.queue.push(plain)
+        let free = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, busyModels: 1, routing: WarmRouting())
+        #expect(free.deliveries.map(\.jobID) == [plain.id])
+        // The m1 job ended: the starving one goes first, then m1's.
+        let taken = try await f.queue.takeWarm(consumer: "a", count: 1, warm: ["m1"], cacheSize: 1, routing: WarmRouting())
+        #expect(taken.deliveries.map(\.jobID) == [cold.id])
+        #expect(taken.claimedModel == "m3")
+    }
+
+    @Test(arguments: Backend.allCases) func aStarvingJobDoesNotCutTheLookShort(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend) { $0.lease = .seconds(1) }
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        let starving = job("m9", "old")
+        _ = try await f.queue.push(starving)
+        try await Task.sleep(for: .milliseconds(400))
+        // A cache of two, m1 running (busy 1), m2 warm but idle: the m2 jobs come before the
+        // m1 one. Once the starving m9 job takes the second cache slot, m2's cannot start, so
+        // the look must go on to the m1 job rather than stop at the two m2 jobs it could start.
+        let m2 = [job("m2", "1"), job("m2", "2")]
+        let m1 = job("m1", "3")
+        _ = try await f.queue.push(m2 + [m1])
+        let take = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1", "m2"], cacheSize: 2, busyModels: 1, routing: WarmRouting())
+        #expect(take.deliveries.map(\.jobID) == [starving.id, m1.id])
+        #expect(take.claimedModel == "m9")
+    }
+
+    @Test(arguments: Backend.allCases) func aModelWhoseClaimATakeWithdrewIsNotStartedInALaterLane(on backend: Backend) async throws {
+        let f = try QueueFixture(backend: backend)
+        defer { f.close() }
+        try await f.queue.ensureGroups()
+        // A cache of two holding m1 and m2 (least recently used), nothing running: a cold m3 job on
+        // the high lane, an m2 job on the default one. Loading m3 evicts m2, so m2's job waits.
+        let cold = job("m3", "1", priority: .high)
+        let m2 = job("m2", "2")
+        _ = try await f.queue.push([cold, m2])
+        let take = try await f.queue.takeWarm(consumer: "a", count: 2, warm: ["m1", "m2"], cacheSize: 2, routing: WarmRouting())
+        #expect(take.deliveries.map(\.jobID) == [cold.id])
+        #expect(take.claimedModel == "m3")
+        #expect(try await f.queue.warmHolders(of: "m2").isEmpty)
+    }
+
     @Test(arguments: Backend.allCases) func claimsOfStoppedOrSilentWorkersHoldNothing(on backend: Backend) async throws {
         let f = try QueueFixture(backend: backend)
         defer { f.close() }
